@@ -86,24 +86,37 @@ def main() -> None:
 
     trained = json.loads((ROOT / "eval" / "trained" / "metrics.json").read_text())
     untrained = json.loads((ROOT / "eval" / "untrained" / "metrics.json").read_text())
+
+    def figures(m: dict) -> dict:
+        ci = m["test_ci95"]["f1"]
+        return {
+            "mAP": m["test_mAP"],
+            "F1@IoU0.5": m["test"]["f1"],
+            "F1_ci95": [ci["ci_low"], ci["ci_high"]],
+            "precision": m["test"]["precision"],
+            "recall": m["test"]["recall"],
+            "cpm": m["test_froc"]["cpm"],
+        }
+
     summary = {
         "test_images": trained["test_images"],
-        "trained": {
-            "mAP": trained["test_mAP"],
-            "F1@IoU0.5": trained["test"]["f1"],
-            "precision": trained["test"]["precision"],
-            "recall": trained["test"]["recall"],
-        },
-        "untrained": {"mAP": untrained["test_mAP"], "F1@IoU0.5": untrained["test"]["f1"]},
+        "test_patients": trained["test_patients"],
+        "trained": figures(trained),
+        "untrained": figures(untrained),
         "seconds": {k: round(v) for k, v in times.items()} | {"total": round(time.time() - t_start)},
     }
     (ROOT / "eval" / "demo_summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n== results ==")
-    print(f"test images: {summary['test_images']}")
-    print(f"trained   : COCO mAP {summary['trained']['mAP']:.3f}  F1@IoU0.5 {summary['trained']['F1@IoU0.5']:.3f}")
-    print(f"untrained : COCO mAP {summary['untrained']['mAP']:.3f}  F1@IoU0.5 {summary['untrained']['F1@IoU0.5']:.3f}")
+    print("\n== results (held-out test patients) ==")
+    print(f"test images / patients: {summary['test_images']} / {summary['test_patients']}")
+    for name in ("trained", "untrained"):
+        f = summary[name]
+        print(
+            f"{name:9s}: COCO mAP {f['mAP']:.3f}  F1@IoU0.5 {f['F1@IoU0.5']:.3f} (95% CI {f['F1_ci95'][0]:.3f}-{f['F1_ci95'][1]:.3f})"
+            f"  precision {f['precision']:.3f}  recall {f['recall']:.3f}  FROC CPM {f['cpm']:.3f}"
+        )
     print("model      : models/model.pt")
     print("metrics    : eval/trained/metrics.json, eval/trained/summary.md")
+    print(f"FROC plot  : {trained['plots']['froc']}")
     print("predictions: eval/predictions.json")
     print(f"total time : {summary['seconds']['total']} s")
 

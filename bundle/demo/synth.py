@@ -72,9 +72,15 @@ def _template(spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarr
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], grid: int, amp: float) -> np.ndarray:
+    """Random coarse grid upsampled by separable cubic splines (one small matrix per axis: fast)."""
     coarse = rng.normal(0.0, amp, size=(grid,) * len(shape))
-    zoom = [s / grid for s in shape]
-    return ndimage.zoom(coarse, zoom, order=3)[tuple(slice(0, s) for s in shape)]
+    mats = []
+    for n in shape:
+        eye = np.eye(grid)
+        mats.append(np.stack([ndimage.zoom(eye[a], n / grid, order=3)[:n] for a in range(grid)], axis=1))
+    if len(shape) == 3:
+        return np.einsum("ia,jb,kc,abc->ijk", *mats, coarse, optimize=True).astype(np.float32)
+    return np.einsum("ia,jb,ab->ij", *mats, coarse, optimize=True).astype(np.float32)
 
 
 def _deform(rng: np.random.Generator, arrays: list[np.ndarray], spacing: np.ndarray, orders: list[int]) -> list[np.ndarray]:
@@ -139,6 +145,7 @@ def generate_patient(
     p_extra_axial: float = 0.15,
     n_distractors: tuple[int, int] = (2, 5),
     noise: float = 0.03,
+    p_normal: float = 0.15,
 ) -> Patient:
     """Draw one patient, write image and lesion mask as NIfTI, return its complete truth."""
     t1, brain, wm, gm = _template(tuple(spacing))
@@ -151,7 +158,9 @@ def generate_patient(
     lesions: list[Lesion] = []
     interior = ndimage.binary_erosion(brain, iterations=max(1, int(round(8 / sp[0]))))
     surface = brain & ~ndimage.binary_erosion(brain, iterations=max(1, int(round(3 / sp[0]))))
-    count = int(rng.integers(n_lesions[0], n_lesions[1] + 1))
+    # some studies are normal: study-level specificity needs negatives
+    normal = rng.random() < p_normal
+    count = 0 if normal else int(rng.integers(n_lesions[0], n_lesions[1] + 1))
     for k in range(count):
         extra = rng.random() < p_extra_axial
         d = float(np.exp(rng.uniform(np.log(diameter_mm[0]), np.log(diameter_mm[1]))))
@@ -283,8 +292,9 @@ def generate(
         key_slices = sorted({int(round(les.center_vox[2])) for les in p.lesions})
         rng = np.random.default_rng([seed, 10_000 + int(p.patient_id.split("-")[1])])
         empty = [z for z in range(vol.shape[2]) if not mask[:, :, z].any() and vol[:, :, z].mean() > 0.2 * vol.mean()]
-        if empty and negatives_per_patient:
-            key_slices += [int(z) for z in rng.choice(empty, size=min(negatives_per_patient, len(empty)), replace=False)]
+        n_neg = negatives_per_patient if p.lesions else max(3, negatives_per_patient)
+        if empty and n_neg:
+            key_slices += [int(z) for z in rng.choice(empty, size=min(n_neg, len(empty)), replace=False)]
         for z in sorted(set(key_slices)):
             rel = f"slices/{p.patient_id}_z{z:03d}.nii.gz"
             write_slice(vol, z, p.spacing, out / rel)

@@ -1,20 +1,25 @@
 """Scores saved predictions against a datalist's truth and writes the evaluation report.
 
 Why: evaluation works on files (predictions JSON + datalist), so any two models, or a model and
-its TorchScript export, are compared on exactly the same images with the same code.
+its TorchScript export, are compared on exactly the same images with the same code. The
+operating point is always chosen on validation and applied unchanged to test.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+
+from bundle.metrics import bootstrap, breakdown, froc, plots, study
 from bundle.metrics.coco import coco_metrics
-from bundle.metrics.matching import best_f1_threshold, counts_at, match_image, prf
+from bundle.metrics.matching import ImageMatch, best_f1_threshold, counts_at, match_image, prf
 
 
 def _key(path: str) -> str:
-    """Images are matched by path relative to nothing: the resolved absolute path."""
     return str(Path(path).resolve())
 
 
@@ -33,6 +38,10 @@ def load_predictions(path: str | Path) -> dict[str, dict]:
     for i, r in enumerate(recs):
         if "image" not in r:
             raise ValueError(f"{p}: predictions[{i}] has no 'image' field")
+        for f in ("box", "score"):
+            if f not in r:
+                raise ValueError(f"{p}: predictions[{i}] ({r['image']}) has no '{f}' field")
+        r.setdefault("label", [0] * len(r["score"]))
         out[_key(r["image"])] = r
     return out
 
@@ -43,11 +52,10 @@ def load_truth(datalist_path: str | Path, key: str) -> list[dict]:
     doc = json.loads(p.read_text())
     if key not in doc:
         raise ValueError(f"{p}: datalist has no '{key}' section (has {sorted(doc)})")
-    base = p.parent
     out = []
     for r in doc[key]:
         r = dict(r)
-        r["image"] = _key(str(base / r["image"]))
+        r["image"] = _key(str(p.parent / r["image"]))
         out.append(r)
     return out
 
@@ -62,10 +70,56 @@ def pair(preds: dict[str, dict], truth: list[dict], where: str) -> list[tuple[di
     return [(t, preds.get(t["image"], empty)) for t in truth]
 
 
-def match_all(pairs: list[tuple[dict, dict]], criterion: str = "iou", iou_threshold: float = 0.5):
-    return [
-        match_image(p["box"], p["score"], t["box"], criterion=criterion, iou_threshold=iou_threshold, where=t["image"]) for t, p in pairs
-    ]
+def match_all(pairs: list[tuple[dict, dict]], criterion: str = "iou", iou_threshold: float = 0.5) -> list[ImageMatch]:
+    out = []
+    for t, p in pairs:
+        pb, tb = np.asarray(p["box"], dtype=float), np.asarray(t["box"], dtype=float)
+        if pb.size and tb.size and pb.reshape(len(pb), -1).shape[1] != tb.reshape(len(tb), -1).shape[1]:
+            raise ValueError(f"{t['image']}: predictions are {pb.shape[-1] // 2}D boxes but truth is {tb.shape[-1] // 2}D")
+        out.append(match_image(p["box"], p["score"], t["box"], criterion=criterion, iou_threshold=iou_threshold, where=t["image"]))
+    return out
+
+
+def _spacing(item: dict, dims: int) -> tuple[float, ...]:
+    """Pixel spacing (mm) from the item or, failing that, from the image header (header only, no pixels)."""
+    if "spacing" in item:
+        return tuple(float(s) for s in item["spacing"][:dims])
+    zooms = nib.load(item["image"]).header.get_zooms()
+    return tuple(float(z) for z in zooms[:dims])
+
+
+@dataclass
+class Scored:
+    """One model scored on one datalist: what the report and the paired test need."""
+
+    threshold: float
+    validation: dict
+    pairs: list[tuple[dict, dict]]
+    matches: list[ImageMatch]
+    patients: list[str]
+    val_studies: tuple[np.ndarray, np.ndarray]
+
+
+def score_model(
+    datalist, val_predictions, test_predictions, criterion="iou", iou_threshold=0.5, val_key="validation", test_key="test"
+) -> Scored:
+    val_pairs = pair(load_predictions(val_predictions), load_truth(datalist, val_key), str(val_predictions))
+    test_pairs = pair(load_predictions(test_predictions), load_truth(datalist, test_key), str(test_predictions))
+    val_matches = match_all(val_pairs, criterion, iou_threshold)
+    threshold, val_best = best_f1_threshold(val_matches)
+    _, vs, va = study.study_scores(
+        [np.asarray(p["score"]) for _, p in val_pairs],
+        [len(t["box"]) for t, _ in val_pairs],
+        [t.get("patient", t["image"]) for t, _ in val_pairs],
+    )
+    return Scored(
+        threshold=threshold,
+        validation=val_best,
+        pairs=test_pairs,
+        matches=match_all(test_pairs, criterion, iou_threshold),
+        patients=[t.get("patient", t["image"]) for t, _ in test_pairs],
+        val_studies=(vs, va),
+    )
 
 
 def evaluate(
@@ -75,55 +129,160 @@ def evaluate(
     output_dir: str,
     iou_threshold: float = 0.5,
     criterion: str = "iou",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
     val_key: str = "validation",
     test_key: str = "test",
+    fp_unit: str = "image",
+    name: str = "model",
 ) -> dict:
-    """Operating point (max F1) chosen on validation, applied unchanged to test; COCO mAP on test."""
-    val_pairs = pair(load_predictions(val_predictions), load_truth(datalist, val_key), val_predictions)
-    test_pairs = pair(load_predictions(test_predictions), load_truth(datalist, test_key), test_predictions)
-    threshold, val_best = best_f1_threshold(match_all(val_pairs, criterion, iou_threshold))
-    test_matches = match_all(test_pairs, criterion, iou_threshold)
-    test = prf(*counts_at(test_matches, threshold))
-    coco = coco_metrics(
-        [p["box"] for _, p in test_pairs],
-        [p["score"] for _, p in test_pairs],
-        [p["label"] for _, p in test_pairs],
-        [t["box"] for t, _ in test_pairs],
-        [t["label"] for t, _ in test_pairs],
-    )
-    result = {
-        "criterion": criterion,
-        "iou_threshold": iou_threshold,
-        "operating_threshold": threshold,
-        "validation": val_best,
-        "test": test,
-        "test_images": len(test_pairs),
-        "test_coco": coco,
-        "test_mAP": coco.get("mAP_IoU_0.10_0.50_0.05_MaxDet_100", float("nan")),
-    }
+    """Every figure for one model: P/R/F1 with CIs, FROC/CPM, COCO, study level, breakdowns, plots."""
+    s = score_model(datalist, val_predictions, test_predictions, criterion, iou_threshold, val_key, test_key)
+    result = _figures(s, n_bootstrap, seed, fp_unit)
+    result.update({"name": name, "criterion": criterion, "iou_threshold": iou_threshold})
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    t = result["test"]
+    result["plots"] = {
+        "froc": plots.plot_froc({name: s.matches}, out / "froc.png", fp_unit),
+        "pr": plots.plot_pr({name: s.matches}, out / "pr.png", {name: (t["recall"], t["precision"])}),
+    }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "summary.md").write_text(summary_markdown(result))
     return result
 
 
+def _figures(s: Scored, n_bootstrap: int, seed: int, fp_unit: str) -> dict:
+    pairs = s.pairs
+    test = prf(*counts_at(s.matches, s.threshold))
+    _, counts = bootstrap.patient_counts(s.matches, s.patients, s.threshold)
+    ci = bootstrap.bootstrap_ci(counts, n_bootstrap, seed)
+    coco = coco_metrics(
+        [p["box"] for _, p in pairs],
+        [p["score"] for _, p in pairs],
+        [p["label"] for _, p in pairs],
+        [t["box"] for t, _ in pairs],
+        [t["label"] for t, _ in pairs],
+    )
+    study_thr = study.best_threshold(*s.val_studies)
+    _, ss, sa = study.study_scores([np.asarray(p["score"]) for _, p in pairs], [len(t["box"]) for t, _ in pairs], s.patients)
+    dims = next((len(np.asarray(t["box"]).reshape(len(t["box"]), -1)[0]) // 2 for t, _ in pairs if len(t["box"])), 2)
+    spacings = [_spacing(t, dims) for t, _ in pairs]
+    return {
+        "operating_threshold": s.threshold,
+        "validation": s.validation,
+        "test": test,
+        "test_ci95": ci,
+        "test_images": len(pairs),
+        "test_patients": len(set(s.patients)),
+        "test_coco": coco,
+        "test_mAP": coco.get("mAP_IoU_0.10_0.50_0.05_MaxDet_100", float("nan")),
+        "test_mAR": coco.get("mAR_IoU_0.10_0.50_0.05_MaxDet_100", float("nan")),
+        "test_froc": froc.froc_summary(s.matches, fp_unit),
+        "test_study": study.study_metrics(ss, sa, study_thr),
+        "test_breakdown": breakdown.breakdown(
+            s.matches,
+            [t["box"] for t, _ in pairs],
+            [t["label"] for t, _ in pairs],
+            [p["box"] for _, p in pairs],
+            [p["label"] for _, p in pairs],
+            spacings,
+            s.threshold,
+        ),
+    }
+
+
+def compare(
+    datalist: str,
+    a: tuple[str, str],
+    b: tuple[str, str],
+    output_dir: str,
+    names: tuple[str, str] = ("A", "B"),
+    iou_threshold: float = 0.5,
+    criterion: str = "iou",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Two models on the same test patients: each one's figures and the paired bootstrap test of F1 (A - B)."""
+    sa = score_model(datalist, a[0], a[1], criterion, iou_threshold)
+    sb = score_model(datalist, b[0], b[1], criterion, iou_threshold)
+    ids_a, ca = bootstrap.patient_counts(sa.matches, sa.patients, sa.threshold)
+    ids_b, cb = bootstrap.patient_counts(sb.matches, sb.patients, sb.threshold)
+    if ids_a != ids_b:
+        raise ValueError("paired test: the two prediction sets cover different test patients")
+    test = bootstrap.paired_test(ca, cb, n_bootstrap, seed)
+    result = {
+        "names": list(names),
+        "paired_f1_test": test,
+        names[0]: _figures(sa, n_bootstrap, seed, "image"),
+        names[1]: _figures(sb, n_bootstrap, seed, "image"),
+    }
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result["plots"] = {
+        "froc": plots.plot_froc({names[0]: sa.matches, names[1]: sb.matches}, out / "froc_compare.png"),
+        "pr": plots.plot_pr({names[0]: sa.matches, names[1]: sb.matches}, out / "pr_compare.png"),
+    }
+    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    (out / "compare.md").write_text(compare_markdown(result))
+    return result
+
+
+def _ci(c: dict, k: str) -> str:
+    return f"{c[k]['value']:.3f} ({c[k]['ci_low']:.3f}-{c[k]['ci_high']:.3f})"
+
+
 def summary_markdown(r: dict) -> str:
-    t = r["test"]
+    t, ci, fr, st = r["test"], r["test_ci95"], r["test_froc"], r["test_study"]
+    auc = "n/a (one class only)" if st["auc"] is None else f"{st['auc']:.3f}"
     lines = [
-        "# Evaluation summary",
+        f"# Evaluation summary: {r.get('name', 'model')}",
         "",
-        f"Matching: {r['criterion']} (IoU >= {r['iou_threshold']}); operating score threshold "
-        f"{r['operating_threshold']:.3f} chosen on validation (max F1 {r['validation']['f1']:.3f}).",
+        f"Matching: {r['criterion']} (IoU >= {r['iou_threshold']}); operating score threshold {r['operating_threshold']:.3f} "
+        f"chosen on validation (validation F1 {r['validation']['f1']:.3f}). 95% CIs: bootstrap over "
+        f"{ci['n_patients']} test patients, {ci['n_resamples']} resamples, seed {ci['seed']}.",
         "",
-        "| test metric | value |",
+        "| test metric | value (95% CI) |",
         "| --- | --- |",
-        f"| images | {r['test_images']} |",
-        f"| precision | {t['precision']:.3f} |",
-        f"| recall | {t['recall']:.3f} |",
-        f"| F1 | {t['f1']:.3f} |",
+        f"| images / patients | {r['test_images']} / {r['test_patients']} |",
+        f"| precision | {_ci(ci, 'precision')} |",
+        f"| recall | {_ci(ci, 'recall')} |",
+        f"| F1 | {_ci(ci, 'f1')} |",
         f"| TP / FP / FN | {t['tp']} / {t['fp']} / {t['fn']} |",
-        f"| COCO mAP (IoU 0.1-0.5) | {r['test_mAP']:.3f} |",
+        f"| COCO mAP / mAR (IoU 0.1-0.5) | {r['test_mAP']:.3f} / {r['test_mAR']:.3f} |",
+        f"| FROC CPM (mean sensitivity at 1/8-8 FP per {fr['fp_unit']}) | {fr['cpm']:.3f} |",
+        "| sensitivity at 0.5 / 1 / 2 / 4 / 8 FP | " + " / ".join(f"{v:.3f}" for v in fr["deeplesion_sensitivity_at_fp"].values()) + " |",
+        f"| study level: AUC | {auc} ({st['abnormal']} abnormal, {st['normal']} normal studies) |",
         "",
+        "| lesion size (long axis) | truth | detected | recall | predicted | precision |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    return "\n".join(lines)
+    for k, c in r["test_breakdown"]["size"].items():
+        rec = "-" if c["recall"] is None else f"{c['recall']:.3f}"
+        pre = "-" if c["precision"] is None else f"{c['precision']:.3f}"
+        lines.append(f"| {k} | {c['truth']} | {c['detected']} | {rec} | {c['predicted']} | {pre} |")
+    if "plots" in r:
+        lines += ["", f"Plots: FROC `{r['plots']['froc']}`, precision-recall `{r['plots']['pr']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(r: dict) -> str:
+    a, b = r["names"]
+    t = r["paired_f1_test"]
+    lines = [
+        f"# {a} vs {b}",
+        "",
+        "| model | F1 (95% CI) | precision | recall | COCO mAP | CPM |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in (a, b):
+        f = r[n]
+        lines.append(
+            f"| {n} | {_ci(f['test_ci95'], 'f1')} | {f['test']['precision']:.3f} | {f['test']['recall']:.3f} | {f['test_mAP']:.3f} | {f['test_froc']['cpm']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Paired bootstrap over {t['n_patients']} patients ({t['n_resamples']} resamples, seed {t['seed']}): "
+        f"F1({a}) - F1({b}) = {t['difference']:+.3f} (95% CI {t['ci_low']:+.3f} to {t['ci_high']:+.3f}), two-sided P = {t['p_value']:.4f}.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,259 @@
+"""Every metric pinned on small hand-worked cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bundle.metrics import bootstrap, breakdown, froc, study
+from bundle.metrics.coco import coco_metrics
+from bundle.metrics.matching import best_f1_threshold, counts_at, match_image, prf
+from bundle.metrics.report import compare, evaluate, load_predictions, match_all, pair
+
+GT = [[10, 10, 20, 20]]
+
+
+def test_no_predictions():
+    m = match_image([], [], GT)
+    assert counts_at([m], 0.0) == (0, 0, 1)
+    assert prf(0, 0, 1) == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 0, "fn": 1}
+    t, best = best_f1_threshold([m])
+    assert t == float("inf") and best["fn"] == 1
+
+
+def test_no_truth_all_predictions_are_false_positives():
+    m = match_image([[0, 0, 5, 5], [1, 1, 4, 4]], [0.9, 0.2], [])
+    assert counts_at([m], 0.0) == (0, 2, 0)
+    assert counts_at([m], 0.5) == (0, 1, 0)
+
+
+def test_several_predictions_on_one_truth_only_the_best_scored_matches():
+    # both overlap the truth with IoU >= 0.5; the higher score wins, the other is a FP
+    m = match_image([[10, 10, 20, 21], [10, 10, 20, 20]], [0.6, 0.9], GT)
+    assert m.tp.tolist() == [False, True]
+    assert m.matched_truth.tolist() == [-1, 0]
+    assert counts_at([m], 0.0) == (1, 1, 0)
+    r = prf(1, 1, 0)
+    assert r["precision"] == 0.5 and r["recall"] == 1.0 and r["f1"] == pytest.approx(2 / 3)
+
+
+def test_iou_threshold_and_centre_criterion():
+    pred = [[14, 10, 24, 20]]  # IoU with GT = 60/140 = 0.4286, centre (19, 15) inside GT
+    assert not match_image(pred, [1.0], GT, iou_threshold=0.5).tp[0]
+    assert match_image(pred, [1.0], GT, iou_threshold=0.4).tp[0]
+    assert match_image(pred, [1.0], GT, criterion="center").tp[0]
+    assert not match_image([[19, 19, 29, 29]], [1.0], GT, iou_threshold=0.1).tp[0]  # IoU 1/199
+    assert match_image([[19, 19, 29, 29]], [1.0], GT, criterion="center").tp.tolist() == [False]
+
+
+def test_ties_in_score_threshold_keeps_all_tied_predictions():
+    # two images; a TP and a FP share the score 0.8: a threshold cannot separate them
+    m1 = match_image([[10, 10, 20, 20]], [0.8], GT)
+    m2 = match_image([[50, 50, 60, 60]], [0.8], [])
+    t, best = best_f1_threshold([m1, m2])
+    assert t == 0.8
+    assert (best["tp"], best["fp"], best["fn"]) == (1, 1, 0)
+
+
+def test_best_threshold_prefers_the_maximum_f1():
+    m = match_image([[10, 10, 20, 20], [40, 40, 50, 50], [60, 60, 70, 70]], [0.9, 0.5, 0.95], GT + [[40, 40, 50, 50]])
+    # order 0.95 FP, 0.9 TP, 0.5 TP: F1 at 0.95 = 0, at 0.9 = 0.5, at 0.5 = 0.8
+    t, best = best_f1_threshold([m])
+    assert t == 0.5 and best["f1"] == pytest.approx(0.8)
+
+
+def test_bad_boxes_name_what_is_wrong():
+    with pytest.raises(ValueError, match="img7 predictions: box 0 has negative size"):
+        match_image([[5, 5, 1, 9]], [0.5], GT, where="img7")
+    with pytest.raises(ValueError, match="2D boxes but truth is 3D"):
+        match_image([[1, 1, 5, 5]], [0.5], [[1, 1, 1, 5, 5, 5]])
+
+
+def test_froc_hand_worked():
+    # 2 images, 2 truths. scores: 0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP, 0.5 FP
+    m1 = match_image([[10, 10, 20, 20], [30, 30, 35, 35], [0, 0, 2, 2]], [0.9, 0.8, 0.5], GT)
+    m2 = match_image([[10, 10, 20, 20], [30, 30, 35, 35]], [0.7, 0.6], GT)
+    fppi, sens, thr = froc.froc_curve([m1, m2])
+    assert fppi.tolist() == [0.0, 0.5, 0.5, 1.0, 1.5]
+    assert sens.tolist() == [0.5, 0.5, 1.0, 1.0, 1.0]
+    s = froc.sensitivity_at([m1, m2], (0.125, 0.5, 1.0, 8.0))
+    assert s == {"0.125": 0.5, "0.5": 1.0, "1": 1.0, "8": 1.0}
+    summ = froc.froc_summary([m1, m2])
+    assert summ["cpm"] == pytest.approx((0.5 + 0.5 + 1 + 1 + 1 + 1 + 1) / 7)
+
+
+def test_bootstrap_ci_contains_point_and_is_seeded():
+    counts = np.array([[3, 1, 0], [2, 0, 1], [0, 2, 2], [4, 1, 1], [1, 0, 0]])
+    a = bootstrap.bootstrap_ci(counts, 1000, seed=3)
+    b = bootstrap.bootstrap_ci(counts, 1000, seed=3)
+    assert a == b
+    f1 = a["f1"]
+    assert f1["value"] == pytest.approx(2 * 10 / (2 * 10 + 4 + 4))
+    assert f1["ci_low"] < f1["value"] < f1["ci_high"]
+
+
+def test_paired_test_identical_models_p_above_half():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 5, size=(30, 3))
+    t = bootstrap.paired_test(counts, counts.copy(), 1000, seed=1)
+    assert t["difference"] == 0.0 and t["p_value"] > 0.5
+
+
+def test_paired_test_clearly_better_model_p_below_005():
+    # A finds 4 of 5 lesions per patient with 1 FP; B finds 2 of 5 with 3 FP
+    a = np.tile([4, 1, 1], (25, 1))
+    b = np.tile([2, 3, 3], (25, 1))
+    b[::5] = [4, 1, 1]  # B is as good on some patients: the test still sees A ahead
+    t = bootstrap.paired_test(a, b, 1000, seed=0)
+    assert t["difference"] > 0.2 and t["ci_low"] > 0 and t["p_value"] < 0.05
+
+
+def test_study_level_auc_and_threshold():
+    ids, score, abnormal = study.study_scores(
+        [np.array([0.9]), np.array([]), np.array([0.2, 0.4]), np.array([0.7])], [1, 0, 0, 1], ["s1", "s1", "s2", "s3"]
+    )
+    assert ids == ["s1", "s2", "s3"]
+    assert score.tolist() == [0.9, 0.4, 0.7] and abnormal.tolist() == [True, False, True]
+    thr = study.best_threshold(score, abnormal)
+    assert 0.4 < thr <= 0.7
+    r = study.study_metrics(score, abnormal, thr)
+    assert r["auc"] == 1.0 and r["sensitivity"] == 1.0 and r["specificity"] == 1.0
+    assert study.study_metrics(score[abnormal], abnormal[abnormal], 0.5)["auc"] is None
+
+
+def test_breakdown_by_size_and_label():
+    truth = [[0, 0, 5, 5], [20, 20, 35, 30], [50, 50, 80, 60]]  # 5, 15, 30 px -> 5, 15, 30 mm at 1 mm
+    m = match_image([[20, 20, 35, 30], [0, 0, 4, 5]], [0.9, 0.3], truth)
+    r = breakdown.breakdown([m], [truth], [[0, 0, 1]], [[[20, 20, 35, 30], [0, 0, 4, 5]]], [[0, 0]], [(1.0, 1.0)], threshold=0.5)
+    assert r["size"]["<10 mm"] == {"truth": 1, "detected": 0, "predicted": 0, "true_positive": 0, "recall": 0.0, "precision": None}
+    assert r["size"]["10-20 mm"]["recall"] == 1.0 and r["size"]["10-20 mm"]["precision"] == 1.0
+    assert r["size"]["20-40 mm"]["recall"] == 0.0
+    assert r["label"]["0"]["truth"] == 2 and r["label"]["1"]["truth"] == 1
+    assert breakdown.long_axis_mm([[0, 0, 10, 4]], (0.5, 2.0)).tolist() == [8.0]
+
+
+def _random_case(rng, n_images=12):
+    gts, preds = [], []
+    for _ in range(n_images):
+        g = []
+        for _ in range(rng.integers(0, 4)):
+            x, y = rng.uniform(0, 80, 2)
+            w, h = rng.uniform(5, 20, 2)
+            g.append([x, y, x + w, y + h])
+        p = []
+        for b in g:
+            if rng.random() < 0.8:
+                j = rng.normal(0, 2.5, 4)
+                p.append([b[0] + j[0], b[1] + j[1], b[2] + j[2] + 0.1 + abs(j[0]), b[3] + j[3] + 0.1 + abs(j[1])])
+        for _ in range(rng.integers(0, 3)):
+            x, y = rng.uniform(0, 80, 2)
+            p.append([x, y, x + rng.uniform(4, 15), y + rng.uniform(4, 15)])
+        p = [[b[0], b[1], max(b[2], b[0] + 1), max(b[3], b[1] + 1)] for b in p]
+        gts.append(np.array(g).reshape(-1, 4))
+        preds.append(np.array(p).reshape(-1, 4))
+    scores = [rng.uniform(0, 1, len(p)) for p in preds]
+    return gts, preds, scores
+
+
+def test_coco_map_agrees_with_pycocotools():
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gts, preds, scores = _random_case(np.random.default_rng(5), 20)
+    ours = coco_metrics(preds, scores, [np.zeros(len(p)) for p in preds], gts, [np.zeros(len(g)) for g in gts])
+    images, anns, dets = [], [], []
+    for i, (g, p, s) in enumerate(zip(gts, preds, scores)):
+        images.append({"id": i, "width": 100, "height": 100})
+        for b in g:
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": 1,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "area": (b[2] - b[0]) * (b[3] - b[1]),
+                    "iscrowd": 0,
+                }
+            )
+        for b, sc in zip(p, s):
+            dets.append({"image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(sc)})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "tumor"}]}
+    gt.createIndex()
+    dt = gt.loadRes(dets)
+    ev = COCOeval(gt, dt, "bbox")
+    ev.params.iouThrs = np.round(np.arange(0.1, 0.5 + 1e-9, 0.05), 2)
+    ev.params.maxDets = [100]
+    ev.params.areaRng = [[0, 1e10]]
+    ev.params.areaRngLbl = ["all"]
+    ev.evaluate()
+    ev.accumulate()
+    prec = ev.eval["precision"][:, :, 0, 0, 0]
+    rec = ev.eval["recall"][:, 0, 0, 0]
+    assert ours["mAP_IoU_0.10_0.50_0.05_MaxDet_100"] == pytest.approx(float(np.mean(prec[prec > -1])), abs=1e-4)
+    assert ours["mAR_IoU_0.10_0.50_0.05_MaxDet_100"] == pytest.approx(float(np.mean(rec[rec > -1])), abs=1e-4)
+    assert 0.2 < ours["mAP_IoU_0.10_0.50_0.05_MaxDet_100"] < 1.0  # a non-trivial case
+
+
+# ---- the report on files: errors name the file, outputs exist --------------------------------
+
+
+def _files(tmp_path, truth_boxes, pred_sets):
+    """A datalist with validation and test sections on the same 4 images of 2 patients, and prediction files."""
+    import nibabel as nib
+
+    items = []
+    for i, boxes in enumerate(truth_boxes):
+        img = tmp_path / f"img{i}.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros((64, 64), dtype=np.int16), np.diag([1.0, 1.0, 1.0, 1.0])), img)
+        items.append({"image": img.name, "box": boxes, "label": [0] * len(boxes), "patient": f"p{i // 2}"})
+    (tmp_path / "dl.json").write_text(json.dumps({"validation": items, "test": items}))
+    paths = []
+    for k, preds in enumerate(pred_sets):
+        doc = {
+            "predictions": [
+                {"image": str(tmp_path / f"img{i}.nii.gz"), "box": b, "score": s, "label": [0] * len(s)} for i, (b, s) in enumerate(preds)
+            ]
+        }
+        p = tmp_path / f"pred{k}.json"
+        p.write_text(json.dumps(doc))
+        paths.append(str(p))
+    return str(tmp_path / "dl.json"), paths
+
+
+def test_report_writes_json_markdown_and_plots(tmp_path):
+    truth = [[[10, 10, 30, 30]], [], [[5, 5, 20, 25], [40, 40, 60, 55]], []]
+    good = [([[10, 10, 30, 30]], [0.9]), ([[1, 1, 9, 9]], [0.2]), ([[5, 5, 20, 25], [40, 40, 60, 55]], [0.8, 0.7]), ([], [])]
+    bad = [([[40, 40, 50, 50]], [0.9]), ([], []), ([[5, 5, 20, 25]], [0.4]), ([[1, 1, 9, 9]], [0.95])]
+    dl, (pg, pb) = _files(tmp_path, truth, [good, bad])
+    r = evaluate(dl, pg, pg, str(tmp_path / "out"), n_bootstrap=200)
+    assert r["test"]["f1"] == 1.0 and r["operating_threshold"] == 0.7
+    assert r["test_study"]["auc"] is None  # both patients have lesions
+    for f in ("metrics.json", "summary.md", "froc.png", "pr.png"):
+        assert (tmp_path / "out" / f).stat().st_size > 0
+    c = compare(dl, (pg, pg), (pb, pb), str(tmp_path / "cmp"), ("good", "bad"), n_bootstrap=200)
+    assert c["paired_f1_test"]["difference"] > 0
+    assert (tmp_path / "cmp" / "compare.md").read_text().count("good") >= 2
+
+
+def test_report_errors_name_the_problem(tmp_path):
+    truth = [[[10, 10, 30, 30]], [], [], []]
+    dl, (p,) = _files(tmp_path, truth, [[([], [])] * 4])
+    (tmp_path / "empty.json").write_text("")
+    with pytest.raises(ValueError, match="empty.json: predictions file is missing or empty"):
+        load_predictions(tmp_path / "empty.json")
+    doc = json.loads(open(p).read())
+    doc["predictions"].append({"image": str(tmp_path / "nowhere.nii.gz"), "box": [], "score": []})
+    (tmp_path / "unknown.json").write_text(json.dumps(doc))
+    from bundle.metrics.report import load_truth
+
+    with pytest.raises(ValueError, match="not in the truth, e.g. .*nowhere.nii.gz"):
+        pair(load_predictions(tmp_path / "unknown.json"), load_truth(dl, "test"), "unknown.json")
+    doc = json.loads(open(p).read())
+    doc["predictions"][0]["box"] = [[1, 1, 1, 5, 5, 5]]
+    doc["predictions"][0]["score"] = [0.5]
+    (tmp_path / "threed.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="img0.nii.gz: predictions are 3D boxes but truth is 2D"):
+        match_all(pair(load_predictions(tmp_path / "threed.json"), load_truth(dl, "test"), "x"))

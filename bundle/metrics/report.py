@@ -80,7 +80,7 @@ def match_all(pairs: list[tuple[dict, dict]], criterion: str = "iou", iou_thresh
     return out
 
 
-def _spacing(item: dict, dims: int) -> tuple[float, ...]:
+def spacing_of(item: dict, dims: int) -> tuple[float, ...]:
     """Pixel spacing (mm) from the item or, failing that, from the image header (header only, no pixels)."""
     if "spacing" in item:
         return tuple(float(s) for s in item["spacing"][:dims])
@@ -167,7 +167,7 @@ def _figures(s: Scored, n_bootstrap: int, seed: int, fp_unit: str) -> dict:
     study_thr = study.best_threshold(*s.val_studies)
     _, ss, sa = study.study_scores([np.asarray(p["score"]) for _, p in pairs], [len(t["box"]) for t, _ in pairs], s.patients)
     dims = next((len(np.asarray(t["box"]).reshape(len(t["box"]), -1)[0]) // 2 for t, _ in pairs if len(t["box"])), 2)
-    spacings = [_spacing(t, dims) for t, _ in pairs]
+    spacings = [spacing_of(t, dims) for t, _ in pairs]
     return {
         "operating_threshold": s.threshold,
         "validation": s.validation,

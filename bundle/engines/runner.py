@@ -1,0 +1,36 @@
+"""Runs a bundle config as its own process, the way a user would type it.
+
+Why: pipelines (demo, self-training) chain several trainings; a fresh process per step keeps
+memory and global state (determinism, thread pools) from leaking between steps, and the printed
+command is one a user can copy.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def bundle_run(config: str | list[str], cwd: str | Path, log_path: str | Path, quiet: bool = False, **overrides) -> float:
+    """``python -m monai.bundle run --config_file ... --key value``; output appended to log_path; seconds taken."""
+    cfg = config if isinstance(config, str) else "[" + ",".join(f"'{c}'" for c in config) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", cfg]
+    for k, v in overrides.items():
+        cmd += [f"--{k}", str(v)]
+    if not quiet:
+        print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    t0 = time.time()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write("\n$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise RuntimeError(f"step failed (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}")
+    dt = time.time() - t0
+    if not quiet:
+        print(f"  done in {dt:.0f} s", flush=True)
+    return dt

@@ -1,0 +1,97 @@
+"""Self-training: pseudo-box rules, provenance, no leak into validation/test, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from bundle.selftrain.loop import SelfTraining, absolute_datalist, pseudo_quality
+from bundle.selftrain.pseudo import PseudoRules, expand_datalist, select_pseudo
+
+SP = (1.0, 1.0)
+
+
+def test_select_pseudo_applies_every_rule_and_counts_rejections():
+    existing = [[10, 10, 30, 30]]
+    preds = [
+        [11, 11, 30, 30],  # overlaps the mined box
+        [50, 50, 70, 70],  # good, 20 mm
+        [80, 80, 84, 84],  # 4 mm: too small
+        [0, 0, 90, 90],  # 90 mm: too large
+        [100, 100, 115, 112],  # good but low score
+        [120, 120, 140, 140],  # good
+        [150, 150, 170, 170],  # good, but K = 2 reached
+    ]
+    scores = [0.99, 0.9, 0.95, 0.95, 0.2, 0.8, 0.7]
+    out, why = select_pseudo(preds, scores, existing, SP, PseudoRules(0.5, 0.1, 10, 70, 2))
+    assert [b for b, _ in out] == [[50, 50, 70, 70], [120, 120, 140, 140]]
+    assert [s for _, s in out] == [0.9, 0.8]
+    assert why == {"overlaps an existing box": 1, "outside the size rule": 2, "below score threshold": 1, "over the per-image limit": 1}
+
+
+def test_pseudo_boxes_do_not_stack_on_each_other():
+    out, why = select_pseudo([[0, 0, 20, 20], [1, 1, 21, 21]], [0.9, 0.8], [], SP, PseudoRules(0.5, 0.1, 10, 70, 5))
+    assert len(out) == 1 and why["overlaps an existing box"] == 1
+
+
+def _datalist(tmp_path):
+    dl = {
+        "training": [{"image": str(tmp_path / "a.nii.gz"), "box": [[10, 10, 30, 30]], "label": [0], "patient": "p1"}],
+        "validation": [{"image": str(tmp_path / "b.nii.gz"), "box": [[5, 5, 25, 25]], "label": [0], "patient": "p2"}],
+        "test": [{"image": str(tmp_path / "c.nii.gz"), "box": [], "label": [], "patient": "p3"}],
+    }
+    preds = {str(tmp_path / n): {"box": [[50, 50, 70, 70]], "score": [0.9]} for n in ("a.nii.gz", "b.nii.gz", "c.nii.gz")}
+    return dl, preds
+
+
+def test_pseudo_boxes_never_reach_validation_or_test(tmp_path):
+    dl, preds = _datalist(tmp_path)
+    before = copy.deepcopy(dl)
+    spacings = {it["image"]: SP for sec in dl.values() for it in sec}
+    new, stats = expand_datalist(dl, preds, spacings, 1, PseudoRules())
+    assert new["validation"] == before["validation"] and new["test"] == before["test"]
+    assert dl == before  # the input is not modified
+    item = new["training"][0]
+    assert item["box"] == [[10, 10, 30, 30], [50.0, 50.0, 70.0, 70.0]]
+    assert item["box_source"] == ["mined", "pseudo"] and item["box_round"] == [0, 1] and item["box_score"] == [None, 0.9]
+    assert stats["boxes_added"] == 1 and stats["images_with_added"] == 1
+
+
+def test_pseudo_quality_counts_recovered_unmeasured_lesions(tmp_path):
+    dl, preds = _datalist(tmp_path)
+    new, _ = expand_datalist(dl, preds, {it["image"]: SP for it in dl["training"]}, 1, PseudoRules())
+    truth = {str(tmp_path / "a.nii.gz"): [[10, 10, 30, 30], [52, 50, 70, 71], [90, 90, 110, 110]]}
+    q = pseudo_quality(new, truth, 1)
+    assert q["unmeasured_lesions"] == 2 and q["recovered"] == 1 and q["recall"] == 0.5
+    assert q["pseudo_boxes"] == 1 and q["precision"] == 1.0
+
+
+@pytest.mark.slow
+def test_loop_runs_rounds_resumes_and_keeps_eval_sections_clean(tiny_demo, tmp_path):
+    # "mined" = the largest box of each training image only; validation/test keep full truth
+    dl = absolute_datalist(tiny_demo / "datalist.json")
+    for it in dl["training"]:
+        if it["box"]:
+            k = max(range(len(it["box"])), key=lambda i: (it["box"][i][2] - it["box"][i][0]) * (it["box"][i][3] - it["box"][i][1]))
+            it["box"], it["label"] = [it["box"][k]], [0]
+    mined = tmp_path / "mined.json"
+    mined.write_text(json.dumps(dl))
+    tiny = {"epochs": 1, "val_interval": 1, "batch_size": 2, "num_samples": 1, "num_workers": 0, "patch_size": "[64,64]", "val_patch_size": "[64,64]"}
+    rules = PseudoRules(score_threshold=0.0, iou_max=0.1, min_mm=0.0, max_mm=1000.0, max_per_image=2)
+    work = tmp_path / "work"
+    st = SelfTraining(str(work), str(mined), rules, rounds=0, train_overrides=tiny)
+    s0 = st.run()
+    assert [r["round"] for r in s0["rounds"]] == [0]
+    m0 = (work / "round0" / "models" / "model.pt").stat().st_mtime_ns
+    # "interrupted" after round 0: asking for one round more resumes at round 1, round 0 is not retrained
+    s1 = SelfTraining(str(work), str(mined), rules, rounds=1, train_overrides=tiny).run()
+    assert (work / "round0" / "models" / "model.pt").stat().st_mtime_ns == m0
+    assert [r["round"] for r in s1["rounds"]] == [0, 1]
+    r1 = json.loads((work / "round1" / "datalist.json").read_text())
+    assert r1["validation"] == dl["validation"] and r1["test"] == dl["test"]
+    assert s1["rounds"][1]["pseudo"]["boxes_added"] > 0
+    assert all(src in ("mined", "pseudo") for it in r1["training"] for src in it["box_source"])
+    assert (work / "report.md").read_text().count("|") > 10
+    assert json.loads((work / "state.json").read_text())["stopped"]

@@ -1,0 +1,1 @@
+"""Data preparation stages: de-identification, conversion, splits."""

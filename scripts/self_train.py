@@ -25,11 +25,21 @@ def main() -> None:
     ap.add_argument("--from_teacher", action="store_true", help="students start from the teacher's weights")
     ap.add_argument("--cumulative", action="store_true")
     ap.add_argument("--truth", default=None, help="demo only: complete truth boxes per image, to score pseudo-boxes")
-    ap.add_argument("--train_overrides", default="{}", help='JSON of train.yaml keys, e.g. \'{"epochs": 20}\'')
+    ap.add_argument("--train_overrides", default="{}", help="JSON of train.yaml keys, e.g. '{\"epochs\": 20}'")
     a = ap.parse_args()
     state = run_self_training(
-        a.work_dir, a.datalist, a.rounds, a.score_threshold, a.iou_max, a.min_mm, a.max_mm, a.max_per_image,
-        not a.from_teacher, a.cumulative, a.truth, json.loads(a.train_overrides),
+        a.work_dir,
+        a.datalist,
+        a.rounds,
+        a.score_threshold,
+        a.iou_max,
+        a.min_mm,
+        a.max_mm,
+        a.max_per_image,
+        not a.from_teacher,
+        a.cumulative,
+        a.truth,
+        json.loads(a.train_overrides),
     )
     print((Path(a.work_dir) / "report.md").read_text())
     print(f"stopped: {state['stopped']}")

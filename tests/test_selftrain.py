@@ -78,7 +78,15 @@ def test_loop_runs_rounds_resumes_and_keeps_eval_sections_clean(tiny_demo, tmp_p
             it["box"], it["label"] = [it["box"][k]], [0]
     mined = tmp_path / "mined.json"
     mined.write_text(json.dumps(dl))
-    tiny = {"epochs": 1, "val_interval": 1, "batch_size": 2, "num_samples": 1, "num_workers": 0, "patch_size": "[64,64]", "val_patch_size": "[64,64]"}
+    tiny = {
+        "epochs": 1,
+        "val_interval": 1,
+        "batch_size": 2,
+        "num_samples": 1,
+        "num_workers": 0,
+        "patch_size": "[64,64]",
+        "val_patch_size": "[64,64]",
+    }
     rules = PseudoRules(score_threshold=0.0, iou_max=0.1, min_mm=0.0, max_mm=1000.0, max_per_image=2)
     work = tmp_path / "work"
     st = SelfTraining(str(work), str(mined), rules, rounds=0, train_overrides=tiny)

@@ -197,6 +197,7 @@ class SelfTraining:
             "| round | boxes added | added score median | validation F1 | pseudo precision | pseudo recall |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
+
         def fmt(v: float | None) -> str:
             return "-" if v is None else f"{v:.3f}"
 

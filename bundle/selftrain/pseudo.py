@@ -65,7 +65,9 @@ def _provenance(item: dict) -> dict:
     }
 
 
-def expand_datalist(datalist: dict, predictions: dict[str, dict], spacings: dict[str, tuple], round_index: int, rules: PseudoRules) -> tuple[dict, dict]:
+def expand_datalist(
+    datalist: dict, predictions: dict[str, dict], spacings: dict[str, tuple], round_index: int, rules: PseudoRules
+) -> tuple[dict, dict]:
     """A new datalist with pseudo-boxes added to *training* items only; other sections are copied as they are.
 
     predictions: absolute image path -> {"box", "score"}; datalist image paths must be absolute.
@@ -93,7 +95,9 @@ def expand_datalist(datalist: dict, predictions: dict[str, dict], spacings: dict
     stats = {
         "round": round_index,
         "boxes_added": len(added_scores),
-        "images_with_added": sum(1 for it in training if any(s == "pseudo" and r == round_index for s, r in zip(it["box_source"], it["box_round"]))),
+        "images_with_added": sum(
+            1 for it in training if any(s == "pseudo" and r == round_index for s, r in zip(it["box_source"], it["box_round"]))
+        ),
         "score_quantiles": {q: float(np.quantile(scores, float(q))) for q in ("0", "0.25", "0.5", "0.75", "1")} if len(scores) else {},
         "score_histogram": np.histogram(scores, bins=10, range=(0.0, 1.0))[0].tolist(),
         "rejected": dict(sorted(reasons.items())),

@@ -624,7 +624,7 @@ def export_patient(
 def export(
     demo_dir: str | Path, out_dir: str | Path, seed: int = 0, config: ExportConfig | None = None, rules: BoxRules | None = None
 ) -> dict:
-    """Write the simulated PACS export of a demo set and its record (`record.json` beside the files)."""
+    """Write the simulated PACS export of a demo set under `out_dir/dicom` and its record as `out_dir/record.json`."""
     demo, out = Path(demo_dir), Path(out_dir)
     cfg, rules = config or ExportConfig(), rules or BoxRules()
     truth = json.loads((demo / "truth.json").read_text())
@@ -632,7 +632,7 @@ def export(
     per_patient: list[list[str]] = [[] for _ in patients]
     for k, inc in enumerate(INCIDENTS):
         per_patient[k % len(patients)].append(inc)
-    records = [export_patient(out, demo, p, i, per_patient[i], cfg, rules, seed) for i, p in enumerate(patients)]
+    records = [export_patient(out / "dicom", demo, p, i, per_patient[i], cfg, rules, seed) for i, p in enumerate(patients)]
     marks = [m for r in records for m in r["marks"]]
     file_issues = [f for r in records for f in r["files"] if "expected" in f]
     expected: dict[str, int] = {}

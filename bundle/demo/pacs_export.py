@@ -89,6 +89,9 @@ def _fix_times(ds: Dataset, date: str, time: str) -> None:
     for key in ("ContentTime", "PresentationCreationTime", "InstanceCreationTime", "SeriesTime"):
         if key in ds:
             setattr(ds, key, time)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
 
 
 class _Study:

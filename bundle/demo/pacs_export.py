@@ -400,8 +400,9 @@ class _Writer:
                 region = hd.sr.ImageRegion(
                     graphic_type=gtype, graphic_data=pts, source_image=hd.sr.SourceImageForRegion.from_source_image(img)
                 )
-            if rec["kind"] == "recist":
+            if rec["kind"] == "recist":  # SR stores the pair as an ELLIPSE: the miner reads an ellipse
                 rec["kind_in_object"] = "ellipse"
+                rec.update(self._expect("ellipse", pts, rec["series"], rec["slice"]))
             sp = self.study.spacing
             lengths = [float(np.linalg.norm((pts[i + 1] - pts[i]) * sp[:2])) for i in range(0, len(pts), 2)]
             meas = [hd.sr.Measurement(name=codes.SCT.LongAxis, value=round(lengths[0], 2), unit=codes.UCUM.Millimeter)]

@@ -8,7 +8,8 @@ Rules (docs/mining.md):
 - ruler (one line): the seed study's rule, a square centred on the line's midpoint whose side is the
   line length times (1 + margin_fraction) plus 2 * margin_mm. It always covers the line.
 - RECIST pair (long + short axis): "ellipse" (default) = bounding box of the ellipse whose axes are the
-  two diameters, centred on the long axis midpoint, united with the box of both segments; "segments"
+  two diameters (centred on the long axis, moved across it to the short axis' midpoint), united with the
+  box of both segments; "segments"
   = the box enclosing both segments only (DeepLesion's rule, which adds 5 px padding). Then margins.
 - polyline outline / circle / ellipse: their bounding box, then margins.
 - 3D option: z-extent = long axis / slice spacing, centred on the measured slice.
@@ -84,7 +85,11 @@ def raw_box(kind: str, points, spacing, rules: BoxRules) -> tuple[list[float], f
         length = float(np.linalg.norm(long_pts[1] - long_pts[0]))
         lo, hi = mm.min(0), mm.max(0)
         if kind == "ellipse" or rules.recist_rule == "ellipse":
-            elo, ehi = ellipse_extent_mm(long_pts, float(np.linalg.norm(short_pts[1] - short_pts[0])))
+            # centre the ellipse across the long axis where the short axis is centred (asymmetric lesions)
+            u = (long_pts[1] - long_pts[0]) / max(np.linalg.norm(long_pts[1] - long_pts[0]), 1e-9)
+            v = np.array([-u[1], u[0]])
+            shift = float((short_pts.mean(0) - long_pts.mean(0)) @ v) * v if kind == "recist" else 0.0
+            elo, ehi = ellipse_extent_mm(long_pts + shift, float(np.linalg.norm(short_pts[1] - short_pts[0])))
             lo, hi = np.minimum(lo, elo), np.maximum(hi, ehi)
         return _box_mm_to_px(lo, hi, spacing), length
     if kind == "circle":

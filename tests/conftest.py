@@ -25,3 +25,13 @@ def tiny_demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     generate(out, size="tiny", seed=1, n_patients=4)
     return out
+
+
+@pytest.fixture(scope="session")
+def pacs_export(tiny_demo, tmp_path_factory) -> Path:
+    """The simulated PACS export of the tiny demo (DICOM under ./dicom, the truth record in ./record.json)."""
+    from bundle.demo.pacs_export import export
+
+    out = tmp_path_factory.mktemp("pacs")
+    export(tiny_demo, out, seed=0)
+    return out

@@ -1,0 +1,86 @@
+"""The measurement record every reader yields: geometry plus the provenance DESIGN.md §4 asks for."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Exclusion reasons (report keys). One place, so the report, the simulator and the tests agree.
+REASONS = {
+    "not_dicom": "file is not DICOM (no preamble/DICM prefix and no parseable header)",
+    "corrupt": "DICOM file is truncated or cannot be parsed",
+    "unsupported_object": "DICOM object of a class no reader handles (e.g. KOS) or without annotations",
+    "unsupported_graphic": "graphic type that carries no size (POINT, MULTIPOINT, TEXT, INTERPOLATED)",
+    "segmentation_reference": "SR measurement group references a segmentation, not coordinates: not convertible",
+    "no_coordinates": "SR measurement group has neither SCOORD nor SCOORD3D nor a segmentation",
+    "reference_not_found": "referenced image is not in the source",
+    "no_image_plane": "SCOORD3D points lie on no image plane of the frame of reference",
+    "missing_pixel_spacing": "referenced image has no PixelSpacing: size unknown, never guessed",
+    "series_description": "referenced series description fails the series rules",
+    "image_type": "referenced image type fails the series rules",
+    "modality": "referenced image modality fails the series rules",
+    "not_axial": "referenced image plane is not axial",
+    "out_of_date_range": "study date outside the requested date range",
+    "too_small": "long axis below the minimum length",
+    "too_large": "long axis above the maximum length",
+    "duplicate": "second measurement of a lesion already measured on the same image (merged)",
+    "overlay_glyph": "overlay component is text, a marker or a frame, not a lesion outline",
+}
+
+
+@dataclass
+class Measurement:
+    """One reader mark on one image, in PIXEL coordinates (col, row) of the referenced image.
+
+    Why PIXEL: array index i covers [i, i+1) in both the DICOM PIXEL convention and the datalist's
+    max-exclusive voxel boxes, so a point (col, row) is directly a box corner (x, y) on `pixel_array.T`.
+    `kind` says how `points` is read: ruler (2 points), recist (long p1, p2, short p1, p2), polyline
+    (outline vertices), circle (centre, perimeter point), ellipse (major p1, p2, minor p1, p2).
+    """
+
+    kind: str
+    points: list[list[float]]
+    reader: str  # gsps, sr, overlay, deeplesion, aim
+    source: str  # file path or DICOMweb URL of the annotation object
+    sop_instance_uid: str = ""  # of the annotation object
+    referenced_sop_instance_uid: str = ""
+    referenced_frame: int = 1
+    referenced_series_uid: str = ""
+    study_uid: str = ""
+    patient_id: str = ""
+    operator: str = ""
+    date: str = ""  # YYYYMMDD[HHMMSS] content date/time: first reader wins a duplicate
+    item: str = ""  # where inside the object (e.g. "annotation 2 / object 1")
+    units: str = "PIXEL"
+    points_3d: list[list[float]] | None = None  # SCOORD3D, patient mm, resolved to an image later
+    frame_of_reference_uid: str = ""
+    spacing: list[float] | None = None  # (col mm, row mm); filled from the referenced image
+    long_mm: float | None = None
+    box: list[float] | None = None  # [x0, y0, x1, y1] array coordinates, max exclusive
+    status: str = "pending"  # pending, kept, or an exclusion reason from REASONS
+    rule: str = ""  # the rule that accepted or excluded it, in words
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def exclude(self, reason: str, detail: str = "") -> Measurement:
+        assert reason in REASONS, reason
+        self.status = reason
+        self.rule = REASONS[reason]
+        self.detail = detail
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FileIssue:
+    """A file (or object) that yielded nothing usable, with the reason; counted in the report."""
+
+    source: str
+    reason: str
+    detail: str = ""
+    sop_instance_uid: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

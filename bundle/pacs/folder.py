@@ -1,0 +1,28 @@
+"""Folder source: every file under a root, any layout, recursive, with or without extensions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class FolderSource:
+    """A PACS export on disk. Locations are POSIX paths relative to the root, sorted: a stable order."""
+
+    kind = "folder"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"mining source folder {self.root} does not exist")
+
+    def locations(self) -> list[str]:
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for f in filenames:
+                out.append(Path(dirpath, f).relative_to(self.root).as_posix())
+        return sorted(out)
+
+    def read_bytes(self, location: str) -> bytes:
+        return (self.root / location).read_bytes()

@@ -1,0 +1,47 @@
+"""DICOM image -> the 2D NIfTI slice the trainer reads (same layout as bundle.demo.synth.write_slice).
+
+Why one code path: mined boxes are in array coordinates of exactly this file. Array axis 0 = DICOM
+column (x), axis 1 = row (y), i.e. `pixel_array.T`, so a GSPS point (col, row) is a box corner (x, y).
+Stored values are kept as they are (no rescale) when the rescale is identity, so a simulated export
+converts back to arrays identical to the demo slices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+
+
+def slice_array(ds: pydicom.Dataset, frame: int = 1) -> np.ndarray:
+    """Pixel data of one frame as (x, y); applies Modality LUT rescale only when it is not identity."""
+    arr = ds.pixel_array
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        arr = arr[frame - 1]
+    if arr.ndim != 2:
+        raise ValueError(f"{ds.SOPInstanceUID}: PixelData is not a single grey plane (shape {arr.shape})")
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    if slope != 1 or intercept != 0:
+        arr = arr.astype(np.float32) * slope + intercept
+    return np.ascontiguousarray(arr.T)
+
+
+def slice_affine(spacing: list[float], thickness: float | None, position: list[float] | None) -> np.ndarray:
+    """Diagonal affine with the in-plane spacing (what the trainer uses); translation = ImagePositionPatient."""
+    aff = np.diag([spacing[0], spacing[1], float(thickness or 1.0), 1.0])
+    if position is not None:
+        aff[:3, 3] = position
+    return aff
+
+
+def write_dicom_slice(ds: pydicom.Dataset, path: str | Path, spacing: list[float], frame: int = 1) -> Path:
+    """Convert one referenced image (frame) to the 2D NIfTI at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ipp = ds.get("ImagePositionPatient")
+    thick = ds.get("SliceThickness")
+    aff = slice_affine(spacing, float(thick) if thick not in (None, "") else None, [float(v) for v in ipp] if ipp is not None else None)
+    nib.save(nib.Nifti1Image(slice_array(ds, frame), aff), path)
+    return path

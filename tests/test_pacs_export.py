@@ -1,0 +1,81 @@
+"""The simulator writes valid DICOM (dciodvfy, dcmpschk), fake identities, and a faithful record."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from bundle.demo.pacs_export import INCIDENTS, export
+
+needs_dicom3tools = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="Debian dicom3tools not installed (.ci/run installs it)")
+needs_dcmtk = pytest.mark.skipif(shutil.which("dcmpschk") is None, reason="Debian dcmtk not installed (.ci/run installs it)")
+
+
+def _objects(export_dir: Path) -> list[Path]:
+    record = json.loads((export_dir / "record.json").read_text())
+    broken = {f["file"] for p in record["patients"] for f in p["files"] if f.get("expected") in ("corrupt", "not_dicom")}
+    root = export_dir / "dicom"
+    return [p for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).as_posix() not in broken]
+
+
+@needs_dicom3tools
+def test_every_object_passes_dciodvfy(pacs_export):
+    files = _objects(pacs_export)
+    assert len(files) > 100
+    failures = {}
+    for f in files:
+        out = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True).stderr
+        errors = [line for line in out.splitlines() if line.startswith("Error")]
+        if errors:
+            failures[f.name] = errors[:3]
+    assert not failures, failures
+
+
+@needs_dicom3tools
+def test_dciodvfy_flags_the_truncated_file(pacs_export):
+    """The validator is not a rubber stamp: the deliberately truncated GSPS fails it."""
+    record = json.loads((pacs_export / "record.json").read_text())
+    broken = [f["file"] for p in record["patients"] for f in p["files"] if f.get("expected") == "corrupt"]
+    assert broken
+    out = subprocess.run(["dciodvfy", str(pacs_export / "dicom" / broken[0])], capture_output=True, text=True).stderr
+    assert "Error" in out
+
+
+@needs_dcmtk
+def test_every_gsps_passes_dcmpschk(pacs_export):
+    gsps = [f for f in _objects(pacs_export) if f.parent.name == "PR"]
+    assert len(gsps) >= 5
+    for f in gsps:
+        r = subprocess.run(["dcmpschk", str(f)], capture_output=True, text=True)
+        text = r.stdout + r.stderr
+        assert r.returncode == 0 and "Test passed" in text and "Error" not in text, (f, text[-500:])
+
+
+def test_record_and_identities(pacs_export, tiny_demo):
+    record = json.loads((pacs_export / "record.json").read_text())
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    assert record["split"] == truth["split"]
+    seen_incidents = [i for p in record["patients"] for i in p["incidents"]]
+    assert sorted(seen_incidents) == sorted(INCIDENTS)
+    for p, tp in zip(record["patients"], truth["patients"]):
+        by_size = [les["index"] for les in sorted(tp["lesions"], key=lambda x: (-x["diameter_mm"], x["index"]))]
+        measured = [m["lesion"] for m in p["measured_lesions"]]
+        assert 1 <= len(measured) <= 3 and measured == by_size[: len(measured)]  # the largest ones
+        assert sorted(measured + p["unmeasured_lesions"]) == sorted(by_size)
+    ds = pydicom.dcmread(next((pacs_export / "dicom" / "demo-000" / "t1c").iterdir()))
+    assert str(ds.PatientName).startswith("SYNTHETIC^") and ds.PatientID == "demo-000" and ds.PatientBirthDate == ""
+
+
+def test_export_is_deterministic(tiny_demo, pacs_export, tmp_path):
+    export(tiny_demo, tmp_path, seed=0)
+    a = sorted(p.relative_to(pacs_export) for p in pacs_export.rglob("*") if p.is_file())
+    b = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert a == b
+    for rel in a:
+        if rel.name != "record.json":
+            assert (pacs_export / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel

@@ -1,7 +1,11 @@
-"""The README's main job: demo data -> train -> evaluate (vs. an untrained model) -> inference.
+"""The README's main job, end to end on the built-in demo data.
 
-Every step is a plain ``python -m monai.bundle run`` command, printed before it runs, so a user
-can repeat any one of them by hand.
+demo data -> PACS export (DICOM, GSPS, SR) -> de-identification -> mining -> three trainings:
+(a) mined boxes only, (b) self-trained, (c) oracle on complete boxes -> evaluation on held-out,
+fully annotated test patients (F1 with 95% CI, paired bootstrap test of b vs a, FROC, COCO) ->
+inference with the final model -> docs/results.md.
+
+Every model step is a plain ``python -m monai.bundle run`` command, printed before it runs.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,108 +21,247 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TRAIN = "configs/train.yaml"
-EVAL = "['configs/train.yaml','configs/evaluate.yaml']"
+from bundle.engines.runner import bundle_run  # noqa: E402
+
+EVAL = ["configs/train.yaml", "configs/evaluate.yaml"]
 
 
-def bundle_run(config: str, **overrides) -> float:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config]
-    for k, v in overrides.items():
-        cmd += [f"--{k}", str(v)]
-    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    t0 = time.time()
-    with open(ROOT / "eval" / "demo.log", "a") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        sys.exit(f"step failed (exit {proc.returncode}); see eval/demo.log")
-    dt = time.time() - t0
-    print(f"  done in {dt:.0f} s", flush=True)
-    return dt
-
-
-def save_untrained(path: Path) -> None:
-    """The same network, same seed, no training: the floor the trained model must clear."""
+def save_untrained(path: Path, seed: int) -> None:
+    """The same network, same seed, no training: the floor every trained model must clear."""
     import torch
     from monai.bundle import ConfigParser
     from monai.utils import set_determinism
 
     parser = ConfigParser()
-    parser.read_config(ROOT / TRAIN)
-    parser["bundle_root"] = str(ROOT)
-    set_determinism(seed=parser["seed"])
+    parser.read_config(ROOT / "configs" / "train.yaml")
+    set_determinism(seed=seed)
     net = parser.get_parsed_content("network_def")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": net.state_dict()}, path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", default="default", help="demo data size: tiny, small, default, large")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=None, help="override train.yaml's epochs")
-    a = ap.parse_args()
-    (ROOT / "eval").mkdir(exist_ok=True)
-    (ROOT / "eval" / "demo.log").write_text("")
-    t_start = time.time()
-    times = {}
+def evaluate(name: str, ckpt: Path, datalist: str, out: Path, log: Path, seed: int) -> dict:
+    bundle_run(
+        EVAL,
+        ROOT,
+        log,
+        bundle_root=ROOT,
+        ckpt_path=ckpt,
+        data_list_file_path=datalist,
+        dataset_dir=Path(datalist).parent,
+        output_dir=out,
+        model_name=name,
+        seed=seed,
+    )
+    return json.loads((out / "metrics.json").read_text())
 
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="default", help="demo size: tiny, small, default, large (large is for a GPU machine)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=30, help="epochs of each training")
+    ap.add_argument("--rounds", type=int, default=1, help="self-training rounds")
+    ap.add_argument("--score_threshold", type=float, default=0.5, help="pseudo-box score threshold")
+    ap.add_argument("--n_bootstrap", type=int, default=1000)
+    ap.add_argument("--work", default="runs/demo", help="where every artefact goes (relative to the repository)")
+    ap.add_argument("--results", default="docs/results.md", help="the results page this run writes")
+    a = ap.parse_args()
+    t_start = time.time()
+    work = ROOT / a.work
+    data = ROOT / "data"
+    log = work / "demo.log"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    times: dict[str, float] = {}
+
+    def step(name: str, t0: float) -> None:
+        times[name] = time.time() - t0
+        print(f"  [{name}: {times[name]:.0f} s]", flush=True)
+
+    # 1. data --------------------------------------------------------------------------------
+    from bundle.demo.pacs_export import export
     from bundle.demo.synth import generate
 
-    data = ROOT / "data" / "demo"
-    print(f"1/5 demo data ({a.size}, seed {a.seed}) -> {data}", flush=True)
+    print(f"1/7 demo data ({a.size}, seed {a.seed}) and the simulated PACS export", flush=True)
     t0 = time.time()
-    res = generate(data, size=a.size, seed=a.seed)
-    times["data"] = time.time() - t0
-    print(f"  {res['counts']} images in {times['data']:.0f} s", flush=True)
+    for d in ("demo", "pacs_export", "deid", "mined"):
+        shutil.rmtree(data / d, ignore_errors=True)
+    res = generate(data / "demo", size=a.size, seed=a.seed)
+    record = export(data / "demo", data / "pacs_export", seed=a.seed)
+    n_files = sum(1 for p in (data / "pacs_export" / "dicom").rglob("*") if p.is_file())
+    print(f"  demo images {res['counts']}; export: {n_files} files, {len(record['patients'])} studies", flush=True)
+    step("data_and_export", t0)
 
-    common = {"bundle_root": ROOT, "dataset_dir": data}
-    print("2/5 train", flush=True)
-    extra = {"epochs": a.epochs} if a.epochs else {}
-    times["train"] = bundle_run(TRAIN, **common, **extra)
+    # 2. de-identification -------------------------------------------------------------------
+    print("2/7 de-identify the export (PS3.15 Annex E; key and linkage table kept apart from the data)", flush=True)
+    t0 = time.time()
+    secure = data / "secure"
+    secure.mkdir(parents=True, exist_ok=True)
+    key = secure / "demo.key"
+    if not key.exists():
+        import secrets
 
-    print("3/5 evaluate an untrained model (same network, same seed)", flush=True)
-    save_untrained(ROOT / "models" / "untrained.pt")
-    times["eval_untrained"] = bundle_run(EVAL, **common, ckpt_path=ROOT / "models" / "untrained.pt", output_dir=ROOT / "eval" / "untrained")
-    print("4/5 evaluate the trained model", flush=True)
-    times["eval_trained"] = bundle_run(EVAL, **common, output_dir=ROOT / "eval" / "trained")
-    print("5/5 inference on the test split", flush=True)
-    times["inference"] = bundle_run("configs/inference.yaml", **common, output_path=ROOT / "eval" / "predictions.json")
+        key.write_text(secrets.token_hex(32))
+    bundle_run(
+        "configs/deidentify.yaml",
+        ROOT,
+        log,
+        input_dir=data / "pacs_export" / "dicom",
+        output_dir=data / "deid",
+        key_file=key,
+        linkage_file=secure / "linkage.csv",
+    )
+    step("deidentify", t0)
 
-    trained = json.loads((ROOT / "eval" / "trained" / "metrics.json").read_text())
-    untrained = json.loads((ROOT / "eval" / "untrained" / "metrics.json").read_text())
+    # 3. mining --------------------------------------------------------------------------------
+    print("3/7 mine the de-identified export into a detection datalist", flush=True)
+    t0 = time.time()
+    from bundle.selftrain.experiment import build, load_linkage
 
-    def figures(m: dict) -> dict:
-        ci = m["test_ci95"]["f1"]
-        return {
-            "mAP": m["test_mAP"],
-            "F1@IoU0.5": m["test"]["f1"],
-            "F1_ci95": [ci["ci_low"], ci["ci_high"]],
-            "precision": m["test"]["precision"],
-            "recall": m["test"]["recall"],
-            "cpm": m["test_froc"]["cpm"],
-        }
+    to_demo = load_linkage(secure / "linkage.csv")
+    split = json.loads((data / "demo" / "truth.json").read_text())["split"]
+    split_file = work / "split_pseudonyms.json"
+    split_file.write_text(json.dumps({p: split[o] for p, o in to_demo.items()}, indent=1))
+    bundle_run("configs/mine.yaml", ROOT, log, source=data / "deid", output_dir=data / "mined", split_file=split_file, progress=False)
+    mining = json.loads((data / "mined" / "mining_report.json").read_text())
+    exp = build(data / "demo", data / "mined" / "datalist.json", work / "datalists", secure / "linkage.csv")
+    print(f"  mining: {mining['counts']}", flush=True)
+    print(
+        f"  training images {exp['counts']['training_images']}: {exp['counts']['mined_boxes']} mined boxes, {exp['counts']['complete_boxes']} lesions in truth",
+        flush=True,
+    )
+    step("mine", t0)
 
-    summary = {
-        "test_images": trained["test_images"],
-        "test_patients": trained["test_patients"],
-        "trained": figures(trained),
-        "untrained": figures(untrained),
-        "seconds": {k: round(v) for k, v in times.items()} | {"total": round(time.time() - t_start)},
+    # 4. (a) + (b): self-training (round 0 is the mined-only model) -----------------------------
+    print(f"4/7 self-training: round 0 = (a) mined only; {a.rounds} round(s) of pseudo-boxes = (b)", flush=True)
+    t0 = time.time()
+    from bundle.selftrain.loop import run_self_training
+
+    overrides = {"epochs": a.epochs, "seed": a.seed}
+    st = run_self_training(
+        str(work / "selftrain"),
+        exp["mined"],
+        rounds=a.rounds,
+        score_threshold=a.score_threshold,
+        truth=exp["truth_map"],
+        train_overrides=overrides,
+    )
+    print((work / "selftrain" / "report.md").read_text(), flush=True)
+    step("self_training", t0)
+
+    # 5. (c) oracle ----------------------------------------------------------------------------
+    print("5/7 (c) oracle: the same training images with every lesion boxed", flush=True)
+    t0 = time.time()
+    bundle_run(
+        "configs/train.yaml",
+        ROOT,
+        log,
+        bundle_root=ROOT,
+        data_list_file_path=exp["oracle"],
+        dataset_dir=Path(exp["oracle"]).parent,
+        ckpt_dir=work / "oracle" / "models",
+        output_dir=work / "oracle" / "train_eval",
+        **overrides,
+    )
+    step("oracle", t0)
+
+    # 6. evaluation ----------------------------------------------------------------------------
+    print("6/7 evaluate on the held-out, fully annotated test patients", flush=True)
+    t0 = time.time()
+    from bundle.metrics.report import compare
+
+    models = {
+        "mined_only": Path(st["rounds"][0]["dir"]) / "models" / "model.pt",
+        "self_trained": Path(st["rounds"][-1]["dir"]) / "models" / "model.pt",
+        "oracle": work / "oracle" / "models" / "model.pt",
+        "untrained": work / "untrained" / "model.pt",
     }
-    (ROOT / "eval" / "demo_summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n== results (held-out test patients) ==")
-    print(f"test images / patients: {summary['test_images']} / {summary['test_patients']}")
-    for name in ("trained", "untrained"):
-        f = summary[name]
-        print(
-            f"{name:9s}: COCO mAP {f['mAP']:.3f}  F1@IoU0.5 {f['F1@IoU0.5']:.3f} (95% CI {f['F1_ci95'][0]:.3f}-{f['F1_ci95'][1]:.3f})"
-            f"  precision {f['precision']:.3f}  recall {f['recall']:.3f}  FROC CPM {f['cpm']:.3f}"
-        )
-    print("model      : models/model.pt")
-    print("metrics    : eval/trained/metrics.json, eval/trained/summary.md")
-    print(f"FROC plot  : {trained['plots']['froc']}")
-    print("predictions: eval/predictions.json")
-    print(f"total time : {summary['seconds']['total']} s")
+    save_untrained(models["untrained"], a.seed)
+    dl = exp["mined"]  # validation/test sections are the same complete truth in every experiment datalist
+    metrics = {n: evaluate(n, ck, dl, work / "eval" / n, log, a.seed) for n, ck in models.items()}
+
+    def preds(n: str) -> tuple[str, str]:
+        return str(work / "eval" / n / "predictions_validation.json"), str(work / "eval" / n / "predictions_test.json")
+
+    b_vs_a = compare(
+        dl,
+        preds("self_trained"),
+        preds("mined_only"),
+        str(work / "eval" / "b_vs_a"),
+        ("self_trained", "mined_only"),
+        n_bootstrap=a.n_bootstrap,
+        seed=a.seed,
+    )
+    c_vs_a = compare(
+        dl,
+        preds("oracle"),
+        preds("mined_only"),
+        str(work / "eval" / "c_vs_a"),
+        ("oracle", "mined_only"),
+        n_bootstrap=a.n_bootstrap,
+        seed=a.seed,
+    )
+    step("evaluate", t0)
+
+    # 7. the bundle's model and inference -------------------------------------------------------
+    print("7/7 the self-trained model becomes models/model.pt; inference on the test split", flush=True)
+    t0 = time.time()
+    (ROOT / "models").mkdir(exist_ok=True)
+    shutil.copy(models["self_trained"], ROOT / "models" / "model.pt")
+    bundle_run(
+        "configs/inference.yaml",
+        ROOT,
+        log,
+        bundle_root=ROOT,
+        data_list_file_path=dl,
+        dataset_dir=Path(dl).parent,
+        output_path=work / "predictions_test.json",
+    )
+    step("inference", t0)
+    times["total"] = time.time() - t_start
+
+    results = {
+        "command": " ".join(shlex.quote(c) for c in [Path(sys.executable).name, "scripts/demo.py", *sys.argv[1:]]),
+        "seed": a.seed,
+        "size": a.size,
+        "epochs": a.epochs,
+        "rounds": a.rounds,
+        "score_threshold": a.score_threshold,
+        "mining": mining["counts"],
+        "experiment": exp["counts"],
+        "self_training": [
+            {k: r[k] for k in ("round", "validation")} | {"pseudo": r["pseudo"], "pseudo_quality": r.get("pseudo_quality")}
+            for r in st["rounds"]
+        ],
+        "self_training_stopped": st["stopped"],
+        "models": {
+            n: {
+                "f1": m["test"]["f1"],
+                "f1_ci95": [m["test_ci95"]["f1"]["ci_low"], m["test_ci95"]["f1"]["ci_high"]],
+                "precision": m["test"]["precision"],
+                "recall": m["test"]["recall"],
+                "mAP": m["test_mAP"],
+                "cpm": m["test_froc"]["cpm"],
+                "study_auc": m["test_study"]["auc"],
+            }
+            for n, m in metrics.items()
+        },
+        "b_vs_a": b_vs_a["paired_f1_test"],
+        "c_vs_a": c_vs_a["paired_f1_test"],
+        "test_images": metrics["oracle"]["test_images"],
+        "test_patients": metrics["oracle"]["test_patients"],
+        "seconds": {k: round(v) for k, v in times.items()},
+        "froc_plot": str(Path(b_vs_a["plots"]["froc"]).relative_to(ROOT)),
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    from bundle.selftrain.results import write_results
+
+    md = write_results(results, ROOT / a.results, (work / "results.json").relative_to(ROOT))
+    print("\n" + md)
+    print(f"model: models/model.pt   predictions: {(work / 'predictions_test.json').relative_to(ROOT)}   FROC plot: {results['froc_plot']}")
+    print(f"total time: {times['total']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -513,11 +513,10 @@ def export_patient(
         w.gsps(gsps_marks, READERS[0], "101500", units=units)
     if sr_marks:
         w.sr(sr_marks, READERS[0], "101600")
-
-    first = measured[0]
+    first = measured[0] if measured else None  # a normal study has images only
     z_mid = vol.shape[2] // 2
     cols, rows = vol.shape[0], vol.shape[1]
-    for inc in incidents:
+    for inc in incidents if first else []:
         if inc == "series_description":  # the same lesion measured again on the FLAIR series
             long = np.asarray(first["clean_lines"][0])
             rec = w.mark(
@@ -634,8 +633,12 @@ def export(
     truth = json.loads((demo / "truth.json").read_text())
     patients = truth["patients"]
     per_patient: list[list[str]] = [[] for _ in patients]
+    # incidents go round-robin over patients with lesions: most need a measured lesion to act on
+    with_lesions = [i for i, p in enumerate(patients) if p["lesions"]]
+    if not with_lesions:
+        raise ValueError(f"{demo / 'truth.json'}: no patient has a lesion; nothing for a reader to measure")
     for k, inc in enumerate(INCIDENTS):
-        per_patient[k % len(patients)].append(inc)
+        per_patient[with_lesions[k % len(with_lesions)]].append(inc)
     records = [export_patient(out / "dicom", demo, p, i, per_patient[i], cfg, rules, seed) for i, p in enumerate(patients)]
     marks = [m for r in records for m in r["marks"]]
     file_issues = [f for r in records for f in r["files"] if "expected" in f]

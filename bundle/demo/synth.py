@@ -22,7 +22,7 @@ SIZES = {
     # name: (patients, in-plane spacing mm, slice thickness mm)
     "tiny": (6, 3.0, 6.0),
     "small": (24, 1.5, 4.0),
-    "default": (48, 1.5, 4.0),
+    "default": (80, 1.5, 4.0),
     "large": (400, 1.0, 3.0),
 }
 

@@ -1,0 +1,82 @@
+"""Datalists for the seed study's experiment on the demo data: mined-only, self-trained, oracle.
+
+Why here: the demo knows what a hospital never knows, every lesion on every image. This module
+turns the mined datalist (pseudonymised patients, converted slices) back into demo coordinates
+through the de-identification linkage table and the slice number, so the oracle can train on
+complete boxes of the very same images and the pseudo-boxes can be scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bundle.demo.synth import slice_boxes
+from bundle.selftrain.loop import absolute_datalist
+
+
+def load_linkage(path: str | Path | None) -> dict[str, str]:
+    """Pseudonym -> original patient id (identity when the export was not de-identified)."""
+    if not path:
+        return {}
+    with open(path, newline="") as f:
+        return {row["pseudonym"]: row["patient_id"] for row in csv.DictReader(f)}
+
+
+def complete_boxes(demo_dir: Path, truth: dict, patient: str, z: int, min_visible_mm: float) -> list[list[int]]:
+    """Every lesion cross-section on slice z of a demo patient (the oracle's labels)."""
+    p = next(p for p in truth["patients"] if p["patient_id"] == patient)
+    mask = np.asarray(nib.load(demo_dir / p["mask"]).dataobj)[:, :, z]
+    return [b for _, b in slice_boxes(mask, tuple(p["spacing"][:2]), min_visible_mm)]
+
+
+def build(
+    demo_dir: str | Path,
+    mined_datalist: str | Path,
+    out_dir: str | Path,
+    linkage: str | Path | None = None,
+    min_visible_mm: float = 5.0,
+) -> dict[str, str]:
+    """Write mined.json, oracle.json and truth_map.json; validation and test are the demo's complete truth.
+
+    Validation is fully annotated on purpose: a mined validation set would count every correct
+    detection of an unmeasured lesion as a false positive and so penalise exactly what
+    self-training adds. A team gets the same by fully labelling a small validation set.
+    """
+    demo, out = Path(demo_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = json.loads((demo / "truth.json").read_text())
+    demo_dl = absolute_datalist(demo / "datalist.json")
+    mined = absolute_datalist(mined_datalist)
+    to_demo = load_linkage(linkage)
+    unknown = sorted({it["patient"] for it in mined["training"] if to_demo.get(it["patient"], it["patient"]) not in truth["split"]})
+    if unknown:
+        raise ValueError(f"{mined_datalist}: patients {unknown[:3]} are neither demo patients nor in the linkage table {linkage}")
+    # mined validation/test patients stay out of training; evaluation uses the demo's complete truth
+    training = []
+    oracle_training = []
+    truth_map: dict[str, list] = {}
+    for it in mined["training"]:
+        patient = to_demo.get(it["patient"], it["patient"])
+        if truth["split"][patient] != "training":
+            raise ValueError(f"{it['image']}: patient {patient} is in the demo's {truth['split'][patient]} split, not training")
+        full = complete_boxes(demo, truth, patient, int(it["instance_number"]) - 1, min_visible_mm)
+        truth_map[it["image"]] = full
+        training.append(it)
+        oracle_training.append(dict(it) | {"box": full, "label": [0] * len(full), "box_source": ["oracle"] * len(full)})
+    sections = {"validation": demo_dl["validation"], "test": demo_dl["test"]}
+    paths = {}
+    for name, tr in (("mined", training), ("oracle", oracle_training)):
+        p = out / f"{name}.json"
+        p.write_text(json.dumps({"training": tr} | sections, indent=1))
+        paths[name] = str(p)
+    (out / "truth_map.json").write_text(json.dumps(truth_map, indent=1))
+    paths["truth_map"] = str(out / "truth_map.json")
+    n_mined = sum(len(i["box"]) for i in training)
+    n_full = sum(len(b) for b in truth_map.values())
+    paths["counts"] = {"training_images": len(training), "mined_boxes": n_mined, "complete_boxes": n_full}
+    return paths

@@ -266,6 +266,12 @@ def write_slice(vol: np.ndarray, z: int, spacing: list[float], path: Path) -> No
     nib.save(nib.Nifti1Image(np.ascontiguousarray(vol[:, :, z]), aff), path)
 
 
+def _generate_one(job: tuple) -> Patient:
+    """One patient from its own seed: the result does not depend on which worker draws it."""
+    seed, i, spacing, out = job
+    return generate_patient(np.random.default_rng([seed, i]), f"demo-{i:03d}", spacing, out)
+
+
 def generate(
     out_dir: str | Path,
     size: str = "default",
@@ -273,6 +279,7 @@ def generate(
     n_patients: int | None = None,
     min_visible_mm: float = 5.0,
     negatives_per_patient: int = 1,
+    workers: int = 2,
 ) -> dict:
     """Generate the demo set: volumes, masks, complete truth and the 2D detection datalist."""
     out = Path(out_dir)
@@ -280,10 +287,15 @@ def generate(
     count, inplane, thick = SIZES[size]
     count = n_patients or count
     spacing = (inplane, inplane, thick)
-    patients = []
-    for i in range(count):
-        rng = np.random.default_rng([seed, i])
-        patients.append(generate_patient(rng, f"demo-{i:03d}", spacing, out))
+    _template(spacing)  # load once here; forked workers inherit it
+    jobs = [(seed, i, spacing, out) for i in range(count)]
+    if workers > 1 and count > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            patients = pool.map(_generate_one, jobs)  # ordered: same output as the serial loop
+    else:
+        patients = [_generate_one(j) for j in jobs]
     split = split_patients([p.patient_id for p in patients], seed)
     datalist: dict[str, list] = {"training": [], "validation": [], "test": []}
     for p in patients:

@@ -99,15 +99,21 @@ def _deform(rng: np.random.Generator, arrays: list[np.ndarray], spacing: np.ndar
     return [ndimage.map_coordinates(a, coords, order=o, mode="constant", cval=0.0) for a, o in zip(arrays, orders)]
 
 
-def _ellipsoid(shape: tuple[int, ...], center: np.ndarray, radii_vox: np.ndarray, rot: np.ndarray) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Normalised ellipsoid radius (<1 inside) on a bounding sub-grid, for cheap lesion drawing."""
-    r = int(np.ceil(radii_vox.max())) + 2
+def _ellipsoid(
+    shape: tuple[int, ...], center: np.ndarray, radii_mm: np.ndarray, rot: np.ndarray, spacing: np.ndarray
+) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Normalised ellipsoid radius (<1 inside) on a bounding sub-grid, for cheap lesion drawing.
+
+    Distances are taken in millimetres before the rotation: with anisotropic voxels (thick slices)
+    rotating voxel offsets would squash lesions in-plane.
+    """
+    r = np.ceil(float(np.max(radii_mm)) / spacing).astype(int) + 2
     lo = np.maximum(np.floor(center - r).astype(int), 0)
     hi = np.minimum(np.ceil(center + r).astype(int) + 1, shape)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     g = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).astype(np.float32)
-    d = (g - center) @ rot.T
-    rho = np.sqrt(((d / radii_vox) ** 2).sum(-1))
+    d = ((g - center) * spacing) @ rot.T
+    rho = np.sqrt(((d / radii_mm) ** 2).sum(-1))
     return rho, sl
 
 
@@ -129,8 +135,7 @@ def _vessel(rng: np.random.Generator, img: np.ndarray, brain: np.ndarray, spacin
         direction += rng.normal(scale=0.15, size=3)
         direction /= np.linalg.norm(direction)
         p = p + direction * 0.5 / spacing
-        rvox = radius_mm / spacing
-        rho, sl = _ellipsoid(img.shape, p, rvox, np.eye(3))
+        rho, sl = _ellipsoid(img.shape, p, np.full(3, radius_mm), np.eye(3), spacing)
         sub = img[sl]
         np.maximum(sub, level * (rho < 1.0), out=sub)
 
@@ -171,7 +176,7 @@ def generate_patient(
         pool = np.argwhere(surface if extra else interior)
         for _ in range(50):
             c = pool[rng.integers(len(pool))].astype(np.float64)
-            rho, sl = _ellipsoid(shape, c, radii_mm / sp, _random_rotation(rng))
+            rho, sl = _ellipsoid(shape, c, radii_mm, _random_rotation(rng), sp)
             if not np.any(mask[sl][rho < 1.3]):
                 break
         inside = rho < 1.0

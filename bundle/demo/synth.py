@@ -145,7 +145,7 @@ def generate_patient(
     patient_id: str,
     spacing: tuple[float, float, float],
     out_dir: Path,
-    n_lesions: tuple[int, int] = (1, 6),
+    n_lesions: tuple[int, int] = (2, 12),  # brain metastases are often many: most go unmeasured
     diameter_mm: tuple[float, float] = (5.0, 40.0),
     p_extra_axial: float = 0.15,
     n_distractors: tuple[int, int] = (2, 5),

@@ -108,8 +108,8 @@ def _ellipsoid(
     rotating voxel offsets would squash lesions in-plane.
     """
     r = np.ceil(float(np.max(radii_mm)) / spacing).astype(int) + 2
-    lo = np.maximum(np.floor(center - r).astype(int), 0)
-    hi = np.minimum(np.ceil(center + r).astype(int) + 1, shape)
+    lo = np.clip(np.floor(center - r).astype(int), 0, shape)
+    hi = np.clip(np.ceil(center + r).astype(int) + 1, lo, shape)  # empty (not negative) outside the volume
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     g = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1).astype(np.float32)
     d = ((g - center) * spacing) @ rot.T

@@ -137,6 +137,7 @@ def test_boxes_splits_and_exclusions(mined, release):
     }
     c = report["counts"]
     assert (c["measurements_found"], c["boxes_kept"], c["images_in_datalist"]) == (13, 4, 3)
+    assert c["files_seen"] == 6 and c["objects_by_type"] == {"deeplesion_csv": 1, "png": 4}  # the missing PNG is not a file seen
     assert report["per_source"]["deeplesion"]["boxes_kept"] == 4 and report["source"]["kind"] == "deeplesion"
     assert "image_missing" in (mined / "mining_report.md").read_text()
     # the CSV's own Bounding_boxes (0-based pixel centres) come back from the segments rule + 5 px

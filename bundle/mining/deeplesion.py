@@ -175,6 +175,8 @@ class DeepLesionSource:
         for key, info, reason, detail in checked:
             if info is None:
                 bad[key] = (reason, detail)
+                if reason == "image_unreadable":  # seen, not read: counted in files_seen, its rows carry the reason
+                    results.append({"location": key, "issue": None, "image": None, "measurements": [], "object": None})
                 continue
             m = first[key]
             series_dir = key.split("/")[0]

@@ -16,7 +16,7 @@ REASONS = {
     "no_coordinates": "measurement without usable coordinates (SR group without SCOORD/SCOORD3D/segmentation, AIM markup or CSV row without points)",
     "reference_not_found": "referenced image is not in the source",
     "no_image_plane": "SCOORD3D points lie on no image plane of the frame of reference",
-    "missing_pixel_spacing": "referenced image has no PixelSpacing: size unknown, never guessed",
+    "missing_pixel_spacing": "no pixel spacing (image PixelSpacing, CSV Spacing_mm_px_): size unknown, never guessed",
     "series_description": "referenced series description fails the series rules",
     "image_type": "referenced image type fails the series rules",
     "modality": "referenced image modality fails the series rules",

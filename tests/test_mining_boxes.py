@@ -98,7 +98,9 @@ def test_deeplesion_csv_reproduces_its_boxes(tmp_path):
             continue
         box, _ = measurement_box(m, rules)
         assert np.allclose(np.asarray(box) - 0.5, m.extra["csv_box"], atol=1e-3)
-        assert m.referenced_sop_instance_uid.startswith("Images_png/") and m.extra["split"] in ("training", "validation", "test")
+        assert m.referenced_sop_instance_uid == f"{m.extra['row'] - 2:06d}_01_01/{100 + m.extra['row'] - 2:03d}.png" and m.extra[
+            "split"
+        ] in ("training", "validation", "test")
 
 
 PYLIDC = (

@@ -9,13 +9,14 @@ from typing import Any
 REASONS = {
     "not_dicom": "file is not DICOM (no preamble/DICM prefix and no parseable header)",
     "corrupt": "DICOM file is truncated or cannot be parsed",
-    "unsupported_object": "DICOM object of a class no reader handles (e.g. KOS) or without annotations",
+    "malformed_xml": "XML file (AIM) that is not well-formed and cannot be parsed",
+    "unsupported_object": "object of a class no reader handles (e.g. KOS, XML that is not AIM) or without annotations",
     "unsupported_graphic": "graphic type that carries no size (POINT, MULTIPOINT, TEXT, INTERPOLATED)",
     "segmentation_reference": "SR measurement group references a segmentation, not coordinates: not convertible",
-    "no_coordinates": "SR measurement group has neither SCOORD nor SCOORD3D nor a segmentation",
+    "no_coordinates": "measurement without usable coordinates (SR group without SCOORD/SCOORD3D/segmentation, AIM markup or CSV row without points)",
     "reference_not_found": "referenced image is not in the source",
     "no_image_plane": "SCOORD3D points lie on no image plane of the frame of reference",
-    "missing_pixel_spacing": "referenced image has no PixelSpacing: size unknown, never guessed",
+    "missing_pixel_spacing": "no pixel spacing (image PixelSpacing, CSV Spacing_mm_px_): size unknown, never guessed",
     "series_description": "referenced series description fails the series rules",
     "image_type": "referenced image type fails the series rules",
     "modality": "referenced image modality fails the series rules",
@@ -24,6 +25,9 @@ REASONS = {
     "too_small": "long axis below the minimum length",
     "too_large": "long axis above the maximum length",
     "duplicate": "second measurement of a lesion already measured on the same image (merged)",
+    "invalid_row": "CSV row with a missing or unparseable required field (file name, key slice index)",
+    "image_missing": "the image file a CSV row names does not exist",
+    "image_unreadable": "the image file a CSV row names cannot be decoded as a single grey plane",
     "overlay_glyph": "overlay component is text, a marker or a frame, not a lesion outline",
 }
 

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from bundle.mining.aim import looks_like_xml, read_aim
 from bundle.mining.boxes import BoxRules, iou, measurement_box, size_rule
+from bundle.mining.deeplesion import PNG_IMAGE
 from bundle.mining.dicomio import GSPS_CLASSES, SR_CLASSES, ImageInfo, UnreadableError, image_info, is_image, read_dataset
 from bundle.mining.measurement import REASONS, FileIssue, Measurement
 from bundle.mining.overlay import OverlayRules, overlay_groups, read_overlays
@@ -36,6 +38,18 @@ def inspect_object(raw: bytes, location: str, overlay_rules: OverlayRules | None
     from bundle.mining.sr import read_sr
 
     res: dict[str, Any] = {"location": location, "issue": None, "image": None, "measurements": [], "object": None}
+    if looks_like_xml(raw):
+        try:
+            ms = read_aim(raw, location)
+        except UnreadableError as exc:
+            res["issue"] = FileIssue(location, exc.reason, exc.detail).to_dict()
+            return res
+        except Exception as exc:  # noqa: BLE001 - a reader bug on one document must not stop the run
+            res["issue"] = FileIssue(location, "malformed_xml", f"AIM reader failed: {type(exc).__name__}: {exc}").to_dict()
+            return res
+        res["object"] = "aim"
+        res["measurements"] = [m.to_dict() for m in ms]
+        return res
     try:
         ds = read_dataset(raw)
     except UnreadableError as exc:
@@ -105,6 +119,8 @@ class Miner:
         output_dir: str,
         source: str | None = None,
         dicomweb_url: str | None = None,
+        deeplesion_csv: str | None = None,
+        deeplesion_images: str | None = None,
         date_from: str | None = None,
         date_to: str | None = None,
         series_rules: dict | None = None,
@@ -118,10 +134,13 @@ class Miner:
         datalist_name: str = "datalist.json",
         report_name: str = "mining_report",
     ):
-        if bool(source) == bool(dicomweb_url):
-            raise ValueError("give exactly one of source (a folder) or dicomweb_url")
+        if sum(map(bool, (source, dicomweb_url, deeplesion_csv))) != 1:
+            raise ValueError("give exactly one of source (a folder), dicomweb_url or deeplesion_csv (with deeplesion_images)")
+        if bool(deeplesion_csv) != bool(deeplesion_images):
+            raise ValueError("deeplesion_csv and deeplesion_images (the Images_png folder) go together")
         self.output_dir = Path(output_dir)
         self.source_path, self.dicomweb_url = source, dicomweb_url
+        self.deeplesion_csv, self.deeplesion_images = deeplesion_csv, deeplesion_images
         self.date_from, self.date_to = (str(date_from) if date_from else None), (str(date_to) if date_to else None)
         self.series_rules = SeriesRules(**(series_rules or {}))
         self.box_rules = BoxRules(**(box_rules or {}))
@@ -133,6 +152,11 @@ class Miner:
 
     # -- collection ---------------------------------------------------------------------------
     def _collect(self) -> list[dict[str, Any]]:
+        if self.deeplesion_csv:
+            from bundle.mining.deeplesion import DeepLesionSource
+
+            self._source = DeepLesionSource(self.deeplesion_csv, self.deeplesion_images)
+            return self._source.collect(self.workers, self.progress)
         if self.source_path:
             from bundle.pacs.folder import FolderSource
 
@@ -206,7 +230,8 @@ class Miner:
                 m.exclude("missing_pixel_spacing", f"{m.item}: image {info.location} has no PixelSpacing")
                 continue
             m.spacing = info.spacing
-            failed = check_series(info, self.series_rules)
+            # DeepLesion key slices carry no series attributes (modality, description, orientation): no series rules
+            failed = None if info.sop_class_uid == PNG_IMAGE else check_series(info, self.series_rules)
             if failed:
                 m.exclude(failed[0], f"{m.item}: {failed[1]}")
                 continue
@@ -227,7 +252,7 @@ class Miner:
                 by_image.setdefault((m.referenced_sop_instance_uid, m.referenced_frame), []).append(m)
         for group in by_image.values():
             kept: list[Measurement] = []
-            for m in sorted(group, key=lambda x: (x.date, x.sop_instance_uid, x.item)):
+            for m in sorted(group, key=lambda x: (x.date, x.sop_instance_uid, x.extra.get("row", 0), x.item)):
                 twin = next((k for k in kept if iou(k.box, m.box) >= self.box_rules.duplicate_iou), None)
                 if twin is not None:
                     m.exclude("duplicate", f"{m.item}: IoU {iou(twin.box, m.box):.2f} with {twin.source} {twin.item} (earlier)")
@@ -239,10 +264,13 @@ class Miner:
 
     # -- outputs ------------------------------------------------------------------------------
     def _convert(self, items: list[dict], images: dict[str, ImageInfo]) -> None:
-        from bundle.prepare.convert import write_dicom_slice
+        from bundle.prepare.convert import write_dicom_slice, write_png_slice
 
         def one(item: dict) -> None:
             info = images[item["sop_instance_uid"]]
+            if info.sop_class_uid == PNG_IMAGE:
+                write_png_slice(self._source.root / info.location, self.output_dir / item["image"], info.spacing, info.slice_thickness)
+                return
             ds = read_dataset(self._source.read_bytes(info.location))
             write_dicom_slice(ds, self.output_dir / item["image"], info.spacing, item["frame"])
 
@@ -274,8 +302,14 @@ class Miner:
         for m in kept:
             per_image.setdefault((m.referenced_sop_instance_uid, m.referenced_frame), []).append(m)
         split_map = load_split(self.split_file)
+        # DeepLesion: the CSV's own Train_Val_Test (patient-level) unless a split file is given
+        csv_split: dict[str, str] = {}
+        if not split_map:
+            for m in ms:
+                if m.extra.get("split"):
+                    csv_split.setdefault(m.patient_id, m.extra["split"])
         patients = sorted({images[s].patient_id for s, _ in per_image})
-        missing = [p for p in patients if p not in split_map]
+        missing = [p for p in patients if p not in split_map and p not in csv_split]
         computed = split_patients(missing, self.split_seed) if missing else {}
         datalist: dict[str, list] = {"training": [], "validation": [], "test": []}
         items = []
@@ -283,14 +317,15 @@ class Miner:
             info = images[sop]
             group.sort(key=lambda x: (x.box[0], x.box[1], x.source, x.item))
             pid = info.patient_id
-            rel = f"images/{_safe(pid)}/{_safe(sop)}" + (f"_f{frame}" if info.frames > 1 else "") + ".nii.gz"
+            stem = _safe(sop.removesuffix(".png")) if info.sop_class_uid == PNG_IMAGE else _safe(sop)
+            rel = f"images/{_safe(pid)}/{stem}" + (f"_f{frame}" if info.frames > 1 else "") + ".nii.gz"
             items.append(
                 {
                     "image": rel,
                     "box": [m.box for m in group],
                     "label": [0 for _ in group],
                     "patient": pid,
-                    "split_source": "split_file" if pid in split_map else "computed",
+                    "split_source": "split_file" if pid in split_map else "csv" if pid in csv_split else "computed",
                     "study_instance_uid": info.study_uid,
                     "series_instance_uid": info.series_uid,
                     "sop_instance_uid": sop,
@@ -315,6 +350,7 @@ class Miner:
                             "points": m.points,
                             "rule": m.rule,
                             "merged": m.extra.get("merged", []),
+                            **m.extra.get("provenance", {}),
                         }
                         for m in group
                     ],
@@ -322,7 +358,7 @@ class Miner:
             )
         items.sort(key=lambda it: (it["patient"], it["series_instance_uid"], it["instance_number"], it["sop_instance_uid"], it["frame"]))
         for it in items:
-            datalist[split_map.get(it["patient"]) or computed[it["patient"]]].append(it)
+            datalist[split_map.get(it["patient"]) or csv_split.get(it["patient"]) or computed[it["patient"]]].append(it)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         t1 = time.perf_counter()
         if self.convert:
@@ -331,9 +367,13 @@ class Miner:
         (self.output_dir / self.datalist_name).write_text(json.dumps(datalist, indent=1))
         n_objects = sum(objects.values())
         report = {
-            "source": {"kind": "folder" if self.source_path else "dicomweb"},
+            "source": {"kind": "deeplesion" if self.deeplesion_csv else "folder" if self.source_path else "dicomweb"},
             "date_range": [self.date_from, self.date_to],
-            "rules": {"series": asdict(self.series_rules), "boxes": asdict(self.box_rules), "overlay": asdict(self.overlay_rules)},
+            "rules": {
+                "series": "not applied (DeepLesion CSV: no series attributes)" if self.deeplesion_csv else asdict(self.series_rules),
+                "boxes": asdict(self.box_rules),
+                "overlay": asdict(self.overlay_rules),
+            },
             "counts": {
                 "files_seen": len(results),
                 "objects_read": n_objects,
@@ -345,6 +385,7 @@ class Miner:
                 "images_in_datalist": len(items),
                 "patients_in_datalist": len(patients),
                 "split_items": {k: len(v) for k, v in datalist.items()},
+                "split_sources": dict(sorted(Counter(it["split_source"] for it in items).items())),
                 "split_boxes": {k: sum(len(it["box"]) for it in v) for k, v in datalist.items()},
             },
             "exclusions": dict(sorted(Counter([i.reason for i in issues] + [m.status for m in ms if m.status != "kept"]).items())),

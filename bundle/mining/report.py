@@ -12,7 +12,7 @@ def summary_markdown(report: dict) -> str:
         "# Mining report",
         "",
         f"- files seen: {c['files_seen']}",
-        f"- DICOM objects read: {c['objects_read']} ({', '.join(f'{k} {v}' for k, v in c['objects_by_type'].items())})",
+        f"- objects read: {c['objects_read']} ({', '.join(f'{k} {v}' for k, v in c['objects_by_type'].items())})",
         f"- unreadable or unsupported files: {c['unreadable_or_unsupported_files']}",
         f"- measurements found: {c['measurements_found']}",
         f"- boxes kept: {c['boxes_kept']} on {c['images_in_datalist']} images of {c['patients_in_datalist']} patients",

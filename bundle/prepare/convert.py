@@ -1,4 +1,4 @@
-"""DICOM image -> the 2D NIfTI slice the trainer reads (same layout as bundle.demo.synth.write_slice).
+"""DICOM image (or DeepLesion PNG) -> the 2D NIfTI slice the trainer reads (same layout as bundle.demo.synth.write_slice).
 
 Why one code path: mined boxes are in array coordinates of exactly this file. Array axis 0 = DICOM
 column (x), axis 1 = row (y), i.e. `pixel_array.T`, so a GSPS point (col, row) is a box corner (x, y).
@@ -44,4 +44,14 @@ def write_dicom_slice(ds: pydicom.Dataset, path: str | Path, spacing: list[float
     thick = ds.get("SliceThickness")
     aff = slice_affine(spacing, float(thick) if thick not in (None, "") else None, [float(v) for v in ipp] if ipp is not None else None)
     nib.save(nib.Nifti1Image(slice_array(ds, frame), aff), path)
+    return path
+
+
+def write_png_slice(png: str | Path, path: str | Path, spacing: list[float], thickness: float | None = None) -> Path:
+    """DeepLesion key slice PNG (value - 32768 = HU) -> the same 2D NIfTI layout: array (x = column, y = row)."""
+    from bundle.mining.deeplesion import png_hu
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(png_hu(png).T), slice_affine(spacing, thickness, None)), path)
     return path

@@ -30,9 +30,26 @@ class _Track:
     scores: list[float] = field(default_factory=list)
 
 
+def _overlap(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Pairwise overlap of xyxy boxes: IoU, or intersection over the smaller box ("iomin").
+
+    Why iomin: a lesion's cross-section shrinks towards its poles, so the last slice's small box
+    has a low IoU with the big box next to it although it is the same lesion.
+    """
+    if metric == "iou":
+        return np.asarray(box_iou(a, b))
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-6)
+
+
 def link_slices(
     per_slice: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    link_iou: float = 0.3,
+    link_iou: float = 0.5,
+    link_metric: str = "iomin",
     max_gap: int = 0,
     min_slices: int = 1,
     nms_thresh: float = 0.2,
@@ -41,8 +58,8 @@ def link_slices(
     """Link per-slice 2D boxes into 3D boxes.
 
     ``per_slice[z]`` = (boxes (n, 4) xyxy, labels (n,), scores (n,)) for slice ``z``. A box joins the
-    track (same label) whose last box lies at most ``max_gap`` slices back and overlaps it with
-    IoU >= ``link_iou`` (greedy by IoU, one box per track and slice); otherwise it starts a track.
+    track (same label) whose last box lies at most ``max_gap`` slices back and overlaps it by
+    ``link_metric`` (``iomin`` or ``iou``) >= ``link_iou`` (greedy by IoU, one box per track and slice); otherwise it starts a track.
     A track becomes the box enclosing its 2D boxes from its first slice to its last (+1, max
     exclusive) with the best 2D score (one confident slice is enough to flag a lesion). Tracks
     shorter than ``min_slices`` are dropped and counted; overlapping 3D boxes go through NMS.
@@ -56,7 +73,7 @@ def link_slices(
         taken_box: set[int] = set()
         active = [t for t in tracks if z - t.slices[-1] <= max_gap + 1]
         if active and len(boxes):
-            iou = np.asarray(box_iou(boxes, np.stack([t.boxes[-1] for t in active])))
+            iou = _overlap(boxes, np.stack([t.boxes[-1] for t in active]), link_metric)
             for t_idx, t in enumerate(active):
                 iou[labels != t.label, t_idx] = 0.0
             taken_track: set[int] = set()
@@ -109,7 +126,8 @@ class SliceToVolumeDetector:
         detector,
         slice_axis: int = 2,
         slice_batch: int = 8,
-        link_iou: float = 0.3,
+        link_iou: float = 0.5,
+        link_metric: str = "iomin",
         max_gap: int = 0,
         min_slices: int = 1,
         nms_thresh: float = 0.2,
@@ -121,7 +139,9 @@ class SliceToVolumeDetector:
         self.use_inferer = use_inferer
         self.slice_axis = slice_axis
         self.slice_batch = slice_batch
-        self.link_kwargs = dict(link_iou=link_iou, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes)
+        self.link_kwargs = dict(
+            link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
+        )
         self.last_counts: list[dict] = []
 
     # --- what MONAI Label and the engines use from a detector ---

@@ -110,8 +110,11 @@ def monailabel_metadata(meta: dict) -> dict:
     return meta
 
 
-def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = True) -> dict:
-    """Write the bundle folder (and ``<out>.zip``); return the manifest (relative paths)."""
+def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = True, models_dir: Path | None = None) -> dict:
+    """Write the bundle folder (and ``<out>.zip``); return the manifest (relative paths).
+
+    ``models_dir`` (default ``<root>/models``) is where model.pt / model.ts are taken from.
+    """
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -122,12 +125,12 @@ def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = 
     files += [root / "LICENSE"]
     if (root / "large_files.yml").is_file():
         files.append(root / "large_files.yml")
-    models = root / "models"
+    models = Path(models_dir) if models_dir else root / "models"
     for name in ("model.pt", "model.ts"):
         if (models / name).is_file():
             files.append(models / name)
     for f in files:
-        rel = f.relative_to(root)
+        rel = Path("models") / f.name if f.parent == models else f.relative_to(root)
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dst)
@@ -150,9 +153,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "dist" / NAME)
     p.add_argument("--target", choices=["zoo", "monailabel"], default="zoo")
+    p.add_argument("--models-dir", type=Path, default=None, help="where model.pt/model.ts are (default: models/)")
     p.add_argument("--no-zip", action="store_true")
     a = p.parse_args()
-    res = package(a.out.resolve(), target=a.target, make_zip=not a.no_zip)
+    res = package(a.out.resolve(), target=a.target, make_zip=not a.no_zip, models_dir=a.models_dir)
     print(json.dumps({"folder": res["folder"], "zip": res["zip"], "n_files": len(res["files"])}, indent=1))
     for f in res["files"]:
         print(" ", f)

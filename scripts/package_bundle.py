@@ -138,6 +138,14 @@ def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = 
         shutil.copy2(root / "configs" / "inference_volume.yaml", out / "configs" / "inference.yaml")
         meta = monailabel_metadata(json.loads((root / "configs" / "metadata.json").read_text()))
         (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
+        # MONAI Label trains with train.yaml on volumes + world boxes: merge in the volume overrides
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config([str(root / "configs" / "train.yaml"), str(root / "configs" / "train_volume.yaml")])
+        ConfigParser.export_config_file(
+            parser.get(), str(out / "configs" / "train.yaml"), fmt="yaml", default_flow_style=None, sort_keys=False
+        )
     manifest = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     missing = [r for r in REQUIRED if r not in manifest]
     if missing:

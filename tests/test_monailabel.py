@@ -156,3 +156,40 @@ def test_rois_do_not_depend_on_how_the_volume_is_stored(server):
     b = np.asarray(_infer(server, "demo-000-flipped")["box"], dtype=float).reshape(-1, 6)
     assert len(a) == len(b) >= 1
     np.testing.assert_allclose(b, a, atol=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_train_through_server(server, tiny_demo):
+    """Labels as Slicer ROIs (world LPS cccwhd) -> /train -> a new checkpoint the server then infers with."""
+    from bundle.transforms.world import voxel_to_world
+
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    patient = truth["patients"][0]
+    world = voxel_to_world([les["box_vox"] for les in patient["lesions"]], nib.load(tiny_demo / patient["image"]).affine)
+    for image in ("demo-000", "demo-000-flipped"):  # one physical image: the same world boxes label both
+        markups = {"markups": [{"type": "ROI", "coordinateSystem": "LPS", "center": b[:3].tolist(), "size": b[3:].tolist()} for b in world]}
+        r = requests.put(
+            f"{server['url']}/datastore/label",
+            params={"image": image, "tag": "final"},
+            files={"label": (f"{image}.json", json.dumps(markups), "application/json")},
+            timeout=60,
+        )
+        assert r.ok, r.text
+    ckpt = server["bundle"] / "models" / "model.pt"
+    before = ckpt.stat().st_mtime
+    r = requests.post(
+        f"{server['url']}/train/{MODEL}",
+        params={"run_sync": "true"},
+        json={"max_epochs": 1, "val_split": 0.5, "multi_gpu": False},
+        timeout=600,
+    )
+    log = server["log"].read_text()
+    assert r.ok, r.text + log[-3000:]
+    assert "Training Finished" in log and "Current run is terminating due to exception" not in log, log[-3000:]
+    assert ckpt.stat().st_mtime > before  # the validation after the epoch wrote a new best checkpoint
+    import torch
+
+    assert "model" in torch.load(ckpt, map_location="cpu", weights_only=True)
+    res = _infer(server, "demo-000")  # the server reloads the new weights and still answers
+    assert len(res["box"]) == len(res["label"])

@@ -89,3 +89,28 @@ class BoxesToWorldd(MapTransform):
             )
             d[key] = torch.as_tensor(world, dtype=torch.float32)
         return d
+
+
+class WorldBoxesToImaged(MapTransform):
+    """Replaces world boxes (LPS ``cccwhd``: what MONAI Label's training datalist carries from Slicer ROIs)
+    by array-coordinate ``xyzxyz`` boxes of the reference image (after any reorientation)."""
+
+    def __init__(
+        self, box_keys: KeysCollection, box_ref_image_keys: str, lps: bool = True, mode: str = "cccwhd", allow_missing_keys: bool = False
+    ):
+        super().__init__(box_keys, allow_missing_keys)
+        self.ref = box_ref_image_keys
+        self.lps = lps
+        self.mode = mode
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        affine = getattr(d[self.ref], "affine", None)
+        if affine is None:
+            raise ValueError(f"WorldBoxesToImaged: '{self.ref}' has no affine (not a MetaTensor); cannot place world boxes in the image")
+        for key in self.key_iterator(d):
+            box = np.asarray(d[key], dtype=np.float64).reshape(-1, 6)
+            d[key] = torch.as_tensor(
+                world_to_voxel(box, np.asarray(torch.as_tensor(affine).cpu()), self.lps, self.mode), dtype=torch.float32
+            )
+        return d

@@ -64,6 +64,47 @@ def test_sr_and_gsps_of_truth_boxes_validate_and_read_back(tiny_demo, tmp_path):
 
 
 @pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with the DICOMweb plugin on a loopback port (the STOW-RS target); None if not installed."""
+    import socket
+    import time
+
+    import requests
+
+    binary, plugin = shutil.which("Orthanc"), "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+    if binary is None or not os.path.exists(plugin):
+        yield None
+        return
+    base = tmp_path_factory.mktemp("orthanc")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = {
+        "Name": "test", "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "StorageDirectory": str(base / "db"), "IndexDirectory": str(base / "db"),
+        "Plugins": [plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }  # fmt: skip
+    (base / "orthanc.json").write_text(json.dumps(config))
+    log = open(base / "orthanc.log", "w")
+    proc = subprocess.Popen([binary, str(base / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(60):
+            try:
+                if requests.get(url + "/system", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("Orthanc did not start:\n" + (base / "orthanc.log").read_text()[-2000:])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
 def deploy_python(repo_root):
     """The app's own venv (.venv-deploy), built on first use by scripts/make_venv.py."""
     from scripts.make_venv import make_venv
@@ -74,12 +115,13 @@ def deploy_python(repo_root):
 @pytest.mark.slow
 @pytest.mark.integration
 @needs_dciodvfy
-def test_deploy_app_on_a_dicom_study(repo_root, deploy_python, served_bundle, tiny_demo, tmp_path):
+def test_deploy_app_on_a_dicom_study(repo_root, deploy_python, served_bundle, tiny_demo, tmp_path, orthanc):
     truth = json.loads((tiny_demo / "truth.json").read_text())
     patient = truth["patients"][0]
     sources = _study(tiny_demo, tmp_path / "in", patient)
     out = tmp_path / "out"
     env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False, "score_threshold": 0.0, "max_boxes": 8}))
+    stow = ["--stow-url", orthanc + "/dicom-web"] if orthanc else []
     run = subprocess.run(
         [
             str(deploy_python),
@@ -90,6 +132,7 @@ def test_deploy_app_on_a_dicom_study(repo_root, deploy_python, served_bundle, ti
             str(out),
             "-m",
             str(served_bundle / "models"),
+            *stow,
         ],
         capture_output=True,
         text=True,
@@ -105,6 +148,15 @@ def test_deploy_app_on_a_dicom_study(repo_root, deploy_python, served_bundle, ti
     assert 1 <= len(dets) <= 8 and summary["counts"]["kept"] == len(dets)
     for name in ("detections_sr.dcm", "detections_gsps.dcm"):
         assert _dciodvfy_errors(out / name) == [], name
+    if orthanc:  # STOW-RS delivered both objects to the PACS
+        import requests
+
+        stored = {
+            requests.get(f"{orthanc}/instances/{i}/simplified-tags", timeout=10).json()["SOPInstanceUID"]
+            for i in requests.get(f"{orthanc}/instances", timeout=10).json()
+        }
+        assert stored == {pydicom.dcmread(out / n).SOPInstanceUID for n in ("detections_sr.dcm", "detections_gsps.dcm")}
+        assert summary["stored_to"] == orthanc + "/dicom-web"
     if shutil.which("dcmpschk"):
         chk = subprocess.run(["dcmpschk", str(out / "detections_gsps.dcm")], capture_output=True, text=True)
         assert chk.returncode == 0 and "Test passed" in chk.stdout + chk.stderr

@@ -130,3 +130,40 @@ def test_volume_config_end_to_end(repo_root, served_bundle, tiny_demo, tmp_path)
     for b, w in zip(pred["box"], pred["box_world"]):
         assert 0 <= b[0] < b[3] <= shape[0] and 0 <= b[1] < b[4] <= shape[1] and 0 <= b[2] < b[5] <= shape[2]
         np.testing.assert_allclose(w, voxel_to_world(b, affine)[0], atol=1e-3)
+
+
+def test_world_labels_come_back_as_truth_boxes_in_training(tiny_demo, tmp_path):
+    """MONAI Label's training labels (world LPS cccwhd) -> array boxes through train_volume.yaml's head,
+    on a copy of the volume stored with reversed x/y axes: after RAS reorientation they are the truth boxes."""
+    import torch
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
+
+    from bundle.transforms.slices import SliceWithBoxesd
+    from bundle.transforms.world import WorldBoxesToImaged
+
+    patient = json.loads((tiny_demo / "truth.json").read_text())["patients"][0]
+    img = nib.load(tiny_demo / patient["image"])
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = [img.shape[0] - 1, img.shape[1] - 1]
+    path = tmp_path / "flipped.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1, ::-1, :].copy(), img.affine @ flip), path)
+    truth = np.asarray([les["box_vox"] for les in patient["lesions"]], float)
+    world = voxel_to_world(truth, img.affine)
+    head = Compose(
+        [
+            LoadImaged(keys="image", image_only=True),
+            EnsureChannelFirstd(keys="image"),
+            Orientationd(keys="image", axcodes="RAS"),
+            WorldBoxesToImaged(box_keys="box", box_ref_image_keys="image"),
+        ]
+    )
+    d = head({"image": str(path), "box": world.tolist(), "label": [0] * len(world)})
+    np.testing.assert_allclose(np.asarray(d["box"]), truth, atol=1e-4)
+    # validation slice: the middle slice of the largest box, with the 2D boxes of every lesion crossing it
+    s = SliceWithBoxesd(random=False)(d)
+    big = truth[np.argmax(np.prod(truth[:, 3:] - truth[:, :3], axis=1))]
+    z = int(np.floor((big[2] + big[5]) / 2))
+    assert s["image"].shape == (1, img.shape[0], img.shape[1])
+    torch.testing.assert_close(s["image"], torch.as_tensor(np.asarray(img.dataobj)[None, :, :, z], dtype=s["image"].dtype))
+    crossing = truth[(truth[:, 2] <= z) & (truth[:, 5] > z)][:, [0, 1, 3, 4]]
+    np.testing.assert_allclose(np.asarray(s["box"]), crossing, atol=1e-4)

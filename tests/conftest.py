@@ -35,3 +35,45 @@ def pacs_export(tiny_demo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pacs")
     export(tiny_demo, out, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def served_bundle(tmp_path_factory, tiny_demo) -> Path:
+    """A bundle root with a seconds-trained tiny model: models/model.pt and models/model.ts.
+
+    For the serving tests (zoo export, volume inference, MONAI Deploy, MONAI Label): they check
+    plumbing and geometry, not accuracy, which a model trained this briefly does not have.
+    """
+    import subprocess
+
+    from monai.bundle import ConfigWorkflow
+
+    root = tmp_path_factory.mktemp("served")
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "train.yaml"),
+        meta_file=str(ROOT / "configs" / "metadata.json"),
+        logging_file=str(ROOT / "configs" / "logging.conf"),
+        workflow_type="train",
+        bundle_root=str(root),
+        dataset_dir=str(tiny_demo),
+        data_list_file_path=str(tiny_demo / "datalist.json"),
+        epochs=4,
+        val_interval=4,
+        batch_size=2,
+        num_samples=1,
+        num_workers=0,
+        patch_size=[64, 64],
+        val_patch_size=[64, 64],
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    # the model zoo's export command, exactly as docs/deployment.md gives it
+    subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+         "--filepath", str(root / "models" / "model.ts"), "--ckpt_file", str(root / "models" / "model.pt"),
+         "--meta_file", str(ROOT / "configs" / "metadata.json"), "--config_file", str(ROOT / "configs" / "inference.yaml"),
+         "--key_in_ckpt", "model", "--bundle_root", str(root)],
+        check=True, cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    return root

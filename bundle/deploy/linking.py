@@ -1,0 +1,253 @@
+"""Run a 2D slice detector over a 3D volume and link its boxes on adjacent slices into 3D boxes.
+
+Why: the model is trained on axial slices (as radiologists measure), but MONAI Label, 3D Slicer
+and DICOM SR want one box per lesion in the volume. ``SliceToVolumeDetector`` has the call
+signature of MONAI's ``RetinaNetDetector`` (list or batch of volumes in, list of
+``{box, label, label_scores}`` out, ``.network`` settable), so MONAI Label's detection path and
+this bundle's evaluator drive it exactly like a native 3D detector: a later 3D model swaps the
+``detector`` id and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.data.box_utils import box_iou, non_max_suppression
+from monai.transforms import ScaleIntensityRangePercentiles
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Track:
+    label: int
+    slices: list[int] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Pairwise overlap of xyxy boxes: IoU, or intersection over the smaller box ("iomin").
+
+    Why iomin: a lesion's cross-section shrinks towards its poles, so the last slice's small box
+    has a low IoU with the big box next to it although it is the same lesion.
+    """
+    if metric == "iou":
+        return np.asarray(box_iou(a, b))
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-6)
+
+
+def link_slices(
+    per_slice: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    link_iou: float = 0.5,
+    link_metric: str = "iomin",
+    max_gap: int = 0,
+    min_slices: int = 1,
+    nms_thresh: float = 0.2,
+    max_boxes: int = 50,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Link per-slice 2D boxes into 3D boxes.
+
+    ``per_slice[z]`` = (boxes (n, 4) xyxy, labels (n,), scores (n,)) for slice ``z``. A box joins the
+    track (same label) whose last box lies at most ``max_gap`` slices back and overlaps it by
+    ``link_metric`` (``iomin`` or ``iou``) >= ``link_iou`` (greedy by IoU, one box per track and slice); otherwise it starts a track.
+    A track becomes the box enclosing its 2D boxes from its first slice to its last (+1, max
+    exclusive) with the best 2D score (one confident slice is enough to flag a lesion). Tracks
+    shorter than ``min_slices`` are dropped and counted; overlapping 3D boxes go through NMS.
+    Returns boxes (m, 6) xyzxyz, labels, scores and counts.
+    """
+    tracks: list[_Track] = []
+    for z, (boxes, labels, scores) in enumerate(per_slice):
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(labels).reshape(-1).astype(int)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        taken_box: set[int] = set()
+        active = [t for t in tracks if z - t.slices[-1] <= max_gap + 1]
+        if active and len(boxes):
+            iou = _overlap(boxes, np.stack([t.boxes[-1] for t in active]), link_metric)
+            for t_idx, t in enumerate(active):
+                iou[labels != t.label, t_idx] = 0.0
+            taken_track: set[int] = set()
+            for flat in np.argsort(-iou, axis=None):
+                b, t_idx = np.unravel_index(flat, iou.shape)
+                if iou[b, t_idx] < link_iou:
+                    break
+                if b in taken_box or t_idx in taken_track:
+                    continue
+                t = active[t_idx]
+                t.slices.append(z)
+                t.boxes.append(boxes[b])
+                t.scores.append(float(scores[b]))
+                taken_box.add(int(b))
+                taken_track.add(int(t_idx))
+        for b in range(len(boxes)):
+            if b not in taken_box:
+                tracks.append(_Track(int(labels[b]), [z], [boxes[b]], [float(scores[b])]))
+    kept = [t for t in tracks if len(t.slices) >= min_slices]
+    counts = {"slice_boxes": int(sum(len(t.slices) for t in tracks)), "tracks": len(tracks), "dropped_short": len(tracks) - len(kept)}
+    if not kept:
+        counts["after_nms"] = 0
+        return np.zeros((0, 6), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.float32), counts
+    out_boxes = []
+    for t in kept:
+        b = np.stack(t.boxes)
+        out_boxes.append([b[:, 0].min(), b[:, 1].min(), t.slices[0], b[:, 2].max(), b[:, 3].max(), t.slices[-1] + 1])
+    out = np.asarray(out_boxes, dtype=np.float32)
+    lab = np.asarray([t.label for t in kept], dtype=np.int64)
+    sc = np.asarray([max(t.scores) for t in kept], dtype=np.float32)
+    keep_all: list[int] = []
+    for c in np.unique(lab):
+        idx = np.nonzero(lab == c)[0]
+        k = np.asarray(non_max_suppression(out[idx], sc[idx], nms_thresh=nms_thresh, max_proposals=max_boxes))
+        keep_all.extend(idx[k].tolist())
+    keep = np.asarray(sorted(keep_all, key=lambda i: -sc[i])[:max_boxes], dtype=np.int64)
+    counts["after_nms"] = len(keep)
+    return out[keep], lab[keep], sc[keep], counts
+
+
+class SliceToVolumeDetector:
+    """A 3D detector made of a 2D detector: every slice along ``slice_axis``, then :func:`link_slices`.
+
+    Not an ``nn.Module`` on purpose: MONAI Label assigns ``detector.network = <loaded network>``,
+    and a Module would register that as a child instead of handing it to the 2D detector.
+    """
+
+    def __init__(
+        self,
+        detector,
+        slice_axis: int = 2,
+        slice_batch: int = 8,
+        link_iou: float = 0.5,
+        link_metric: str = "iomin",
+        max_gap: int = 0,
+        min_slices: int = 1,
+        nms_thresh: float = 0.2,
+        max_boxes: int = 50,
+        use_inferer: bool | None = None,
+    ) -> None:
+        self.detector = detector
+        # None: do what the caller asks; False: whole slices (faster when a slice fits the network)
+        self.use_inferer = use_inferer
+        self.slice_axis = slice_axis
+        self.slice_batch = slice_batch
+        self.link_kwargs = dict(
+            link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
+        )
+        self.last_counts: list[dict] = []
+
+    # --- what MONAI Label and the engines use from a detector ---
+    @property
+    def network(self):
+        return self.detector.network
+
+    @network.setter
+    def network(self, value) -> None:
+        self.detector.network = value
+
+    def __getattr__(self, name: str):
+        # target keys, score key, set_* configuration methods: those of the 2D detector
+        if name == "detector":
+            raise AttributeError(name)
+        return getattr(self.detector, name)
+
+    def eval(self):
+        self.detector.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("SliceToVolumeDetector is for inference; train the 2D detector with configs/train.yaml")
+        return self.eval()
+
+    @torch.no_grad()
+    def __call__(self, images, targets=None, use_inferer: bool = False) -> list[dict]:
+        if targets is not None and self.detector.training:
+            raise RuntimeError("SliceToVolumeDetector is for inference; train the 2D detector with configs/train.yaml")
+        if self.use_inferer is not None:
+            use_inferer = self.use_inferer
+        vols = list(images) if not torch.is_tensor(images) else list(images.unbind(0))
+        self.last_counts = []
+        return [self._one(v, use_inferer) for v in vols]
+
+    def _one(self, vol: torch.Tensor, use_inferer: bool) -> dict:
+        if vol.ndim != 4:
+            raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
+        axis = self.slice_axis + 1
+        n = vol.shape[axis]
+        per_slice = []
+        det = self.detector
+        for start in range(0, n, self.slice_batch):
+            chunk = [vol.select(axis, z).as_subclass(torch.Tensor) for z in range(start, min(n, start + self.slice_batch))]
+            preds = det(chunk, use_inferer=use_inferer)
+            for p in preds:
+                per_slice.append(
+                    (
+                        p[det.target_box_key].detach().float().cpu().numpy(),
+                        p[det.target_label_key].detach().cpu().numpy(),
+                        p[det.pred_score_key].detach().float().cpu().numpy(),
+                    )
+                )
+        boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs)
+        if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs
+            boxes = _reinsert_axis(boxes, self.slice_axis)
+        self.last_counts.append(counts)
+        logger.info("slice-wise detection: %s", counts)
+        dev = vol.device
+        return {
+            det.target_box_key: torch.as_tensor(boxes, device=dev),
+            det.target_label_key: torch.as_tensor(labels, device=dev),
+            det.pred_score_key: torch.as_tensor(scores, device=dev),
+        }
+
+
+def _reinsert_axis(boxes: np.ndarray, axis: int) -> np.ndarray:
+    """Boxes built as (a, b, s) with s the slice axis -> array axis order."""
+    order = [d for d in range(3) if d != axis]
+    out = np.zeros_like(boxes)
+    for src, dst in enumerate(order + [axis]):
+        out[:, dst] = boxes[:, src]
+        out[:, dst + 3] = boxes[:, src + 3]
+    return out
+
+
+class ScaleIntensityPerSliced:
+    """Percentile intensity scaling per slice, as each 2D training slice was scaled on its own.
+
+    Why: the model saw every slice scaled by its own 0-99.5 percentiles; scaling a whole volume at
+    once would give edge slices (little brain) a different contrast than the model learnt.
+    """
+
+    def __init__(
+        self,
+        keys: str | Sequence[str],
+        slice_axis: int = 2,
+        lower: float = 0.0,
+        upper: float = 99.5,
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+        clip: bool = True,
+    ) -> None:
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.slice_axis = slice_axis
+        self.scaler = ScaleIntensityRangePercentiles(lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=clip)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for k in self.keys:
+            img = d[k]
+            axis = self.slice_axis + 1
+            out = img.clone() if torch.is_tensor(img) else np.array(img, copy=True)
+            for z in range(img.shape[axis]):
+                idx = (slice(None),) * axis + (z,)
+                out[idx] = self.scaler(img[idx])
+            d[k] = out
+        return d

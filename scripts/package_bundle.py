@@ -1,0 +1,175 @@
+"""Package the bundle for distribution: a folder and a zip with what the configs import, nothing else.
+
+Why: the model zoo and MONAI Label take a bundle folder and put it on ``sys.path``; they never
+pip-install us. So the package must carry every ``bundle.*`` module a config reaches (directly or
+through imports between our modules) and must not carry tests, caches, data or scripts.
+
+    python scripts/package_bundle.py                      # dist/brain_mri_tumor_detection/ + .zip
+    python scripts/package_bundle.py --target monailabel --out apps/monaibundle/model/brain_mri_tumor_detection
+
+``--target monailabel`` makes the volume config (configs/inference_volume.yaml) the bundle's
+``inference.yaml`` and describes 3D input / box output in metadata.json, because MONAI Label
+serves detection on 3D volumes only and reads those two files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "brain_mri_tumor_detection"
+REQUIRED = ["configs/metadata.json", "configs/inference.yaml", "LICENSE", "docs/README.md"]
+_MODULE_RE = re.compile(r"\bbundle(?:\.[A-Za-z_]\w*)+")
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in _strings(k) + _strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    """Longest prefix of ``dotted`` that is a module or package under root (``bundle.a.B`` -> bundle/a.py)."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        base = root.joinpath(*parts[:n])
+        if base.with_suffix(".py").is_file():
+            return base.with_suffix(".py")
+        if (base / "__init__.py").is_file():
+            return base / "__init__.py"
+    return None
+
+
+def _imports_of(path: Path, root: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: set[str] = set()
+    pkg = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "bundle")
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:  # relative import
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                mod = ".".join(base + ([mod] if mod else []))
+            if mod.split(".")[0] == "bundle":
+                out.add(mod)
+                out.update(f"{mod}.{a.name}" for a in node.names)
+    return out
+
+
+def bundle_modules(root: Path = ROOT, config_files: list[Path] | None = None) -> list[Path]:
+    """Every bundle/ file the configs need: referenced modules, their bundle imports, package __init__s."""
+    config_files = config_files or sorted((root / "configs").glob("*.yaml")) + sorted((root / "configs").glob("*.json"))
+    todo: set[str] = set()
+    for cfg in config_files:
+        doc = yaml.safe_load(cfg.read_text()) if cfg.suffix == ".yaml" else json.loads(cfg.read_text())
+        for s in _strings(doc):
+            todo.update(_MODULE_RE.findall(s))
+    seen: set[Path] = set()
+    while todo:
+        dotted = todo.pop()
+        f = _module_file(root, dotted)
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        todo.update(_imports_of(f, root))
+    # packages on the way need their __init__.py
+    for f in list(seen):
+        for parent in f.relative_to(root).parents:
+            init = root / parent / "__init__.py"
+            if parent.parts and init.is_file():
+                seen.add(init)
+    return sorted(seen)
+
+
+def monailabel_metadata(meta: dict) -> dict:
+    """metadata.json as MONAI Label reads it: 3D image in, boxes with label 'tumor' out."""
+    meta = json.loads(json.dumps(meta))
+    inp = meta["network_data_format"]["inputs"]["image"]
+    inp["spatial_shape"] = ["*", "*", "*"]
+    inp["is_patch_data"] = False
+    out = meta["network_data_format"]["outputs"]["pred"]
+    out["num_channels"] = 8
+    out["spatial_shape"] = ["n", "8"]
+    out["channel_def"] = {"0": "tumor"}
+    meta["pred_classes"] = (
+        "3D boxes per volume, world LPS cccwhd in MONAI Label (slice-wise 2D model, boxes linked across slices), label 0 = tumor"
+    )
+    return meta
+
+
+def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = True, models_dir: Path | None = None) -> dict:
+    """Write the bundle folder (and ``<out>.zip``); return the manifest (relative paths).
+
+    ``models_dir`` (default ``<root>/models``) is where model.pt / model.ts are taken from.
+    """
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    files: list[Path] = []
+    files += bundle_modules(root)
+    files += sorted(p for p in (root / "configs").iterdir() if p.is_file())
+    files += sorted(p for p in (root / "docs").rglob("*") if p.is_file())
+    files += [root / "LICENSE"]
+    if (root / "large_files.yml").is_file():
+        files.append(root / "large_files.yml")
+    models = Path(models_dir) if models_dir else root / "models"
+    for name in ("model.pt", "model.ts"):
+        if (models / name).is_file():
+            files.append(models / name)
+    for f in files:
+        rel = Path("models") / f.name if f.parent == models else f.relative_to(root)
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst)
+    if target == "monailabel":
+        shutil.copy2(root / "configs" / "inference_volume.yaml", out / "configs" / "inference.yaml")
+        meta = monailabel_metadata(json.loads((root / "configs" / "metadata.json").read_text()))
+        (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
+        # MONAI Label trains with train.yaml on volumes + world boxes: merge in the volume overrides
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config([str(root / "configs" / "train.yaml"), str(root / "configs" / "train_volume.yaml")])
+        ConfigParser.export_config_file(
+            parser.get(), str(out / "configs" / "train.yaml"), fmt="yaml", default_flow_style=None, sort_keys=False
+        )
+    manifest = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    missing = [r for r in REQUIRED if r not in manifest]
+    if missing:
+        raise FileNotFoundError(f"bundle at {out} lacks required files: {missing}")
+    if make_zip:
+        with zipfile.ZipFile(out.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as z:
+            for rel in manifest:
+                z.write(out / rel, f"{out.name}/{rel}")
+    return {"folder": str(out), "zip": str(out.with_suffix(".zip")) if make_zip else None, "files": manifest}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=ROOT / "dist" / NAME)
+    p.add_argument("--target", choices=["zoo", "monailabel"], default="zoo")
+    p.add_argument("--models-dir", type=Path, default=None, help="where model.pt/model.ts are (default: models/)")
+    p.add_argument("--no-zip", action="store_true")
+    a = p.parse_args()
+    res = package(a.out.resolve(), target=a.target, make_zip=not a.no_zip, models_dir=a.models_dir)
+    print(json.dumps({"folder": res["folder"], "zip": res["zip"], "n_files": len(res["files"])}, indent=1))
+    for f in res["files"]:
+        print(" ", f)
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

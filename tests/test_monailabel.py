@@ -1,0 +1,195 @@
+"""MONAI Label path: a real `monailabel start_server` (own venv, loopback) serving this bundle's volume config.
+
+What is checked: the server loads the bundle as a 3D detection model, /infer returns world LPS
+cccwhd ROIs that are exactly this bundle's own volume inference converted to world, and the ROIs
+do not depend on how the volume is stored (same image saved with flipped axes -> same ROIs).
+What is not: that the ROIs lie on the lesions. The model here is trained for seconds; box
+geometry against the demo truth is tested in test_volume.py (known transform, linking of exact
+slice boxes). Training through /train is tried in test_train_through_server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+
+MODEL = "brain_mri_tumor_detection"
+THRESHOLD = 0.3  # configs/inference_volume.yaml score_threshold, which MONAI Label applies
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def monailabel_python(repo_root):
+    from scripts.make_venv import make_venv
+
+    return make_venv(repo_root / "deploy" / "monailabel" / "requirements.txt", repo_root / ".venv-monailabel")
+
+
+@pytest.fixture(scope="module")
+def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_factory):
+    from scripts.package_bundle import package
+
+    base = tmp_path_factory.mktemp("monailabel")
+    venv = Path(monailabel_python).parents[1]
+    app = base / "app"
+    shutil.copytree(venv / "monailabel" / "sample-apps" / "monaibundle", app, ignore=shutil.ignore_patterns("__pycache__"))
+    # offline: the bundle sits in <app>/model/<name> and zoo_source is not "monaihosting"
+    package(app / "model" / MODEL, root=repo_root, target="monailabel", make_zip=False, models_dir=served_bundle / "models")
+    store = base / "studies"
+    store.mkdir()
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    src = tiny_demo / truth["patients"][0]["image"]
+    shutil.copy(src, store / "demo-000.nii.gz")
+    img = nib.load(src)
+    # the same image stored with x and y reversed: a different array and affine, the same physical image
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = [img.shape[0] - 1, img.shape[1] - 1]
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1, ::-1, :].copy(), img.affine @ flip), store / "demo-000-flipped.nii.gz")
+    port = _free_port()
+    log = open(base / "server.log", "w")
+    cmd = [str(monailabel_python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(store),
+           "--conf", "models", MODEL, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+           "--conf", "preload", "false", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}", MONAI_LABEL_APP_DIR=str(app))
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.fail("monailabel exited:\n" + (base / "server.log").read_text()[-4000:])
+            try:
+                if requests.get(url + "/info/", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.time() > deadline:
+                pytest.fail("monailabel did not start in 240 s:\n" + (base / "server.log").read_text()[-4000:])
+            time.sleep(2)
+        yield {"url": url, "app": app, "store": store, "log": base / "server.log", "bundle": app / "model" / MODEL}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def _infer(server, image: str) -> dict:
+    r = requests.post(
+        f"{server['url']}/infer/{MODEL}",
+        params={"image": image, "output": "json"},
+        data={"params": json.dumps({"device": "cpu"})},
+        timeout=600,
+    )
+    assert r.ok, r.text[-2000:] + (server["log"]).read_text()[-3000:]
+    return r.json()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_server_lists_the_bundle_as_3d_detection(server):
+    info = requests.get(server["url"] + "/info/", timeout=30).json()
+    model = info["models"][MODEL]
+    assert model["type"] == "detection" and model["dimension"] == 3
+    assert model["labels"] == {"tumor": 0}
+    assert MODEL in info.get("trainers", {})
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_infer_returns_the_bundles_world_boxes(server, repo_root, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    res = _infer(server, "demo-000")
+    rois = np.asarray(res["box"], dtype=float).reshape(-1, 6)
+    assert len(rois) == len(res["label"]) and set(res["label"]) <= {0}
+    # the same bundle folder, run by this bundle's own workflow: its world boxes are what Slicer must get
+    out = tmp_path / "own.json"
+    wf = ConfigWorkflow(
+        config_file=str(server["bundle"] / "configs" / "inference.yaml"),
+        meta_file=str(server["bundle"] / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(server["bundle"]),
+        input_image=str(server["store"] / "demo-000.nii.gz"),
+        output_path=str(out),
+        score_threshold=THRESHOLD,
+        device="$torch.device('cpu')",
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    own = np.asarray(json.loads(out.read_text())["predictions"][0]["box_world"], dtype=float).reshape(-1, 6)
+    assert len(own) >= 1, "the comparison needs at least one box above the threshold"
+    assert len(rois) == len(own)
+    np.testing.assert_allclose(rois, own, atol=1e-2)
+    # cccwhd: positive sizes; centres inside the volume's world extent (LPS)
+    img = nib.load(server["store"] / "demo-000.nii.gz")
+    corners = np.array([[i, j, k, 1] for i in (0, img.shape[0]) for j in (0, img.shape[1]) for k in (0, img.shape[2])]) - [0.5, 0.5, 0.5, 0]
+    lps = (corners @ img.affine.T)[:, :3] * [-1, -1, 1]
+    assert np.all(rois[:, 3:] > 0)
+    assert np.all(rois[:, :3] >= lps.min(0) - 1e-3) and np.all(rois[:, :3] <= lps.max(0) + 1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_rois_do_not_depend_on_how_the_volume_is_stored(server):
+    a = np.asarray(_infer(server, "demo-000")["box"], dtype=float).reshape(-1, 6)
+    b = np.asarray(_infer(server, "demo-000-flipped")["box"], dtype=float).reshape(-1, 6)
+    assert len(a) == len(b) >= 1
+    np.testing.assert_allclose(b, a, atol=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_train_through_server(server, tiny_demo):
+    """Labels as Slicer ROIs (world LPS cccwhd) -> /train -> a new checkpoint the server then infers with."""
+    from bundle.transforms.world import voxel_to_world
+
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    patient = truth["patients"][0]
+    world = voxel_to_world([les["box_vox"] for les in patient["lesions"]], nib.load(tiny_demo / patient["image"]).affine)
+    for image in ("demo-000", "demo-000-flipped"):  # one physical image: the same world boxes label both
+        markups = {"markups": [{"type": "ROI", "coordinateSystem": "LPS", "center": b[:3].tolist(), "size": b[3:].tolist()} for b in world]}
+        r = requests.put(
+            f"{server['url']}/datastore/label",
+            params={"image": image, "tag": "final"},
+            files={"label": (f"{image}.json", json.dumps(markups), "application/json")},
+            timeout=60,
+        )
+        assert r.ok, r.text
+    ckpt = server["bundle"] / "models" / "model.pt"
+    before = ckpt.stat().st_mtime
+    r = requests.post(
+        f"{server['url']}/train/{MODEL}",
+        params={"run_sync": "true"},
+        json={"max_epochs": 1, "val_split": 0.5, "multi_gpu": False},
+        timeout=600,
+    )
+    log = server["log"].read_text()
+    assert r.ok, r.text + log[-3000:]
+    assert "Training Finished" in log and "Current run is terminating due to exception" not in log, log[-3000:]
+    assert ckpt.stat().st_mtime > before  # the validation after the epoch wrote a new best checkpoint
+    import torch
+
+    assert "model" in torch.load(ckpt, map_location="cpu", weights_only=True)
+    res = _infer(server, "demo-000")  # the server reloads the new weights and still answers
+    assert len(res["box"]) == len(res["label"])

@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from bundle.prepare.split import split_patients
+
 SIZES = {
     # name: (patients, in-plane spacing mm, slice thickness mm)
     "tiny": (6, 3.0, 6.0),
@@ -247,19 +249,6 @@ def slice_boxes(mask2d: np.ndarray, spacing: tuple[float, float], min_visible_mm
         ext_mm = (hi - lo) * np.asarray(spacing)
         if ext_mm.max() >= min_visible_mm:
             out.append((int(idx), [int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])]))
-    return out
-
-
-def split_patients(patient_ids: list[str], seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> dict[str, str]:
-    """Deterministic patient-level split: a patient's images never appear in two splits."""
-    ids = sorted(patient_ids)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n = len(ids)
-    n_val = max(1, int(round(fractions[1] * n)))
-    n_test = max(1, int(round(fractions[2] * n)))
-    out = {}
-    for rank, i in enumerate(order):
-        out[ids[i]] = "validation" if rank < n_val else "test" if rank < n_val + n_test else "training"
     return out
 
 

@@ -278,7 +278,7 @@ class Miner:
             list(_progress(pool.map(one, items), len(items), "converting", self.progress))
 
     def run(self) -> dict[str, Any]:
-        from bundle.demo.synth import split_patients
+        from bundle.prepare.split import split_patients
 
         t0 = time.perf_counter()
         results = self._collect()

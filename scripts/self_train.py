@@ -17,7 +17,7 @@ def main() -> None:
     ap.add_argument("--datalist", required=True, help="mined datalist (training/validation sections)")
     ap.add_argument("--work_dir", default="runs/selftrain")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--score_threshold", type=float, default=0.5)
+    ap.add_argument("--score_threshold", type=float, default=0.95)
     ap.add_argument("--iou_max", type=float, default=0.1)
     ap.add_argument("--min_mm", type=float, default=10.0)
     ap.add_argument("--max_mm", type=float, default=70.0)

@@ -50,7 +50,7 @@ def test_pseudo_boxes_never_reach_validation_or_test(tmp_path):
     dl, preds = _datalist(tmp_path)
     before = copy.deepcopy(dl)
     spacings = {it["image"]: SP for sec in dl.values() for it in sec}
-    new, stats = expand_datalist(dl, preds, spacings, 1, PseudoRules())
+    new, stats = expand_datalist(dl, preds, spacings, 1, PseudoRules(score_threshold=0.5))
     assert new["validation"] == before["validation"] and new["test"] == before["test"]
     assert dl == before  # the input is not modified
     item = new["training"][0]
@@ -61,7 +61,7 @@ def test_pseudo_boxes_never_reach_validation_or_test(tmp_path):
 
 def test_pseudo_quality_counts_recovered_unmeasured_lesions(tmp_path):
     dl, preds = _datalist(tmp_path)
-    new, _ = expand_datalist(dl, preds, {it["image"]: SP for it in dl["training"]}, 1, PseudoRules())
+    new, _ = expand_datalist(dl, preds, {it["image"]: SP for it in dl["training"]}, 1, PseudoRules(score_threshold=0.5))
     truth = {str(tmp_path / "a.nii.gz"): [[10, 10, 30, 30], [52, 50, 70, 71], [90, 90, 110, 110]]}
     q = pseudo_quality(new, truth, 1)
     assert q["unmeasured_lesions"] == 2 and q["recovered"] == 1 and q["recall"] == 0.5

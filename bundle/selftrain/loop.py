@@ -215,7 +215,7 @@ def run_self_training(
     work_dir: str,
     datalist: str,
     rounds: int = 2,
-    score_threshold: float = 0.5,
+    score_threshold: float = 0.95,
     iou_max: float = 0.1,
     min_mm: float = 10.0,
     max_mm: float = 70.0,

@@ -61,56 +61,52 @@ def world_to_voxel(boxes: np.ndarray | Sequence, affine: np.ndarray, lps: bool =
     return _apply(b, np.linalg.inv(aff)) + 0.5
 
 
-class BoxesToWorldd(MapTransform):
+class _AffineBoxd(MapTransform):
+    """Shared part of the two directions: the reference image's affine, LPS or RAS, the world box mode."""
+
+    what = "boxes"
+
+    def __init__(
+        self, box_keys: KeysCollection, box_ref_image_keys: str, lps: bool = True, mode: str = "cccwhd", allow_missing_keys: bool = False
+    ):
+        super().__init__(box_keys, allow_missing_keys)
+        self.ref = box_ref_image_keys
+        self.lps = lps
+        self.mode = mode
+
+    def convert(self, box: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        affine = getattr(d[self.ref], "affine", None)
+        if affine is None:
+            raise ValueError(f"{type(self).__name__}: '{self.ref}' has no affine (not a MetaTensor); cannot place {self.what}")
+        aff = np.asarray(torch.as_tensor(affine).cpu())
+        for key in self.key_iterator(d):
+            box = np.asarray(torch.as_tensor(d[key]).detach().cpu(), dtype=np.float64).reshape(-1, 6)
+            d[key] = torch.as_tensor(self.convert(box, aff), dtype=torch.float32)
+        return d
+
+
+class BoxesToWorldd(_AffineBoxd):
     """Replaces array-coordinate ``xyzxyz`` boxes by world boxes (LPS ``cccwhd`` for MONAI Label).
 
     The affine comes from the reference image's MetaTensor (after any reorientation), so the
     boxes must be in that image's array coordinates.
     """
 
-    def __init__(
-        self, box_keys: KeysCollection, box_ref_image_keys: str, lps: bool = True, mode: str = "cccwhd", allow_missing_keys: bool = False
-    ):
-        super().__init__(box_keys, allow_missing_keys)
-        self.ref = box_ref_image_keys
-        self.lps = lps
-        self.mode = mode
+    what = "boxes in world coordinates"
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        image = d[self.ref]
-        affine = getattr(image, "affine", None)
-        if affine is None:
-            raise ValueError(f"BoxesToWorldd: '{self.ref}' has no affine (not a MetaTensor); cannot place boxes in world coordinates")
-        for key in self.key_iterator(d):
-            box = d[key]
-            world = voxel_to_world(
-                np.asarray(torch.as_tensor(box).detach().cpu()), np.asarray(torch.as_tensor(affine).cpu()), self.lps, self.mode
-            )
-            d[key] = torch.as_tensor(world, dtype=torch.float32)
-        return d
+    def convert(self, box: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        return voxel_to_world(box, affine, self.lps, self.mode)
 
 
-class WorldBoxesToImaged(MapTransform):
+class WorldBoxesToImaged(_AffineBoxd):
     """Replaces world boxes (LPS ``cccwhd``: what MONAI Label's training datalist carries from Slicer ROIs)
     by array-coordinate ``xyzxyz`` boxes of the reference image (after any reorientation)."""
 
-    def __init__(
-        self, box_keys: KeysCollection, box_ref_image_keys: str, lps: bool = True, mode: str = "cccwhd", allow_missing_keys: bool = False
-    ):
-        super().__init__(box_keys, allow_missing_keys)
-        self.ref = box_ref_image_keys
-        self.lps = lps
-        self.mode = mode
+    what = "world boxes in the image"
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        affine = getattr(d[self.ref], "affine", None)
-        if affine is None:
-            raise ValueError(f"WorldBoxesToImaged: '{self.ref}' has no affine (not a MetaTensor); cannot place world boxes in the image")
-        for key in self.key_iterator(d):
-            box = np.asarray(d[key], dtype=np.float64).reshape(-1, 6)
-            d[key] = torch.as_tensor(
-                world_to_voxel(box, np.asarray(torch.as_tensor(affine).cpu()), self.lps, self.mode), dtype=torch.float32
-            )
-        return d
+    def convert(self, box: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        return world_to_voxel(box, affine, self.lps, self.mode)

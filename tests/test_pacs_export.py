@@ -72,10 +72,22 @@ def test_record_and_identities(pacs_export, tiny_demo):
 
 
 def test_export_is_deterministic(tiny_demo, pacs_export, tmp_path):
-    export(tiny_demo, tmp_path, seed=0)
+    export(tiny_demo, tmp_path, seed=0, workers=1)  # the fixture used 2 workers: the pool changes no byte
     a = sorted(p.relative_to(pacs_export) for p in pacs_export.rglob("*") if p.is_file())
     b = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert a == b
     for rel in a:
         if rel.name != "record.json":
             assert (pacs_export / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+
+
+def test_export_of_some_splits_keeps_each_patients_bytes(tiny_demo, pacs_export, tmp_path):
+    """The demo leaves its test cohort out of the PACS; the exported patients do not change."""
+    record = export(tiny_demo, tmp_path, seed=0, splits=("training",))
+    split = json.loads((tiny_demo / "truth.json").read_text())["split"]
+    kept = sorted(p for p, s in split.items() if s == "training")
+    assert [p["patient"] for p in record["patients"]] == kept and len(kept) < len(split)
+    assert sorted(d.name for d in (tmp_path / "dicom").iterdir()) == kept
+    for pid in kept:
+        for f in (pacs_export / "dicom" / pid / "t1c").iterdir():  # image series: same bytes as the full export
+            assert (tmp_path / "dicom" / pid / "t1c" / f.name).read_bytes() == f.read_bytes()

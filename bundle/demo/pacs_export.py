@@ -624,22 +624,46 @@ def export_patient(
     }
 
 
+def _export_job(job: tuple) -> dict:
+    return export_patient(*job)
+
+
 def export(
-    demo_dir: str | Path, out_dir: str | Path, seed: int = 0, config: ExportConfig | None = None, rules: BoxRules | None = None
+    demo_dir: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    config: ExportConfig | None = None,
+    rules: BoxRules | None = None,
+    splits: tuple[str, ...] | None = None,
+    workers: int = 2,
 ) -> dict:
-    """Write the simulated PACS export of a demo set under `out_dir/dicom` and its record as `out_dir/record.json`."""
+    """Write the simulated PACS export of a demo set under `out_dir/dicom` and its record as `out_dir/record.json`.
+
+    splits: export only the patients of these demo splits (None: all). The demo keeps its test
+    cohort out of the PACS: like the seed study's 100 test patients, it is a separately, fully
+    labelled set, and its mined boxes would be thrown away anyway.
+    """
     demo, out = Path(demo_dir), Path(out_dir)
     cfg, rules = config or ExportConfig(), rules or BoxRules()
     truth = json.loads((demo / "truth.json").read_text())
-    patients = truth["patients"]
-    per_patient: list[list[str]] = [[] for _ in patients]
+    split = truth.get("split", {})
+    # a patient keeps its number (study date, UIDs, random stream) whichever splits are exported
+    numbered = [(i, p) for i, p in enumerate(truth["patients"]) if splits is None or split.get(p["patient_id"]) in splits]
+    per_patient: dict[int, list[str]] = {i: [] for i, _ in numbered}
     # incidents go round-robin over patients with lesions: most need a measured lesion to act on
-    with_lesions = [i for i, p in enumerate(patients) if p["lesions"]]
+    with_lesions = [i for i, p in numbered if p["lesions"]]
     if not with_lesions:
-        raise ValueError(f"{demo / 'truth.json'}: no patient has a lesion; nothing for a reader to measure")
+        raise ValueError(f"{demo / 'truth.json'}: no exported patient has a lesion; nothing for a reader to measure")
     for k, inc in enumerate(INCIDENTS):
         per_patient[with_lesions[k % len(with_lesions)]].append(inc)
-    records = [export_patient(out / "dicom", demo, p, i, per_patient[i], cfg, rules, seed) for i, p in enumerate(patients)]
+    jobs = [(out / "dicom", demo, p, i, per_patient[i], cfg, rules, seed) for i, p in numbered]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            records = pool.map(_export_job, jobs)  # ordered, and each patient has its own seed: same bytes as serial
+    else:
+        records = [_export_job(j) for j in jobs]
     marks = [m for r in records for m in r["marks"]]
     file_issues = [f for r in records for f in r["files"] if "expected" in f]
     expected: dict[str, int] = {}
@@ -653,7 +677,8 @@ def export(
         "seed": seed,
         "config": cfg.__dict__,
         "rules": rules.__dict__,
-        "split": truth.get("split", {}),
+        "split": split,
+        "splits_exported": list(splits) if splits is not None else "all",
         "patients": records,
         "expected_counts": dict(sorted(expected.items())),
         "note": "status 'kept' marks must be mined as boxes (IoU >= 0.9 with 'box'); every other status is the exclusion reason",

@@ -21,11 +21,14 @@ from scipy import ndimage
 from bundle.prepare.split import split_patients
 
 SIZES = {
-    # name: (patients, in-plane spacing mm, slice thickness mm)
-    "tiny": (6, 3.0, 6.0),
-    "small": (24, 1.5, 4.0),
-    "default": (80, 1.5, 4.0),
-    "large": (400, 1.0, 3.0),
+    # name: (training, validation, test patients, in-plane spacing mm, slice thickness mm).
+    # The test cohort is large on purpose: the seed study held out 100 fully labelled patients,
+    # and a paired bootstrap over 16 test patients gave a 95% CI of +-0.055 on an F1 difference,
+    # wider than the self-training effect the demo measures (docs/results.md).
+    "tiny": (4, 1, 1, 3.0, 6.0),
+    "small": (14, 5, 5, 1.5, 4.0),
+    "default": (48, 16, 80, 1.5, 4.0),
+    "large": (240, 80, 80, 1.0, 3.0),
 }
 
 
@@ -278,8 +281,9 @@ def generate(
     """Generate the demo set: volumes, masks, complete truth and the 2D detection datalist."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    count, inplane, thick = SIZES[size]
-    count = n_patients or count
+    n_train, n_val, n_test, inplane, thick = SIZES[size]
+    fractions = (n_train / (n_train + n_val + n_test), n_val / (n_train + n_val + n_test), n_test / (n_train + n_val + n_test))
+    count = n_patients or n_train + n_val + n_test
     spacing = (inplane, inplane, thick)
     _template(spacing)  # load once here; forked workers inherit it
     jobs = [(seed, i, spacing, out) for i in range(count)]
@@ -290,7 +294,7 @@ def generate(
             patients = pool.map(_generate_one, jobs)  # ordered: same output as the serial loop
     else:
         patients = [_generate_one(j) for j in jobs]
-    split = split_patients([p.patient_id for p in patients], seed)
+    split = split_patients([p.patient_id for p in patients], seed, fractions)
     datalist: dict[str, list] = {"training": [], "validation": [], "test": []}
     for p in patients:
         vol = np.asarray(nib.load(out / p.image).dataobj)

@@ -498,6 +498,7 @@ def deidentify_folder(
     options: DeidOptions | dict[str, Any] | None = None,
     linkage_file: str | os.PathLike | None = None,
     report_file: str | os.PathLike | None = None,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """De-identify every DICOM file under input_dir into output_dir; returns (and writes) the report.
 
@@ -576,41 +577,21 @@ def deidentify_folder(
                 continue
         plan.append((path, patient, rule))
 
-    # pass 2: write
-    engine = _Engine(table, keyed, opts, Scrubber(tokens))
-    written = 0
-    blanked = 0
-    for path, patient, rule in plan:
+    # pass 2: write (files are independent once pass 1 has fixed the patients and the scrub tokens)
+    scrub = Scrubber(tokens)
+    results, counts = _write_all(plan, table, keyed, opts, scrub, input_dir, output_dir, workers)
+    written = blanked = 0
+    for (path, patient, rule), (ok, value) in zip(plan, results):
         rel = path.relative_to(input_dir).as_posix()
-        try:
-            ds = pydicom.dcmread(path)
-            if rule is not None:
-                blank_regions(ds, rule["regions"])
-                blanked += 1
-            engine.patient = patient
-            engine.process(ds)
-            ds.PatientIdentityRemoved = "YES"
-            ds.DeidentificationMethod = f"PS3.15 Annex E ({opts.table_edition}), keyed HMAC"
-            ds.DeidentificationMethodCodeSequence = Sequence(_method_codes(opts, rule is not None))
-            if opts.retain_longitudinal_modified_dates:
-                ds.LongitudinalTemporalInformationModified = "MODIFIED"
-            old_meta = ds.file_meta
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = ds.SOPClassUID
-            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            meta.TransferSyntaxUID = old_meta.TransferSyntaxUID
-            ds.file_meta = meta
-            out = output_dir / patient.pseudonym / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ds.save_as(out, enforce_file_format=True)
-        except Exception as exc:
-            errors.append({"input_sha256": _sha256(path), "reason": "deidentify_failed", "error": type(exc).__name__})
-            file_map.append((rel, f"error:deidentify_failed:{type(exc).__name__}"))
-            logger.warning("de-identification failed for input sha256 %s: %s", errors[-1]["input_sha256"][:12], type(exc).__name__)
+        if not ok:
+            errors.append(value)
+            file_map.append((rel, f"error:deidentify_failed:{value['error']}"))
+            logger.warning("de-identification failed for input sha256 %s: %s", value["input_sha256"][:12], value["error"])
             continue
+        blanked += rule is not None
         patient.files += 1
         written += 1
-        file_map.append((rel, out.relative_to(output_dir).as_posix()))
+        file_map.append((rel, value))
 
     by_reason = Counter(e["reason"] for e in excluded)
     err_reason = Counter(e["reason"] for e in errors)
@@ -623,7 +604,7 @@ def deidentify_folder(
         "failed_by_reason": dict(sorted(err_reason.items())),
         "files_blanked": blanked,
         "patients": len(patients),
-        "attributes": dict(sorted(engine.counts.items())),
+        "attributes": dict(sorted(counts.items())),
         "excluded": excluded,
         "errors": errors,
         "table": {"edition": opts.table_edition, "rules": len(table)},
@@ -634,7 +615,7 @@ def deidentify_folder(
         f"{len(files)} files seen, {written} written, {len(excluded)} excluded "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(by_reason.items())) or 'none'}), {len(errors)} failed "
         f"({', '.join(f'{k}: {v}' for k, v in sorted(err_reason.items())) or 'none'}); attributes: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(engine.counts.items()))
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     report_path = Path(report_file) if report_file is not None else output_dir / "deid_report.json"
@@ -644,6 +625,66 @@ def deidentify_folder(
         _write_linkage(Path(linkage_file), patients.values(), file_map)
     logger.info("de-identification: %s", report["summary"])
     return report
+
+
+def _write_one(engine: _Engine, path: Path, patient: _Patient, rule: dict[str, Any] | None, opts: DeidOptions, output_dir: Path):
+    """(True, output path relative to output_dir) or (False, the error record)."""
+    try:
+        ds = pydicom.dcmread(path)
+        if rule is not None:
+            blank_regions(ds, rule["regions"])
+        engine.patient = patient
+        engine.process(ds)
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = f"PS3.15 Annex E ({opts.table_edition}), keyed HMAC"
+        ds.DeidentificationMethodCodeSequence = Sequence(_method_codes(opts, rule is not None))
+        if opts.retain_longitudinal_modified_dates:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        old_meta = ds.file_meta
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = old_meta.TransferSyntaxUID
+        ds.file_meta = meta
+        out = output_dir / patient.pseudonym / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(out, enforce_file_format=True)
+    except Exception as exc:  # one broken file never stops the export
+        return False, {"input_sha256": _sha256(path), "reason": "deidentify_failed", "error": type(exc).__name__}
+    return True, out.relative_to(output_dir).as_posix()
+
+
+_FORKED: dict[str, Any] = {}  # what pool workers inherit by fork instead of by pickling
+
+
+def _write_chunk(indices: list[int]) -> tuple[list[tuple[int, tuple[bool, Any]]], Counter]:
+    f = _FORKED
+    engine = _Engine(f["table"], f["keyed"], f["opts"], f["scrub"])
+    out = [(i, _write_one(engine, *f["plan"][i], f["opts"], f["output_dir"])) for i in indices]
+    return out, engine.counts
+
+
+def _write_all(plan, table, keyed, opts, scrub, input_dir: Path, output_dir: Path, workers: int) -> tuple[list[tuple[bool, Any]], Counter]:
+    """Pass 2 over the plan, in `workers` forked processes; results come back in plan order."""
+    _FORKED.update(plan=plan, table=table, keyed=keyed, opts=opts, scrub=scrub, output_dir=output_dir)
+    try:
+        chunks = [list(range(k, len(plan), workers)) for k in range(max(1, workers))]
+        if workers > 1 and len(plan) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_write_chunk, chunks)
+        else:
+            parts = [_write_chunk(list(range(len(plan))))]
+    finally:
+        _FORKED.clear()
+    results: list[tuple[bool, Any]] = [(False, None)] * len(plan)
+    counts: Counter = Counter()
+    for part, c in parts:
+        counts.update(c)
+        for i, r in part:
+            results[i] = r
+    return results, counts
 
 
 class _Skip(Exception):

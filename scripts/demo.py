@@ -22,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.engines.runner import bundle_run  # noqa: E402
+from bundle.selftrain.pseudo import parse_threshold  # noqa: E402
 
 EVAL = ["configs/train.yaml", "configs/evaluate.yaml"]
+
+
+def rel(p: Path) -> Path:
+    """Paths on the results page: relative to the repository when they are inside it."""
+    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
 
 
 def save_untrained(path: Path, seed: int) -> None:
@@ -64,17 +70,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="self-training rounds")
     ap.add_argument(
         "--score_threshold",
-        type=float,
-        default=0.95,
-        help="pseudo-box score threshold (0.5 gave pseudo-boxes of precision 0.51: docs/results_threshold_0.5.md)",
+        type=parse_threshold,
+        default="auto",
+        help="pseudo-box score threshold, or 'auto': where each teacher reaches --target_precision on validation",
     )
+    ap.add_argument("--target_precision", type=float, default=0.5, help="with 'auto' (docs/selftraining.md explains the choice)")
     ap.add_argument("--n_bootstrap", type=int, default=1000)
     ap.add_argument("--work", default="runs/demo", help="where every artefact goes (relative to the repository)")
     ap.add_argument("--results", default="docs/results.md", help="the results page this run writes")
+    ap.add_argument("--model_dir", default="models", help="where the self-trained model is copied as model.pt (the bundle's model)")
+    ap.add_argument("--data", default="data", help="where the demo data, export, de-identified copy and mined datalist go")
     a = ap.parse_args()
     t_start = time.time()
     work = ROOT / a.work
-    data = ROOT / "data"
+    data = ROOT / a.data
+    model_out = ROOT / a.model_dir / "model.pt"
     log = work / "demo.log"
     if work.exists():
         shutil.rmtree(work)
@@ -94,7 +104,8 @@ def main() -> None:
     for d in ("demo", "pacs_export", "deid", "mined"):
         shutil.rmtree(data / d, ignore_errors=True)
     res = generate(data / "demo", size=a.size, seed=a.seed)
-    record = export(data / "demo", data / "pacs_export", seed=a.seed)
+    # the test cohort stays out of the PACS: it is the separately, fully labelled test set
+    record = export(data / "demo", data / "pacs_export", seed=a.seed, splits=("training", "validation"))
     n_files = sum(1 for p in (data / "pacs_export" / "dicom").rglob("*") if p.is_file())
     print(f"  demo images {res['counts']}; export: {n_files} files, {len(record['patients'])} studies", flush=True)
     step("data_and_export", t0)
@@ -150,6 +161,7 @@ def main() -> None:
         exp["mined"],
         rounds=a.rounds,
         score_threshold=a.score_threshold,
+        target_precision=a.target_precision,
         truth=exp["truth_map"],
         train_overrides=overrides,
     )
@@ -179,7 +191,8 @@ def main() -> None:
 
     models = {
         "mined_only": Path(st["rounds"][0]["dir"]) / "models" / "model.pt",
-        "self_trained": Path(st["rounds"][-1]["dir"]) / "models" / "model.pt",
+        # (b) is the round validation chose; with no improving round it is (a) itself, as the loop ships it
+        "self_trained": Path(st["best_model"]),
         "oracle": work / "oracle" / "models" / "model.pt",
         "untrained": work / "untrained" / "model.pt",
     }
@@ -211,15 +224,16 @@ def main() -> None:
     step("evaluate", t0)
 
     # 7. the bundle's model and inference -------------------------------------------------------
-    print("7/7 the self-trained model becomes models/model.pt; inference on the test split", flush=True)
+    print(f"7/7 the self-trained model becomes {rel(model_out)}; inference on the test split", flush=True)
     t0 = time.time()
-    (ROOT / "models").mkdir(exist_ok=True)
-    shutil.copy(models["self_trained"], ROOT / "models" / "model.pt")
+    model_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(models["self_trained"], model_out)
     bundle_run(
         "configs/inference.yaml",
         ROOT,
         log,
         bundle_root=ROOT,
+        ckpt_dir=model_out.parent,
         data_list_file_path=dl,
         dataset_dir=Path(dl).parent,
         output_path=work / "predictions_test.json",
@@ -234,6 +248,8 @@ def main() -> None:
         "epochs": a.epochs,
         "rounds": a.rounds,
         "score_threshold": a.score_threshold,
+        "target_precision": a.target_precision,
+        "self_training_best_round": st["best_round"],
         "mining": mining["counts"],
         "experiment": exp["counts"],
         "self_training": [
@@ -258,14 +274,14 @@ def main() -> None:
         "test_images": metrics["oracle"]["test_images"],
         "test_patients": metrics["oracle"]["test_patients"],
         "seconds": {k: round(v) for k, v in times.items()},
-        "froc_plot": str(Path(b_vs_a["plots"]["froc"]).relative_to(ROOT)),
+        "froc_plot": str(rel(Path(b_vs_a["plots"]["froc"]))),
     }
     (work / "results.json").write_text(json.dumps(results, indent=2))
     from bundle.selftrain.results import write_results
 
-    md = write_results(results, ROOT / a.results, (work / "results.json").relative_to(ROOT))
+    md = write_results(results, ROOT / a.results, rel(work / "results.json"))
     print("\n" + md)
-    print(f"model: models/model.pt   predictions: {(work / 'predictions_test.json').relative_to(ROOT)}   FROC plot: {results['froc_plot']}")
+    print(f"model: {rel(model_out)}   predictions: {rel(work / 'predictions_test.json')}   FROC plot: {results['froc_plot']}")
     print(f"total time: {times['total']:.0f} s")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bundle.metrics import bootstrap, breakdown, froc, study
 from bundle.metrics.coco import coco_metrics
-from bundle.metrics.matching import best_f1_threshold, counts_at, match_image, prf
+from bundle.metrics.matching import best_f1_threshold, counts_at, match_image, prf, threshold_for_precision
 from bundle.metrics.report import compare, evaluate, load_predictions, match_all, pair
 
 GT = [[10, 10, 20, 20]]
@@ -257,3 +257,17 @@ def test_report_errors_name_the_problem(tmp_path):
     (tmp_path / "threed.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="img0.nii.gz: predictions are 3D boxes but truth is 2D"):
         match_all(pair(load_predictions(tmp_path / "threed.json"), load_truth(dl, "test"), "x"))
+
+
+def test_threshold_for_precision_takes_the_most_recall_at_the_target():
+    # scores 0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP, 0.5 TP; 4 lesions. Precision by threshold: 1, 1/2, 2/3, 1/2, 3/5
+    truth = [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]]
+    preds = [[0, 0, 10, 10], [100, 100, 110, 110], [20, 20, 30, 30], [120, 120, 130, 130], [40, 40, 50, 50]]
+    m = match_image(preds, [0.9, 0.8, 0.7, 0.6, 0.5], truth)
+    t, at = threshold_for_precision([m], 0.6)
+    assert t == 0.5 and (at["tp"], at["fp"], at["fn"]) == (3, 2, 1)
+    t, at = threshold_for_precision([m], 0.7)
+    assert t == 0.9 and (at["tp"], at["fp"]) == (1, 0)
+    t, at = threshold_for_precision([m], 1.01)
+    assert t == float("inf") and at["tp"] == 0
+    assert threshold_for_precision([match_image([], [], truth)], 0.5)[0] == float("inf")

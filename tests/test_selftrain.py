@@ -103,3 +103,25 @@ def test_loop_runs_rounds_resumes_and_keeps_eval_sections_clean(tiny_demo, tmp_p
     assert all(src in ("mined", "pseudo") for it in r1["training"] for src in it["box_source"])
     assert (work / "report.md").read_text().count("|") > 10
     assert json.loads((work / "state.json").read_text())["stopped"]
+
+
+def test_auto_threshold_follows_each_teachers_validation_precision(tmp_path):
+    """'auto' reads the teacher's validation predictions: a teacher with another score scale gets another threshold."""
+    truth = [[0, 0, 10, 10], [20, 20, 30, 30]]
+    dl = {"training": [], "validation": [{"image": str(tmp_path / "v.nii.gz"), "box": truth, "label": [0, 0]}]}
+    (tmp_path / "dl.json").write_text(json.dumps(dl))
+    preds = [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30], [70, 70, 80, 80]]  # TP, FP, TP, FP
+    rules = PseudoRules(score_threshold="auto")
+    st = SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), rules, target_precision=0.6)
+    found = []
+    for name, scores in (("calm", [0.9, 0.8, 0.7, 0.6]), ("confident", [0.9999, 0.9998, 0.9997, 0.99])):
+        d = tmp_path / name
+        d.mkdir()
+        doc = {"predictions": [{"image": dl["validation"][0]["image"], "box": preds, "score": scores}]}
+        (d / "predictions_validation.json").write_text(json.dumps(doc))
+        r, info = st.rules_for({"dir": str(d), "datalist": str(tmp_path / "dl.json")})
+        found.append(r.score_threshold)
+        assert info["teacher_validation_at_threshold"]["precision"] >= 0.6
+    assert found == [0.7, 0.9997]  # precision 2/3 at the third score, for either scale
+    with pytest.raises(ValueError, match="auto"):
+        select_pseudo([[0, 0, 20, 20]], [0.9], [], SP, rules)

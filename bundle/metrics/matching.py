@@ -120,3 +120,22 @@ def best_f1_threshold(matches: list[ImageMatch]) -> tuple[float, dict[str, float
     if f1[k] <= 0:
         return float("inf"), prf(0, 0, n_truth)
     return float(s[k]), prf(int(cum_tp[k]), int(cum_fp[k]), int(n_truth - cum_tp[k]))
+
+
+def threshold_for_precision(matches: list[ImageMatch], target: float) -> tuple[float, dict[str, float]]:
+    """The lowest score threshold whose precision reaches `target` (most recall at that precision).
+
+    Returns (inf, counts with nothing kept) when no threshold reaches it.
+    """
+    scores = np.concatenate([m.scores for m in matches] + [np.zeros(0)])
+    tps = np.concatenate([m.tp for m in matches] + [np.zeros(0, dtype=bool)])
+    n_truth = sum(m.n_truth for m in matches)
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], tps[order]
+    cum_tp, cum_fp = np.cumsum(t), np.cumsum(~t)
+    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, dtype=bool)  # a threshold keeps every tie
+    ok = last & (cum_tp >= target * np.maximum(cum_tp + cum_fp, 1)) & (cum_tp > 0)
+    if not ok.any():
+        return float("inf"), prf(0, 0, n_truth)
+    k = int(np.flatnonzero(ok)[-1])
+    return float(s[k]), prf(int(cum_tp[k]), int(cum_fp[k]), int(n_truth - cum_tp[k]))

@@ -8,14 +8,15 @@ resumes at the last finished round instead of starting over.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from bundle.engines.runner import bundle_run
-from bundle.metrics.matching import best_f1_threshold, match_image
+from bundle.metrics.matching import best_f1_threshold, match_image, threshold_for_precision
 from bundle.metrics.report import load_predictions, spacing_of
-from bundle.selftrain.pseudo import PseudoRules, expand_datalist, write_datalist
+from bundle.selftrain.pseudo import PseudoRules, expand_datalist, parse_threshold, write_datalist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,15 +33,20 @@ def absolute_datalist(path: str | Path) -> dict:
     return doc
 
 
-def validation_f1(datalist: dict, predictions_path: str, section: str = "validation", iou_threshold: float = 0.5) -> dict:
-    """Max F1 on the validation section (the quantity the stopping rule watches)."""
+def validation_matches(datalist: dict, predictions_path: str, section: str = "validation", iou_threshold: float = 0.5) -> list:
+    """Every validation image's predictions matched to its (complete) truth."""
     preds = load_predictions(predictions_path)
     empty = {"box": [], "score": []}
     matches = []
     for t in datalist[section]:
         p = preds.get(str(Path(t["image"]).resolve()), empty)
         matches.append(match_image(p["box"], p["score"], t["box"], iou_threshold=iou_threshold, where=t["image"]))
-    thr, best = best_f1_threshold(matches)
+    return matches
+
+
+def validation_f1(datalist: dict, predictions_path: str, section: str = "validation", iou_threshold: float = 0.5) -> dict:
+    """Max F1 on the validation section (the quantity the stopping rule watches)."""
+    thr, best = best_f1_threshold(validation_matches(datalist, predictions_path, section, iou_threshold))
     return best | {"threshold": thr}
 
 
@@ -90,6 +96,7 @@ class SelfTraining:
         datalist: str,
         rules: PseudoRules,
         rounds: int = 2,
+        target_precision: float = 0.5,
         from_scratch: bool = True,
         cumulative: bool = False,
         train_overrides: dict | None = None,
@@ -100,6 +107,7 @@ class SelfTraining:
         self.datalist_path = str(datalist)
         self.rules = rules
         self.rounds = rounds
+        self.target_precision = target_precision
         self.from_scratch = from_scratch
         self.cumulative = cumulative
         self.overrides = dict(train_overrides or {})
@@ -118,6 +126,23 @@ class SelfTraining:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_path)  # atomic: a kill never leaves half a state file
+
+    def rules_for(self, teacher: dict) -> tuple[PseudoRules, dict]:
+        """The rules for this teacher; 'auto' sets the score threshold from its validation predictions.
+
+        Why: every model has its own score scale. On the demo a fixed 0.95 was where the round-0
+        teacher reached precision 0.50 on the fully annotated validation patients (its pseudo-boxes:
+        precision 0.81), but the round-1 student, more confident, had precision 0.27 there; its
+        round-2 pseudo-boxes had precision 0.58 and validation F1 fell from 0.756 to 0.558.
+        'auto' keeps the teacher's validation precision at `target_precision` whatever its scale.
+        """
+        if self.rules.score_threshold != "auto":
+            return self.rules, {"score_threshold": self.rules.score_threshold, "rule": "fixed"}
+        dl = absolute_datalist(teacher["datalist"])
+        matches = validation_matches(dl, str(Path(teacher["dir"]) / "predictions_validation.json"))
+        thr, at = threshold_for_precision(matches, self.target_precision)
+        info = {"score_threshold": thr, "rule": f"validation precision >= {self.target_precision}", "teacher_validation_at_threshold": at}
+        return replace(self.rules, score_threshold=min(thr, 1.0 + 1e-9)), info
 
     # ---- steps -------------------------------------------------------------------------------
     def _train(self, rdir: Path, datalist_path: str, init_ckpt: str | None) -> None:
@@ -165,7 +190,9 @@ class SelfTraining:
                 tpath = write_datalist(src, rdir / "teacher_input.json")
                 preds = load_predictions(self._predict(teacher_dir, tpath, "training", rdir / "teacher_predictions_training.json"))
                 spacings = {it["image"]: spacing_of(it, 2) for it in src["training"]}
-                dl, stats = expand_datalist(src, preds, spacings, r, self.rules)
+                rules, threshold_info = self.rules_for(state["rounds"][state["best_round"]])
+                dl, stats = expand_datalist(src, preds, spacings, r, rules)
+                stats["threshold"] = threshold_info
             dl_path = write_datalist(dl, rdir / "datalist.json")
             init = None if (r == 0 or self.from_scratch) else str(Path(state["rounds"][state["best_round"]]["dir"]) / "models" / "model.pt")
             print(f"round {r}: training on {sum(len(i['box']) for i in dl['training'])} boxes ({stats['boxes_added']} pseudo)", flush=True)
@@ -215,7 +242,8 @@ def run_self_training(
     work_dir: str,
     datalist: str,
     rounds: int = 2,
-    score_threshold: float = 0.95,
+    score_threshold: float | str = "auto",
+    target_precision: float = 0.5,
     iou_max: float = 0.1,
     min_mm: float = 10.0,
     max_mm: float = 70.0,
@@ -226,5 +254,5 @@ def run_self_training(
     train_overrides: dict | None = None,
 ) -> dict:
     """Entry point for configs/self_train.yaml and scripts/self_train.py."""
-    rules = PseudoRules(score_threshold, iou_max, min_mm, max_mm, max_per_image)
-    return SelfTraining(work_dir, datalist, rules, rounds, from_scratch, cumulative, train_overrides, truth).run()
+    rules = PseudoRules(parse_threshold(score_threshold), iou_max, min_mm, max_mm, max_per_image)
+    return SelfTraining(work_dir, datalist, rules, rounds, target_precision, from_scratch, cumulative, train_overrides, truth).run()

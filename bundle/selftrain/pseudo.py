@@ -22,15 +22,28 @@ from bundle.metrics.breakdown import long_axis_mm
 
 @dataclass
 class PseudoRules:
-    score_threshold: float = 0.95  # the demo teacher's scores are peaked: 0.5 let in false boxes (docs/results_threshold_0.5.md)
+    # a number, or "auto": the teacher's max-F1 threshold on validation (loop.SelfTraining.rules_for)
+    score_threshold: float | str = "auto"
     iou_max: float = 0.1  # a prediction overlapping an existing box by more than this is that box
     min_mm: float = 10.0  # the mining size rule: 10 mm <= long axis <= 70 mm
     max_mm: float = 70.0
     max_per_image: int = 3
 
 
+def parse_threshold(value: str | float) -> float | str:
+    """A score threshold from a command line or config: a number in [0, 1] or "auto"."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    t = float(value)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"score_threshold: {value!r} is neither 'auto' nor a score in [0, 1]")
+    return t
+
+
 def select_pseudo(pred_boxes, pred_scores, existing_boxes, spacing, rules: PseudoRules) -> tuple[list[tuple[list[float], float]], Counter]:
     """Pseudo-boxes for one image, most confident first, and the count of each rejection reason."""
+    if isinstance(rules.score_threshold, str):
+        raise ValueError("score_threshold 'auto' is resolved per teacher by the self-training loop; pass a number here")
     p = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 2 * len(spacing))
     s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     taken = [np.asarray(b, dtype=np.float64) for b in existing_boxes]

@@ -16,6 +16,17 @@ def _f(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def _threshold(r: dict) -> str:
+    if r["score_threshold"] == "auto":
+        return f"'auto' (each teacher's validation precision >= {r.get('target_precision')})"
+    return str(r["score_threshold"])
+
+
+def _thr(pseudo: dict) -> str:
+    t = pseudo.get("threshold", {}).get("score_threshold")
+    return "-" if t is None else f"{t:.4f}"
+
+
 def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/results.json") -> str:
     m = r["models"]
     lines = [
@@ -25,11 +36,12 @@ def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/res
         "",
         f"    {r['command']}",
         "",
-        f"Seed {r['seed']}, demo size `{r['size']}`, {r['epochs']} epochs per training, {r['rounds']} self-training round(s), "
-        f"pseudo-box score threshold {r['score_threshold']}. Test: {r['test_images']} images of {r['test_patients']} held-out, "
-        "fully annotated patients; operating point of each model chosen on the fully annotated validation patients.",
+        f"Seed {r['seed']}, demo size `{r['size']}`, {r['epochs']} epochs per training, up to {r['rounds']} self-training round(s), "
+        f"pseudo-box score threshold {_threshold(r)}. (b) is the round with the best validation F1 "
+        f"(round {r.get('self_training_best_round', '-')}). Test: {r['test_images']} images of {r['test_patients']} held-out, "
+        "fully annotated patients that never entered the PACS export; operating point of each model chosen on the fully annotated validation patients.",
         "",
-        f"Mining: {r['mining']}.",
+        "Mining: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["mining"].items() if not isinstance(v, dict)) + ".",
         f"Training images: {r['experiment']['training_images']}, with {r['experiment']['mined_boxes']} mined boxes; "
         f"the complete truth has {r['experiment']['complete_boxes']} lesion boxes on them.",
         "",
@@ -53,14 +65,14 @@ def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/res
         "",
         "## Self-training rounds",
         "",
-        "| round | pseudo-boxes added | median score | validation F1 | pseudo-box precision | recall of unmeasured lesions |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| round | score threshold | pseudo-boxes added | median score | validation F1 | pseudo-box precision | recall of unmeasured lesions |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in r["self_training"]:
         q = s.get("pseudo_quality") or {}
         med = s["pseudo"].get("score_quantiles", {}).get("0.5")
         lines.append(
-            f"| {s['round']} | {s['pseudo']['boxes_added']} | {_f(med)} | {s['validation']['f1']:.3f} | {_f(q.get('precision'))} | {_f(q.get('recall'))} |"
+            f"| {s['round']} | {_thr(s['pseudo'])} | {s['pseudo']['boxes_added']} | {_f(med)} | {s['validation']['f1']:.3f} | {_f(q.get('precision'))} | {_f(q.get('recall'))} |"
         )
     lines += [
         "",

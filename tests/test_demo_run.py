@@ -16,7 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_command_runs_end_to_end(tmp_path):
     results = tmp_path / "results.md"
     cmd = [sys.executable, "scripts/demo.py", "--size", "tiny", "--epochs", "2", "--n_bootstrap", "50"]
-    cmd += ["--work", str(tmp_path / "work"), "--data", str(tmp_path / "data"), "--results", str(results), "--model_dir", str(tmp_path / "models")]
+    cmd += [
+        "--work",
+        str(tmp_path / "work"),
+        "--data",
+        str(tmp_path / "data"),
+        "--results",
+        str(results),
+        "--model_dir",
+        str(tmp_path / "models"),
+    ]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     r = json.loads((tmp_path / "work" / "results.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from bundle.selftrain.loop import SelfTraining, absolute_datalist, pseudo_qualit
 from bundle.selftrain.pseudo import PseudoRules, expand_datalist, select_pseudo
 
 SP = (1.0, 1.0)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_select_pseudo_applies_every_rule_and_counts_rejections():
@@ -125,3 +127,41 @@ def test_auto_threshold_follows_each_teachers_validation_precision(tmp_path):
     assert found == [0.7, 0.9997]  # precision 2/3 at the third score, for either scale
     with pytest.raises(ValueError, match="auto"):
         select_pseudo([[0, 0, 20, 20]], [0.9], [], SP, rules)
+
+
+@pytest.mark.slow
+def test_self_train_config_runs_with_monai_bundle(tiny_demo, tmp_path):
+    """configs/self_train.yaml through `python -m monai.bundle run`, with the 'auto' threshold and its record."""
+    from bundle.engines.runner import bundle_run
+
+    tiny = {
+        "epochs": 1,
+        "val_interval": 1,
+        "batch_size": 2,
+        "num_samples": 1,
+        "num_workers": 0,
+        "patch_size": "[64,64]",
+        "val_patch_size": "[64,64]",
+    }
+    work = tmp_path / "work"
+    bundle_run(
+        "configs/self_train.yaml",
+        ROOT,
+        tmp_path / "log.txt",
+        datalist=tiny_demo / "datalist.json",
+        work_dir=work,
+        rounds=1,
+        train_overrides=json.dumps(tiny),
+    )
+    state = json.loads((work / "state.json").read_text())
+    assert [r["round"] for r in state["rounds"]] == [0, 1]
+    info = state["rounds"][1]["pseudo"]["threshold"]
+    assert info["rule"] == "validation precision >= 0.5"
+    added = [
+        s
+        for it in json.loads((work / "round1" / "datalist.json").read_text())["training"]
+        for s, src in zip(it["box_score"], it["box_source"])
+        if src == "pseudo"
+    ]
+    assert all(s >= info["score_threshold"] for s in added)
+    assert (work / "report.md").is_file() and state["best_model"].endswith("model.pt")

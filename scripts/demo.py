@@ -203,24 +203,18 @@ def main() -> None:
     def preds(n: str) -> tuple[str, str]:
         return str(work / "eval" / n / "predictions_validation.json"), str(work / "eval" / n / "predictions_test.json")
 
-    b_vs_a = compare(
-        dl,
-        preds("self_trained"),
-        preds("mined_only"),
-        str(work / "eval" / "b_vs_a"),
-        ("self_trained", "mined_only"),
-        n_bootstrap=a.n_bootstrap,
-        seed=a.seed,
-    )
-    c_vs_a = compare(
-        dl,
-        preds("oracle"),
-        preds("mined_only"),
-        str(work / "eval" / "c_vs_a"),
-        ("oracle", "mined_only"),
-        n_bootstrap=a.n_bootstrap,
-        seed=a.seed,
-    )
+    def paired(better: str, code: str) -> dict:
+        return compare(
+            dl,
+            preds(better),
+            preds("mined_only"),
+            str(work / "eval" / code),
+            (better, "mined_only"),
+            n_bootstrap=a.n_bootstrap,
+            seed=a.seed,
+        )
+
+    b_vs_a, c_vs_a = paired("self_trained", "b_vs_a"), paired("oracle", "c_vs_a")
     step("evaluate", t0)
 
     # 7. the bundle's model and inference -------------------------------------------------------

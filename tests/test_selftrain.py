@@ -13,6 +13,16 @@ from bundle.selftrain.pseudo import PseudoRules, expand_datalist, select_pseudo
 
 SP = (1.0, 1.0)
 ROOT = Path(__file__).resolve().parents[1]
+# train.yaml overrides that make a round take seconds on the tiny demo
+TINY_TRAINING = {
+    "epochs": 1,
+    "val_interval": 1,
+    "batch_size": 2,
+    "num_samples": 1,
+    "num_workers": 0,
+    "patch_size": "[64,64]",
+    "val_patch_size": "[64,64]",
+}
 
 
 def test_select_pseudo_applies_every_rule_and_counts_rejections():
@@ -80,15 +90,7 @@ def test_loop_runs_rounds_resumes_and_keeps_eval_sections_clean(tiny_demo, tmp_p
             it["box"], it["label"] = [it["box"][k]], [0]
     mined = tmp_path / "mined.json"
     mined.write_text(json.dumps(dl))
-    tiny = {
-        "epochs": 1,
-        "val_interval": 1,
-        "batch_size": 2,
-        "num_samples": 1,
-        "num_workers": 0,
-        "patch_size": "[64,64]",
-        "val_patch_size": "[64,64]",
-    }
+    tiny = TINY_TRAINING
     rules = PseudoRules(score_threshold=0.0, iou_max=0.1, min_mm=0.0, max_mm=1000.0, max_per_image=2)
     work = tmp_path / "work"
     st = SelfTraining(str(work), str(mined), rules, rounds=0, train_overrides=tiny)
@@ -134,15 +136,7 @@ def test_self_train_config_runs_with_monai_bundle(tiny_demo, tmp_path):
     """configs/self_train.yaml through `python -m monai.bundle run`, with the 'auto' threshold and its record."""
     from bundle.engines.runner import bundle_run
 
-    tiny = {
-        "epochs": 1,
-        "val_interval": 1,
-        "batch_size": 2,
-        "num_samples": 1,
-        "num_workers": 0,
-        "patch_size": "[64,64]",
-        "val_patch_size": "[64,64]",
-    }
+    tiny = TINY_TRAINING
     work = tmp_path / "work"
     bundle_run(
         "configs/self_train.yaml",

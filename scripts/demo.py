@@ -134,7 +134,7 @@ def main() -> None:
     # 3. mining --------------------------------------------------------------------------------
     print("3/7 mine the de-identified export into a detection datalist", flush=True)
     t0 = time.time()
-    from bundle.selftrain.experiment import build, load_linkage
+    from bundle.demo.experiment import build, load_linkage
 
     to_demo = load_linkage(secure / "linkage.csv")
     split = json.loads((data / "demo" / "truth.json").read_text())["split"]
@@ -271,7 +271,7 @@ def main() -> None:
         "froc_plot": str(rel(Path(b_vs_a["plots"]["froc"]))),
     }
     (work / "results.json").write_text(json.dumps(results, indent=2))
-    from bundle.selftrain.results import write_results
+    from bundle.demo.results import write_results
 
     md = write_results(results, ROOT / a.results, rel(work / "results.json"))
     print("\n" + md)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from bundle.deid.deidentify import deidentify_folder
+from bundle.deid.phi_check import find_phi
 from bundle.mining.pipeline import Miner
-from bundle.prepare.deidentify import deidentify_folder
-from bundle.prepare.phi_check import find_phi
 
 
 def _boxes(datalist: dict) -> list:

@@ -7,8 +7,8 @@ import json
 import nibabel as nib
 import numpy as np
 
+from bundle.datalist.split import split_patients
 from bundle.demo.synth import generate, slice_boxes
-from bundle.prepare.split import split_patients
 
 
 def test_every_lesion_box_encloses_its_mask(tiny_demo):

@@ -163,7 +163,7 @@ def test_aim_in_the_full_export_merges_with_the_gsps_ruler(aim_folder, pacs_expo
 
 
 def test_looks_like_xml_does_not_take_dicom():
-    from bundle.mining.aim import looks_like_xml
+    from bundle.mining.readers.aim import looks_like_xml
 
     assert looks_like_xml(b"\xef\xbb\xbf  <?xml version='1.0'?><a/>") and not looks_like_xml(b"<" + b"\0" * 127 + b"DICM")
     assert not looks_like_xml(Path(__file__).read_bytes())

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from matplotlib.path import Path as MplPath
 
-from bundle.mining.boxes import BoxRules, iou, measurement_box, pair_rulers, recist_from_outline, size_rule, z_extent
-from bundle.mining.deeplesion import read_deeplesion
-from bundle.mining.gsps import display_to_pixel
-from bundle.mining.measurement import Measurement
+from bundle.io.records import Measurement
+from bundle.mining.readers.deeplesion import read_deeplesion
+from bundle.mining.readers.gsps import display_to_pixel
+from bundle.mining.rules.boxes import BoxRules, iou, measurement_box, pair_rulers, recist_from_outline, size_rule, z_extent
 
 
 def _m(kind, pts, spacing=(1.0, 1.0)):

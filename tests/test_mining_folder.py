@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bundle.mining.boxes import iou
 from bundle.mining.pipeline import Miner
+from bundle.mining.rules.boxes import iou
 
 
 @pytest.fixture(scope="module")

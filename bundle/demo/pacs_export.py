@@ -29,8 +29,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from bundle.mining.boxes import BoxRules, iou, measurement_box
-from bundle.mining.measurement import Measurement
+from bundle.io.records import Measurement
+from bundle.mining.rules.boxes import BoxRules, iou, measurement_box
 
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bundle.prepare.split import split_patients
+from bundle.datalist.split import split_patients
 
 SIZES = {
     # name: (training, validation, test patients, in-plane spacing mm, slice thickness mm).

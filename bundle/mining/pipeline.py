@@ -20,22 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from bundle.mining.aim import looks_like_xml, read_aim
-from bundle.mining.boxes import BoxRules, iou, measurement_box, size_rule
-from bundle.mining.deeplesion import PNG_IMAGE
-from bundle.mining.dicomio import GSPS_CLASSES, SR_CLASSES, ImageInfo, UnreadableError, image_info, is_image, read_dataset
-from bundle.mining.measurement import REASONS, FileIssue, Measurement
-from bundle.mining.overlay import OverlayRules, overlay_groups, read_overlays
+from bundle.io.dicom import GSPS_CLASSES, SR_CLASSES, UnreadableError, image_info, is_image, read_dataset
+from bundle.io.png import PNG_IMAGE
+from bundle.io.records import REASONS, FileIssue, ImageInfo, Measurement
+from bundle.mining.readers.aim import looks_like_xml, read_aim
+from bundle.mining.readers.overlay import OverlayRules, overlay_groups, read_overlays
 from bundle.mining.report import write_report
-from bundle.mining.series import SeriesRules, check_series, normal_of
+from bundle.mining.rules.boxes import BoxRules, iou, measurement_box, size_rule
+from bundle.mining.rules.series import SeriesRules, check_series, normal_of
 
 log = logging.getLogger("bundle.mining")
 
 
 def inspect_object(raw: bytes, location: str, overlay_rules: OverlayRules | None = None) -> dict[str, Any]:
     """Read one object and run the reader that fits it. Never raises: failures come back as issues."""
-    from bundle.mining.gsps import read_gsps
-    from bundle.mining.sr import read_sr
+    from bundle.mining.readers.gsps import read_gsps
+    from bundle.mining.readers.sr import read_sr
 
     res: dict[str, Any] = {"location": location, "issue": None, "image": None, "measurements": [], "object": None}
     if looks_like_xml(raw):
@@ -153,7 +153,7 @@ class Miner:
     # -- collection ---------------------------------------------------------------------------
     def _collect(self) -> list[dict[str, Any]]:
         if self.deeplesion_csv:
-            from bundle.mining.deeplesion import DeepLesionSource
+            from bundle.pacs.deeplesion import DeepLesionSource
 
             self._source = DeepLesionSource(self.deeplesion_csv, self.deeplesion_images)
             return self._source.collect(self.workers, self.progress)
@@ -264,7 +264,7 @@ class Miner:
 
     # -- outputs ------------------------------------------------------------------------------
     def _convert(self, items: list[dict], images: dict[str, ImageInfo]) -> None:
-        from bundle.prepare.convert import write_dicom_slice, write_png_slice
+        from bundle.io.nifti import write_dicom_slice, write_png_slice
 
         def one(item: dict) -> None:
             info = images[item["sop_instance_uid"]]
@@ -278,7 +278,7 @@ class Miner:
             list(_progress(pool.map(one, items), len(items), "converting", self.progress))
 
     def run(self) -> dict[str, Any]:
-        from bundle.prepare.split import split_patients
+        from bundle.datalist.split import split_patients
 
         t0 = time.perf_counter()
         results = self._collect()

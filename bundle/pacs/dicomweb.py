@@ -17,7 +17,7 @@ from typing import Any
 import pydicom
 import requests
 
-from bundle.mining.dicomio import image_info
+from bundle.io.dicom import image_info
 
 ANNOTATION_MODALITIES = {"PR", "SR", "KO", "SEG", "RTSTRUCT", "DOC", "OT_ANN"}
 

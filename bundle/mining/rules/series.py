@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bundle.mining.dicomio import ImageInfo
+from bundle.io.records import ImageInfo
 
 
 @dataclass

@@ -49,7 +49,7 @@ def write_dicom_slice(ds: pydicom.Dataset, path: str | Path, spacing: list[float
 
 def write_png_slice(png: str | Path, path: str | Path, spacing: list[float], thickness: float | None = None) -> Path:
     """DeepLesion key slice PNG (value - 32768 = HU) -> the same 2D NIfTI layout: array (x = column, y = row)."""
-    from bundle.mining.deeplesion import png_hu
+    from bundle.io.png import png_hu
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

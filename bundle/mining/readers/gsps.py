@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 
-from bundle.mining.boxes import pair_rulers
-from bundle.mining.measurement import Measurement
+from bundle.io.records import Measurement
+from bundle.mining.rules.boxes import pair_rulers
 
 SIZELESS = {"POINT", "MULTIPOINT"}
 

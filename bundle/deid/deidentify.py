@@ -37,7 +37,7 @@ from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID_dictionary
 
-from bundle.prepare.deid_profile import (
+from bundle.deid.profile import (
     IDENTITY_KEYWORDS,
     PATIENT_CHARACTERISTICS_CLEAN,
     PATIENT_CHARACTERISTICS_KEEP,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bundle.mining.measurement import Measurement
+from bundle.io.records import Measurement
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from bundle.mining.measurement import Measurement
+from bundle.io.records import Measurement
 
 TID1500 = "126000"  # Imaging Measurement Report
 _KIND = {"POLYLINE": "polyline", "ELLIPSE": "ellipse", "CIRCLE": "circle", "POINT": "point", "MULTIPOINT": "multipoint"}

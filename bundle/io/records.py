@@ -1,4 +1,5 @@
-"""The measurement record every reader yields: geometry plus the provenance DESIGN.md §4 asks for."""
+"""Records of what one object holds: an image header summary, reader measurements, a file issue, and the
+per-object result every source returns (`ObjectResult`). Plain data, shared by sources, readers and mining."""
 
 from __future__ import annotations
 
@@ -87,4 +88,32 @@ class FileIssue:
     sop_instance_uid: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ImageInfo:
+    """What mining needs from an image header (no pixels): geometry, series attributes, where it lives."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    study_uid: str
+    patient_id: str
+    modality: str
+    series_description: str
+    image_type: list[str]
+    rows: int
+    columns: int
+    frames: int
+    spacing: list[float] | None  # (column mm, row mm) = (x, y) of pixel_array.T
+    orientation: list[float] | None
+    position: list[float] | None
+    slice_thickness: float | None
+    frame_of_reference_uid: str
+    study_date: str
+    instance_number: int
+    location: str
+
+    def to_dict(self) -> dict:
         return asdict(self)

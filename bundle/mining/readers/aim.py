@@ -26,9 +26,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from bundle.mining.boxes import pair_rulers
-from bundle.mining.dicomio import UnreadableError
-from bundle.mining.measurement import Measurement
+from bundle.io.dicom import UnreadableError
+from bundle.io.records import Measurement
+from bundle.mining.rules.boxes import pair_rulers
 
 AIM_NS = "gme://caCORE.caCORE/4.4/edu.northwestern.radiology.AIM"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"

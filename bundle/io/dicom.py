@@ -7,12 +7,13 @@ through the pool and take the good files down.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
+
+from bundle.io.records import ImageInfo
 
 GSPS_CLASSES = {"1.2.840.10008.5.1.4.1.1.11.1"}
 SR_CLASSES = {
@@ -61,34 +62,6 @@ def read_dataset(data: bytes | str | Path, stop_before_pixels: bool = False) -> 
     if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
         raise UnreadableError("corrupt", "missing SOPClassUID/SOPInstanceUID")
     return ds
-
-
-@dataclass
-class ImageInfo:
-    """What mining needs from an image header (no pixels): geometry, series attributes, where it lives."""
-
-    sop_instance_uid: str
-    sop_class_uid: str
-    series_uid: str
-    study_uid: str
-    patient_id: str
-    modality: str
-    series_description: str
-    image_type: list[str]
-    rows: int
-    columns: int
-    frames: int
-    spacing: list[float] | None  # (column mm, row mm) = (x, y) of pixel_array.T
-    orientation: list[float] | None
-    position: list[float] | None
-    slice_thickness: float | None
-    frame_of_reference_uid: str
-    study_date: str
-    instance_number: int
-    location: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def image_info(ds: pydicom.Dataset, location: str) -> ImageInfo:

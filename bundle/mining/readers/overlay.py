@@ -16,7 +16,7 @@ import pydicom
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from bundle.mining.measurement import Measurement
+from bundle.io.records import Measurement
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Rules with their defaults in code: series selection and measurement -> box (size rule, margins, duplicates)."""

@@ -1,1 +1,0 @@
-"""Data preparation stages: de-identification, conversion, splits."""

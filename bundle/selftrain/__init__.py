@@ -1,0 +1,1 @@
+"""Self-training: teacher -> pseudo-boxes -> student, over rounds chosen on validation."""

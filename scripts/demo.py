@@ -140,7 +140,7 @@ def main() -> None:
     split = json.loads((data / "demo" / "truth.json").read_text())["split"]
     split_file = work / "split_pseudonyms.json"
     split_file.write_text(json.dumps({p: split[o] for p, o in to_demo.items()}, indent=1))
-    bundle_run("configs/mine.yaml", ROOT, log, source=data / "deid", output_dir=data / "mined", split_file=split_file, progress=False)
+    bundle_run("configs/mine.yaml", ROOT, log, source_dir=data / "deid", output_dir=data / "mined", split_file=split_file, progress=False)
     mining = json.loads((data / "mined" / "mining_report.json").read_text())
     exp = build(data / "demo", data / "mined" / "datalist.json", work / "datalists", secure / "linkage.csv")
     print(f"  mining: {mining['counts']}", flush=True)

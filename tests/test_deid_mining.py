@@ -7,6 +7,7 @@ import json
 from bundle.deid.deidentify import deidentify_folder
 from bundle.deid.phi_check import find_phi
 from bundle.mining.pipeline import Miner
+from bundle.pacs.folder import FolderSource
 
 
 def _boxes(datalist: dict) -> list:
@@ -24,7 +25,7 @@ def test_mining_the_deidentified_export_gives_the_same_boxes(pacs_export, tmp_pa
     rep = deidentify_folder(pacs_export / "dicom", deid, key, linkage_file=tmp_path / "secure" / "linkage.csv")
     assert rep["files_written"] > 0
 
-    original = Miner(str(tmp_path / "mined_orig"), source=str(pacs_export / "dicom"), workers=1, progress=False)
+    original = Miner(str(tmp_path / "mined_orig"), source=FolderSource(pacs_export / "dicom"), workers=1, progress=False)
     original.run()
     # the split depends on patient ids; give both runs the same patient -> split mapping through the linkage
     import csv
@@ -34,7 +35,7 @@ def test_mining_the_deidentified_export_gives_the_same_boxes(pacs_export, tmp_pa
     orig_dl = json.loads((tmp_path / "mined_orig" / "datalist.json").read_text())
     split = {to_pseudo[it["patient"]]: sec for sec, items in orig_dl.items() for it in items}
     (tmp_path / "split.json").write_text(json.dumps(split))
-    Miner(str(tmp_path / "mined_deid"), source=str(deid), split_file=str(tmp_path / "split.json"), workers=1, progress=False).run()
+    Miner(str(tmp_path / "mined_deid"), source=FolderSource(deid), split_file=str(tmp_path / "split.json"), workers=1, progress=False).run()
     deid_dl = json.loads((tmp_path / "mined_deid" / "datalist.json").read_text())
 
     assert _boxes(deid_dl) == _boxes(orig_dl)

@@ -10,6 +10,7 @@ import pydicom
 import pytest
 
 from bundle.mining.pipeline import Miner
+from bundle.pacs.folder import FolderSource
 
 NS = "gme://caCORE.caCORE/4.4/edu.northwestern.radiology.AIM"
 
@@ -99,7 +100,7 @@ def aim_folder(pacs_export, tmp_path_factory):
 def mined(aim_folder, tmp_path_factory):
     root, _, _ = aim_folder
     out = tmp_path_factory.mktemp("aim_mined")
-    return out, Miner(str(out), source=str(root), workers=1, progress=False).run()
+    return out, Miner(str(out), source=FolderSource(root), workers=1, progress=False).run()
 
 
 def test_aim_ruler_becomes_the_records_box(mined, aim_folder):
@@ -148,7 +149,7 @@ def test_aim_in_the_full_export_merges_with_the_gsps_ruler(aim_folder, pacs_expo
     src = tmp_path / "export"
     shutil.copytree(pacs_export / "dicom", src)
     shutil.copy(root / "aim" / "ruler.xml", src / "ruler.xml")
-    res = Miner(str(tmp_path / "out"), source=str(src), workers=1, convert=False, progress=False).run()
+    res = Miner(str(tmp_path / "out"), source=FolderSource(src), workers=1, convert=False, progress=False).run()
     record = json.loads((pacs_export / "record.json").read_text())
     assert res["report"]["counts"]["boxes_kept"] == record["expected_counts"]["kept"] + 2  # + the RECIST pair and the circle
     it = next(it for v in res["datalist"].values() for it in v if it["sop_instance_uid"] == mark["referenced_sop_instance_uid"])

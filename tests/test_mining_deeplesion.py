@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from bundle.mining.pipeline import Miner
+from bundle.pacs.deeplesion import DeepLesionSource
 
 COLUMNS = [
     "File_name",
@@ -112,8 +113,7 @@ def mined(release, tmp_path_factory):
     out = tmp_path_factory.mktemp("dl_mined")
     Miner(
         str(out),
-        deeplesion_csv=str(release / "DL_info.csv"),
-        deeplesion_images=str(release / "Images_png"),
+        source=DeepLesionSource(release / "DL_info.csv", release / "Images_png"),
         box_rules={"recist_rule": "segments", "margin_px": 5},  # DeepLesion's own box rule
         workers=1,
         progress=False,
@@ -178,6 +178,7 @@ def test_split_file_overrides_csv_and_config_runs(release, repo_root, tmp_path):
     (tmp_path / "split.json").write_text(json.dumps({"1": "test", "2": "training", "3": "validation"}))
     parser = ConfigParser()
     parser.read_config(str(repo_root / "configs" / "mine.yaml"))
+    parser["source"] = "@deeplesion_source"
     parser["deeplesion_csv"] = str(release / "DL_info.csv")
     parser["deeplesion_images"] = str(release / "Images_png")
     parser["output_dir"] = str(tmp_path / "out")

@@ -10,12 +10,15 @@ import pytest
 
 from bundle.mining.pipeline import Miner
 from bundle.mining.rules.boxes import iou
+from bundle.pacs.folder import FolderSource
 
 
 @pytest.fixture(scope="module")
 def mined(pacs_export, tiny_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("mined")
-    res = Miner(str(out), source=str(pacs_export / "dicom"), split_file=str(tiny_demo / "truth.json"), workers=2, progress=False).run()
+    res = Miner(
+        str(out), source=FolderSource(pacs_export / "dicom"), split_file=str(tiny_demo / "truth.json"), workers=2, progress=False
+    ).run()
     return out, res
 
 
@@ -73,7 +76,9 @@ def test_slices_are_the_demo_arrays_and_split_is_by_patient(mined, pacs_export, 
 
 def test_running_twice_is_identical(mined, pacs_export, tiny_demo, tmp_path):
     out, _ = mined
-    Miner(str(tmp_path), source=str(pacs_export / "dicom"), split_file=str(tiny_demo / "truth.json"), workers=2, progress=False).run()
+    Miner(
+        str(tmp_path), source=FolderSource(pacs_export / "dicom"), split_file=str(tiny_demo / "truth.json"), workers=2, progress=False
+    ).run()
     for name in ("datalist.json", "mining_report.json", "mining_report.md"):
         assert (out / name).read_bytes() == (tmp_path / name).read_bytes()
     for p in (out / "images").rglob("*.nii.gz"):
@@ -86,7 +91,7 @@ def test_config_runs_with_overrides(pacs_export, repo_root, tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(repo_root / "configs" / "mine.yaml"))
-    parser["source"] = str(pacs_export / "dicom")
+    parser["source_dir"] = str(pacs_export / "dicom")
     parser["output_dir"] = str(tmp_path)
     parser["date_from"] = "20210110"  # drops the first patient's study (20210104)
     parser["progress"] = False

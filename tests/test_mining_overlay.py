@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from bundle.mining.pipeline import Miner
+from bundle.pacs.folder import FolderSource
 
 pydicom_data = pytest.importorskip("pydicom.data")
 
@@ -20,7 +21,7 @@ def test_overlay_circle_becomes_one_box(tmp_path):
     (folder / "garbage.bin").write_bytes(b"\x00" * 200 + b"DICM")  # non-DICOM beside it
     # the series is an MPR of a liver MR, so the brain series rules are relaxed for this source
     rules = {"include": [".*"], "exclude": [], "image_type_exclude": [], "require_axial": True}
-    res = Miner(str(tmp_path / "out"), source=str(folder), series_rules=rules, workers=1, progress=False).run()
+    res = Miner(str(tmp_path / "out"), source=FolderSource(folder), series_rules=rules, workers=1, progress=False).run()
     datalist = json.loads((tmp_path / "out" / "datalist.json").read_text())
     items = [it for v in datalist.values() for it in v]
     assert len(items) == 1 and len(items[0]["box"]) == 1

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from bundle.mining.pipeline import Miner
-from bundle.pacs.dicomweb import DICOMwebClient, push_folder
+from bundle.pacs.dicomweb import DICOMwebClient, DICOMwebSource, push_folder
 
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 pytestmark = [
@@ -78,7 +78,7 @@ def test_stow_then_mine_matches_record(orthanc, pacs_export, tiny_demo, tmp_path
     assert pushed["stored"] == n_files - record["expected_counts"]["corrupt"] - record["expected_counts"]["not_dicom"]
     assert len(DICOMwebClient(web).search_studies(modality="MR")) == len(record["patients"])
 
-    res = Miner(str(tmp_path), dicomweb_url=web, split_file=str(tiny_demo / "truth.json"), workers=2, progress=False).run()
+    res = Miner(str(tmp_path), source=DICOMwebSource(web), split_file=str(tiny_demo / "truth.json"), workers=2, progress=False).run()
     ious = match_record(record, json.loads((tmp_path / "datalist.json").read_text()))
     assert ious
     expected = {k: v for k, v in record["expected_counts"].items() if k not in ("kept", "corrupt", "not_dicom")}
@@ -86,7 +86,14 @@ def test_stow_then_mine_matches_record(orthanc, pacs_export, tiny_demo, tmp_path
     assert res["timing"]["objects_per_s"] > 0
 
     # QIDO date range: only the studies inside it are mined
-    res2 = Miner(str(tmp_path / "range"), dicomweb_url=web, date_from="20210110", date_to="20210120", convert=False, progress=False).run()
+    res2 = Miner(
+        str(tmp_path / "range"),
+        source=DICOMwebSource(web, "20210110", "20210120", ["MR"]),
+        date_from="20210110",
+        date_to="20210120",
+        convert=False,
+        progress=False,
+    ).run()
     in_range = [p for p in record["patients"] if "20210110" <= p["study_date"] <= "20210120"]
     assert len(in_range) == 2
     # a normal study in the range has nothing measured, so only studies with a kept mark reach the datalist

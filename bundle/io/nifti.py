@@ -47,7 +47,7 @@ def write_dicom_slice(ds: pydicom.Dataset, path: str | Path, spacing: list[float
     return path
 
 
-def write_png_slice(png: str | Path, path: str | Path, spacing: list[float], thickness: float | None = None) -> Path:
+def write_png_slice(png: bytes | str | Path, path: str | Path, spacing: list[float], thickness: float | None = None) -> Path:
     """DeepLesion key slice PNG (value - 32768 = HU) -> the same 2D NIfTI layout: array (x = column, y = row)."""
     from bundle.io.png import png_hu
 

@@ -26,10 +26,12 @@ def png_info(path: Path) -> tuple[dict | None, str, str]:
     return {"columns": int(arr.shape[1]), "rows": int(arr.shape[0]), "dtype": str(arr.dtype)}, "", ""
 
 
-def png_hu(path: str | Path) -> np.ndarray:
-    """DeepLesion PNG -> HU as int16 in (row, column) order: stored value - 32768."""
+def png_hu(data: bytes | str | Path) -> np.ndarray:
+    """DeepLesion PNG (its bytes or its path) -> HU as int16 in (row, column) order: stored value - 32768."""
+    import io
+
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes | bytearray) else data) as im:
         arr = np.asarray(im).astype(np.int32) - 32768
     return np.clip(arr, -32768, 32767).astype(np.int16)

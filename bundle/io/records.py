@@ -117,3 +117,18 @@ class ImageInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class ObjectResult:
+    """What one object of a source yielded: every source returns these, one per object, in a stable order.
+
+    `object` is the kind read (image, gsps, sr, aim, overlay, png, deeplesion_csv, other) or None when the
+    object could not be read at all; `issue` says why it yielded nothing usable.
+    """
+
+    location: str
+    object: str | None = None
+    image: ImageInfo | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    issue: FileIssue | None = None

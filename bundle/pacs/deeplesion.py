@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bundle.io.png import PNG_IMAGE, png_info
-from bundle.mining.readers.deeplesion import read_deeplesion
+from bundle.io.records import ImageInfo, Measurement, ObjectResult
+from bundle.pacs.source import Inspector, pool_map
 
 
 def _check(args: tuple[str, str]) -> tuple[str, dict | None, str, str]:
@@ -17,8 +18,8 @@ def _check(args: tuple[str, str]) -> tuple[str, dict | None, str, str]:
 class DeepLesionSource:
     """A DeepLesion release: DL_info.csv + Images_png/<patient>_<study>_<series>/<slice:03d>.png.
 
-    `collect` returns the same per-object results the DICOM sources give (`Miner.run` consumes them):
-    one for the CSV with every row's measurement, one per key slice PNG with its image summary. A row whose
+    `collect` returns the same per-object results the DICOM sources give: one for the CSV (read by the
+    miner's inspector) with every row's measurement, one per key slice PNG with its image summary. A row whose
     PNG is missing or cannot be decoded is excluded with that reason; the other rows are mined.
     """
 
@@ -31,20 +32,22 @@ class DeepLesionSource:
         if not self.root.is_dir():
             raise FileNotFoundError(f"DeepLesion Images_png folder {self.root} does not exist")
 
-    def collect(self, workers: int = 1, progress: bool = False) -> list[dict]:
-        from concurrent.futures import ProcessPoolExecutor
+    def read_bytes(self, location: str) -> bytes:
+        return (self.root / location).read_bytes()
 
-        from bundle.io.records import ImageInfo
+    def _read_csv(self, inspect: Inspector) -> list[Measurement]:
+        res = inspect(self.csv_path.read_bytes(), self.csv_path.name)
+        if res.object != "deeplesion_csv":
+            detail = res.issue.detail if res.issue else f"read as {res.object}"
+            raise ValueError(f"{self.csv_path}: not a DeepLesion DL_info.csv ({detail})")
+        return res.measurements
 
-        ms = read_deeplesion(self.csv_path)
+    def collect(self, inspect: Inspector, workers: int = 1, progress: bool = False) -> list[ObjectResult]:
+        ms = self._read_csv(inspect)
         keys = sorted({m.referenced_sop_instance_uid for m in ms if m.status == "pending"})
         jobs = [(str(self.root), k) for k in keys]
-        if workers > 1 and len(jobs) > 16:
-            with ProcessPoolExecutor(workers) as pool:
-                checked = list(pool.map(_check, jobs, chunksize=32))
-        else:
-            checked = [_check(j) for j in jobs]
-        first = {}
+        checked = pool_map(_check, jobs, workers if len(jobs) > 16 else 1, "key slices", progress, chunksize=32)
+        first: dict[str, Measurement] = {}
         for m in ms:
             if m.status == "pending":
                 first.setdefault(m.referenced_sop_instance_uid, m)
@@ -53,41 +56,37 @@ class DeepLesionSource:
             if info is None:
                 bad[key] = (reason, detail)
                 if reason == "image_unreadable":  # seen, not read: counted in files_seen, its rows carry the reason
-                    results.append({"location": key, "issue": None, "image": None, "measurements": [], "object": None})
+                    results.append(ObjectResult(location=key))
                 continue
-            m = first[key]
-            series_dir = key.split("/")[0]
-            img = ImageInfo(
-                sop_instance_uid=key,
-                sop_class_uid=PNG_IMAGE,
-                series_uid=series_dir,
-                study_uid=series_dir.rsplit("_", 1)[0],
-                patient_id=m.patient_id,
-                modality="CT",
-                series_description="",
-                image_type=[],
-                rows=info["rows"],
-                columns=info["columns"],
-                frames=1,
-                spacing=m.spacing,
-                orientation=None,
-                position=None,
-                slice_thickness=m.extra.get("slice_spacing_mm"),
-                frame_of_reference_uid="",
-                study_date="",
-                instance_number=m.extra["key_slice"],
-                location=key,
-            )
-            results.append({"location": key, "issue": None, "image": img.to_dict(), "measurements": [], "object": "png"})
+            results.append(ObjectResult(location=key, object="png", image=_key_slice_info(key, info, first[key])))
         for m in ms:
             if m.status == "pending" and m.referenced_sop_instance_uid in bad:
                 reason, detail = bad[m.referenced_sop_instance_uid]
                 m.exclude(reason, f"{m.item}: {m.referenced_sop_instance_uid}: {detail}")
-        csv_res = {
-            "location": self.csv_path.name,
-            "issue": None,
-            "image": None,
-            "measurements": [m.to_dict() for m in ms],
-            "object": "deeplesion_csv",
-        }
-        return [csv_res, *results]
+        return [ObjectResult(location=self.csv_path.name, object="deeplesion_csv", measurements=ms), *results]
+
+
+def _key_slice_info(key: str, info: dict, m: Measurement) -> ImageInfo:
+    """A key slice PNG's summary: size from the file, spacing and slice from the first CSV row naming it."""
+    series_dir = key.split("/")[0]
+    return ImageInfo(
+        sop_instance_uid=key,
+        sop_class_uid=PNG_IMAGE,
+        series_uid=series_dir,
+        study_uid=series_dir.rsplit("_", 1)[0],
+        patient_id=m.patient_id,
+        modality="CT",
+        series_description="",
+        image_type=[],
+        rows=info["rows"],
+        columns=info["columns"],
+        frames=1,
+        spacing=m.spacing,
+        orientation=None,
+        position=None,
+        slice_thickness=m.extra.get("slice_spacing_mm"),
+        frame_of_reference_uid="",
+        study_date="",
+        instance_number=m.extra["key_slice"],
+        location=key,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ import pydicom
 import requests
 
 from bundle.io.dicom import image_info
+from bundle.io.records import ObjectResult
+from bundle.pacs.source import Inspector, pool_map
 
 ANNOTATION_MODALITIES = {"PR", "SR", "KO", "SEG", "RTSTRUCT", "DOC", "OT_ANN"}
 
@@ -127,25 +128,29 @@ def _value(item: dict, tag: str, default: str = "") -> str:
 
 
 class DICOMwebSource:
-    """Mining source over DICOMweb; locations are 'studies/<uid>/series/<uid>/instances/<uid>'."""
+    """Mining source over DICOMweb; locations are 'studies/<uid>/series/<uid>/instances/<uid>'.
+
+    Studies are searched by date range and (one) modality; annotation series are retrieved whole, image
+    series as metadata only (pixels are fetched at conversion, for the referenced images alone).
+    """
 
     kind = "dicomweb"
 
     def __init__(self, url: str, date_from: str | None = None, date_to: str | None = None, modalities: list[str] | None = None):
         self.client = DICOMwebClient(url)
-        self.date_from, self.date_to = date_from, date_to
+        self.date_from = str(date_from) if date_from else None
+        self.date_to = str(date_to) if date_to else None
         self.modality = modalities[0] if modalities and len(modalities) == 1 else None
 
     def read_bytes(self, location: str) -> bytes:
         p = location.split("/")
         return self.client.retrieve_instance(p[1], p[3], p[5])
 
-    def collect(self, overlay_rules, workers: int = 2, progress: bool = True) -> list[dict[str, Any]]:
-        from bundle.mining.pipeline import _progress, inspect_object
-
+    def _walk(self) -> tuple[list[str], list[ObjectResult]]:
+        """(locations to retrieve whole, results already complete from series metadata)."""
         studies = sorted(_value(s, "0020000D") for s in self.client.search_studies(self.date_from, self.date_to, self.modality))
         fetch: list[str] = []
-        results: list[dict[str, Any]] = []
+        results: list[ObjectResult] = []
         for st in studies:
             for se in sorted(self.client.search_series(st), key=lambda s: _value(s, "0020000E")):
                 se_uid, modality = _value(se, "0020000E"), _value(se, "00080060")
@@ -159,16 +164,17 @@ class DICOMwebSource:
                         fetch.append(loc)
                         continue
                     ds = pydicom.Dataset.from_json(meta, bulk_data_uri_handler=lambda *a: b"")
-                    results.append(
-                        {"location": loc, "issue": None, "image": image_info(ds, loc).to_dict(), "measurements": [], "object": "image"}
-                    )
+                    results.append(ObjectResult(location=loc, object="image", image=image_info(ds, loc)))
+        return fetch, results
 
-        def one(loc: str) -> dict[str, Any]:
-            return inspect_object(self.read_bytes(loc), loc, overlay_rules)
+    def collect(self, inspect: Inspector, workers: int = 2, progress: bool = True) -> list[ObjectResult]:
+        fetch, results = self._walk()
 
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            results += list(_progress(pool.map(one, sorted(fetch)), len(fetch), "mining (dicomweb)", progress))
-        return sorted(results, key=lambda r: r["location"])
+        def one(loc: str) -> ObjectResult:
+            return inspect(self.read_bytes(loc), loc)
+
+        results += pool_map(one, sorted(fetch), max(1, workers), "mining (dicomweb)", progress, processes=False)
+        return sorted(results, key=lambda r: r.location)
 
 
 def push_folder(url: str, folder: str | Path) -> dict[str, int]:

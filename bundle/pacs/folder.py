@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
+
+from bundle.io.records import ObjectResult
+from bundle.pacs.source import Inspector, pool_map
+
+
+def _inspect_file(root: str, inspect: Inspector, location: str) -> ObjectResult:
+    return inspect((Path(root) / location).read_bytes(), location)
 
 
 class FolderSource:
@@ -26,3 +34,7 @@ class FolderSource:
 
     def read_bytes(self, location: str) -> bytes:
         return (self.root / location).read_bytes()
+
+    def collect(self, inspect: Inspector, workers: int = 1, progress: bool = False) -> list[ObjectResult]:
+        """Every file through the inspector, in worker processes (parsing is CPU-bound); `inspect` must pickle."""
+        return pool_map(partial(_inspect_file, str(self.root), inspect), self.locations(), workers, "mining", progress)

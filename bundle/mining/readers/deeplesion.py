@@ -9,6 +9,7 @@ both diameters padded by 5 px: BoxRules(recist_rule="segments", margin_px=5) rep
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,27 @@ def key_slice_png(file_name: str, key_slice: int) -> str:
     return f"{series_dir}/{int(key_slice):03d}.png"
 
 
-def read_deeplesion(csv_path: str | Path) -> list[Measurement]:
-    """Every row as a RECIST measurement; bad rows come back excluded with their reason, never raised."""
-    out = []
-    name = Path(csv_path).name
-    with open(csv_path, newline="") as fh:
+def looks_like_deeplesion_csv(raw: bytes) -> bool:
+    """A CSV whose header names DeepLesion's file and key-slice columns (the rest is checked by the reader)."""
+    head = raw[:4096].split(b"\n", 1)[0]
+    return b"File_name" in head and b"Key_slice_index" in head
+
+
+def read_deeplesion(data: bytes | str | Path, name: str | None = None) -> list[Measurement]:
+    """Every row as a RECIST measurement; bad rows come back excluded with their reason, never raised.
+
+    `data` is the CSV's bytes (then `name` is its file name, used in provenance) or a path to it.
+    """
+    if not isinstance(data, bytes | bytearray):
+        name = name or Path(data).name
+        data = Path(data).read_bytes()
+    name = name or "DL_info.csv"
+    out: list[Measurement] = []
+    with io.StringIO(bytes(data).decode("utf-8"), newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{csv_path}: not a DeepLesion DL_info.csv, columns {missing} missing")
+            raise ValueError(f"{name}: not a DeepLesion DL_info.csv, columns {missing} missing")
         for row_no, row in enumerate(reader, start=2):
             item = f"row {row_no}"
             m = Measurement(

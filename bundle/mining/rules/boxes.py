@@ -21,15 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bundle.datalist.rules import SizeRule
 from bundle.io.records import Measurement
 
 
 @dataclass
-class BoxRules:
-    """Configurable knobs; defaults follow the seed study (1 cm <= long axis <= 7 cm)."""
+class BoxRules(SizeRule):
+    """Measurement -> box knobs; the size range (min_long_mm, max_long_mm) comes from `SizeRule`."""
 
-    min_long_mm: float = 10.0
-    max_long_mm: float = 70.0
     margin_fraction: float = 0.0
     margin_mm: float = 0.0
     margin_px: float = 0.0
@@ -118,13 +117,9 @@ def measurement_box(m: Measurement, rules: BoxRules, shape=None) -> tuple[list[f
     return apply_margins(box, length, m.kind, m.spacing, rules, shape), length
 
 
-def size_rule(length_mm: float, rules: BoxRules) -> str | None:
+def size_rule(length_mm: float, rules: SizeRule) -> str | None:
     """Exclusion reason for the size filter, or None when the long axis is within the range."""
-    if length_mm < rules.min_long_mm:
-        return "too_small"
-    if length_mm > rules.max_long_mm:
-        return "too_large"
-    return None
+    return rules.reason(length_mm)
 
 
 def z_extent(slice_index: int, long_mm: float, slice_spacing_mm: float) -> tuple[float, float]:

@@ -1,0 +1,74 @@
+"""One object in, one `ObjectResult` out: classify the object and run the reader that fits it.
+
+Why here and injected into sources: the source fetches bytes, this decides which reader (one format per
+file under `readers/`) turns them into measurements. It never raises: a failure is the object's issue.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from bundle.io.dicom import GSPS_CLASSES, SR_CLASSES, UnreadableError, image_info, is_image, read_dataset
+from bundle.io.records import FileIssue, ObjectResult
+from bundle.mining.readers.aim import looks_like_xml, read_aim
+from bundle.mining.readers.deeplesion import looks_like_deeplesion_csv, read_deeplesion
+from bundle.mining.readers.gsps import read_gsps
+from bundle.mining.readers.overlay import OverlayRules, overlay_groups, read_overlays
+from bundle.mining.readers.sr import read_sr
+from bundle.pacs.source import Inspector
+
+
+def inspector(overlay_rules: OverlayRules | None = None) -> Inspector:
+    """The inspector a miner hands its source (a partial of a module function, so it pickles to workers)."""
+    return partial(inspect_object, overlay_rules=overlay_rules)
+
+
+def _inspect_text(raw: bytes, location: str) -> ObjectResult | None:
+    """AIM XML or a DeepLesion CSV; None when the bytes are neither."""
+    if looks_like_xml(raw):
+        try:
+            return ObjectResult(location, "aim", measurements=read_aim(raw, location))
+        except UnreadableError as exc:
+            return ObjectResult(location, issue=FileIssue(location, exc.reason, exc.detail))
+        except Exception as exc:  # noqa: BLE001 - a reader bug on one document must not stop the run
+            return ObjectResult(location, issue=FileIssue(location, "malformed_xml", f"AIM reader failed: {type(exc).__name__}: {exc}"))
+    if looks_like_deeplesion_csv(raw):
+        try:
+            return ObjectResult(location, "deeplesion_csv", measurements=read_deeplesion(raw, location))
+        except (ValueError, UnicodeDecodeError) as exc:
+            return ObjectResult(location, issue=FileIssue(location, "unsupported_object", str(exc)))
+    return None
+
+
+def inspect_object(raw: bytes, location: str, overlay_rules: OverlayRules | None = None) -> ObjectResult:
+    """Read one object and run the reader that fits it. Never raises: failures come back as issues."""
+    text = _inspect_text(raw, location)
+    if text is not None:
+        return text
+    try:
+        ds = read_dataset(raw)
+    except UnreadableError as exc:
+        return ObjectResult(location, issue=FileIssue(location, exc.reason, exc.detail))
+    sop_class = str(ds.SOPClassUID)
+    kind = "image" if is_image(ds) else "gsps" if sop_class in GSPS_CLASSES else "sr" if sop_class in SR_CLASSES else "other"
+    res = ObjectResult(location, kind)
+    try:
+        if kind == "gsps":
+            ms = read_gsps(ds, location)
+        elif kind == "sr":
+            ms = read_sr(ds, location)
+        elif kind == "image":
+            res.image = image_info(ds, location)
+            ms = read_overlays(ds, location, res.image.spacing, overlay_rules) if overlay_groups(ds) else []
+            if ms:
+                res.object = "overlay"
+        else:
+            res.issue = FileIssue(location, "unsupported_object", f"SOP class {sop_class} has no reader", str(ds.SOPInstanceUID))
+            return res
+    except Exception as exc:  # noqa: BLE001 - a reader bug on one object must not stop the run
+        res.issue = FileIssue(location, "corrupt", f"{kind} reader failed: {type(exc).__name__}: {exc}", str(ds.SOPInstanceUID))
+        return res
+    for m in ms:
+        m.extra["study_date"] = str(ds.get("StudyDate", ""))
+    res.measurements = ms
+    return res

@@ -1,0 +1,53 @@
+"""The `Source` protocol every archive implements, and the worker-pool helper they share.
+
+Why a protocol with an injected inspector: a source knows where objects live and how to fetch them
+(folder, DICOMweb, DeepLesion release); mining knows how to read them. The miner hands its inspector
+(`bytes, location -> ObjectResult`) to `Source.collect`, so sources never import mining and data flows
+one way: io <- pacs <- mining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from bundle.io.records import ObjectResult
+
+Inspector = Callable[[bytes, str], ObjectResult]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@runtime_checkable
+class Source(Protocol):
+    """An archive to mine. `collect` returns one result per object, sorted by location (a stable order)."""
+
+    kind: str
+
+    def collect(self, inspect: Inspector, workers: int = 1, progress: bool = False) -> list[ObjectResult]: ...
+
+    def read_bytes(self, location: str) -> bytes:
+        """The whole object at a location `collect` reported (conversion reads the referenced images again)."""
+        ...
+
+
+def progress_bar(iterable: Iterable[T], total: int, desc: str, enabled: bool) -> Iterable[T]:
+    """tqdm over an iterable when enabled; the iterable itself otherwise."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="obj", mininterval=1.0)
+
+
+def pool_map(
+    fn: Callable[[T], R], jobs: list[T], workers: int, desc: str, progress: bool, processes: bool = True, chunksize: int = 8
+) -> list[R]:
+    """`map` in order over a process (CPU-bound parsing) or thread (network-bound) pool; in-line for one worker."""
+    if workers <= 1:
+        return [fn(j) for j in progress_bar(jobs, len(jobs), desc, progress)]
+    pool_cls: Any = ProcessPoolExecutor if processes else ThreadPoolExecutor
+    with pool_cls(workers) as pool:
+        it: Iterator[R] = pool.map(fn, jobs, chunksize=chunksize) if processes else pool.map(fn, jobs)
+        return list(progress_bar(it, len(jobs), desc, progress))

@@ -1,55 +1,37 @@
-"""Self-training from the command line (same function as configs/self_train.yaml)."""
+"""Self-training from the command line: configs/self_train.yaml with the given overrides, then its report.
+
+Every option is a key of the config (its defaults live in code: PseudoRules, Schedule), e.g.
+  python scripts/self_train.py --datalist data/mined/datalist.json --work_dir runs/selftrain \
+      --schedule#rounds 1 --pseudo_rules#score_threshold 0.9 --train_overrides '{"epochs": 20}'
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from bundle.selftrain.loop import run_self_training  # noqa: E402
-from bundle.selftrain.pseudo import parse_threshold  # noqa: E402
+from bundle.engines.runner import bundle_run  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--datalist", required=True, help="mined datalist (training/validation sections)")
-    ap.add_argument("--work_dir", default="runs/selftrain")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument(
-        "--score_threshold", type=parse_threshold, default="auto", help="a score, or 'auto': each teacher's validation operating point"
-    )
-    ap.add_argument(
-        "--target_precision", type=float, default=0.5, help="with 'auto': the teacher's precision on validation at the threshold"
-    )
-    ap.add_argument("--iou_max", type=float, default=0.1)
-    ap.add_argument("--min_mm", type=float, default=10.0)
-    ap.add_argument("--max_mm", type=float, default=70.0)
-    ap.add_argument("--max_per_image", type=int, default=3)
-    ap.add_argument("--from_teacher", action="store_true", help="students start from the teacher's weights")
-    ap.add_argument("--cumulative", action="store_true")
-    ap.add_argument("--truth", default=None, help="demo only: complete truth boxes per image, to score pseudo-boxes")
-    ap.add_argument("--train_overrides", default="{}", help="JSON of train.yaml keys, e.g. '{\"epochs\": 20}'")
-    a = ap.parse_args()
-    state = run_self_training(
-        a.work_dir,
-        a.datalist,
-        rounds=a.rounds,
-        score_threshold=a.score_threshold,
-        target_precision=a.target_precision,
-        iou_max=a.iou_max,
-        min_mm=a.min_mm,
-        max_mm=a.max_mm,
-        max_per_image=a.max_per_image,
-        from_scratch=not a.from_teacher,
-        cumulative=a.cumulative,
-        truth=a.truth,
-        train_overrides=json.loads(a.train_overrides),
-    )
-    print((Path(a.work_dir) / "report.md").read_text())
-    print(f"stopped: {state['stopped']}")
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args) or len(args) % 2:
+        print(__doc__)
+        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
+    overrides = {args[i].removeprefix("--"): args[i + 1] for i in range(0, len(args), 2)}
+    work = Path(overrides.get("work_dir", "runs/selftrain"))
+    work = work if work.is_absolute() else Path.cwd() / work
+    overrides["work_dir"] = work
+    for key in ("datalist", "truth"):  # the config runs from the bundle root; paths are the caller's
+        if key in overrides and overrides[key] not in ("null", "None") and not Path(overrides[key]).is_absolute():
+            overrides[key] = Path.cwd() / overrides[key]
+    bundle_run("configs/self_train.yaml", ROOT, work / "self_train_command.log", **overrides)
+    print((work / "report.md").read_text())
+    print(f"stopped: {json.loads((work / 'state.json').read_text())['stopped']}")
 
 
 if __name__ == "__main__":

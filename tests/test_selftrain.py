@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bundle.selftrain.loop import SelfTraining, absolute_datalist, pseudo_quality
+from bundle.selftrain.loop import Schedule, SelfTraining, absolute_datalist, pseudo_quality
 from bundle.selftrain.pseudo import PseudoRules, expand_datalist, select_pseudo
 
 SP = (1.0, 1.0)
@@ -37,14 +37,16 @@ def test_select_pseudo_applies_every_rule_and_counts_rejections():
         [150, 150, 170, 170],  # good, but K = 2 reached
     ]
     scores = [0.99, 0.9, 0.95, 0.95, 0.2, 0.8, 0.7]
-    out, why = select_pseudo(preds, scores, existing, SP, PseudoRules(0.5, 0.1, 10, 70, 2))
+    out, why = select_pseudo(preds, scores, existing, SP, PseudoRules(score_threshold=0.5, iou_max=0.1, max_per_image=2))
     assert [b for b, _ in out] == [[50, 50, 70, 70], [120, 120, 140, 140]]
     assert [s for _, s in out] == [0.9, 0.8]
     assert why == {"overlaps an existing box": 1, "outside the size rule": 2, "below score threshold": 1, "over the per-image limit": 1}
 
 
 def test_pseudo_boxes_do_not_stack_on_each_other():
-    out, why = select_pseudo([[0, 0, 20, 20], [1, 1, 21, 21]], [0.9, 0.8], [], SP, PseudoRules(0.5, 0.1, 10, 70, 5))
+    out, why = select_pseudo(
+        [[0, 0, 20, 20], [1, 1, 21, 21]], [0.9, 0.8], [], SP, PseudoRules(score_threshold=0.5, iou_max=0.1, max_per_image=5)
+    )
     assert len(out) == 1 and why["overlaps an existing box"] == 1
 
 
@@ -91,14 +93,14 @@ def test_loop_runs_rounds_resumes_and_keeps_eval_sections_clean(tiny_demo, tmp_p
     mined = tmp_path / "mined.json"
     mined.write_text(json.dumps(dl))
     tiny = TINY_TRAINING
-    rules = PseudoRules(score_threshold=0.0, iou_max=0.1, min_mm=0.0, max_mm=1000.0, max_per_image=2)
+    rules = PseudoRules(score_threshold=0.0, iou_max=0.1, min_long_mm=0.0, max_long_mm=1000.0, max_per_image=2)
     work = tmp_path / "work"
-    st = SelfTraining(str(work), str(mined), rules, rounds=0, train_overrides=tiny)
+    st = SelfTraining(str(work), str(mined), rules, Schedule(rounds=0), train_overrides=tiny)
     s0 = st.run()
     assert [r["round"] for r in s0["rounds"]] == [0]
     m0 = (work / "round0" / "models" / "model.pt").stat().st_mtime_ns
     # "interrupted" after round 0: asking for one round more resumes at round 1, round 0 is not retrained
-    s1 = SelfTraining(str(work), str(mined), rules, rounds=1, train_overrides=tiny).run()
+    s1 = SelfTraining(str(work), str(mined), rules, Schedule(rounds=1), train_overrides=tiny).run()
     assert (work / "round0" / "models" / "model.pt").stat().st_mtime_ns == m0
     assert [r["round"] for r in s1["rounds"]] == [0, 1]
     r1 = json.loads((work / "round1" / "datalist.json").read_text())
@@ -116,7 +118,7 @@ def test_auto_threshold_follows_each_teachers_validation_precision(tmp_path):
     (tmp_path / "dl.json").write_text(json.dumps(dl))
     preds = [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30], [70, 70, 80, 80]]  # TP, FP, TP, FP
     rules = PseudoRules(score_threshold="auto")
-    st = SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), rules, target_precision=0.6)
+    st = SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), rules, Schedule(target_precision=0.6))
     found = []
     for name, scores in (("calm", [0.9, 0.8, 0.7, 0.6]), ("confident", [0.9999, 0.9998, 0.9997, 0.99])):
         d = tmp_path / name
@@ -144,7 +146,7 @@ def test_self_train_config_runs_with_monai_bundle(tiny_demo, tmp_path):
         tmp_path / "log.txt",
         datalist=tiny_demo / "datalist.json",
         work_dir=work,
-        rounds=1,
+        **{"schedule#rounds": 1},
         train_overrides=json.dumps(tiny),
     )
     state = json.loads((work / "state.json").read_text())

@@ -30,9 +30,9 @@ class DatalistError(ValueError):
 class DatalistItem:
     """One image and its boxes. Fields left None are not written; `extra` keeps fields other tools added."""
 
-    image: str
-    box: list[list[float]]
-    label: list[int]
+    image: str | list[str]
+    box: list[list[float]] | None = None  # None only in unlabelled datalists (inference input)
+    label: list[int] | None = None
     patient: str | None = None
     split_source: str | None = None  # split_file | csv | computed: where the patient's split came from
     study_instance_uid: str | None = None
@@ -58,11 +58,11 @@ class DatalistItem:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "item", box_mode: str = "xyxy") -> DatalistItem:
-        """Validated item; raises DatalistError naming `where` and the field."""
+    def from_dict(cls, d: dict[str, Any], where: str = "item", box_mode: str = "xyxy", labelled: bool = True) -> DatalistItem:
+        """Validated item; raises DatalistError naming `where` and the field. Unlabelled items need only `image`."""
         if not isinstance(d, dict):
             raise DatalistError(f"{where}: an item must be an object, got {type(d).__name__}")
-        for key in ("image", "box", "label"):
+        for key in ("image", "box", "label") if labelled else ("image",):
             if key not in d:
                 raise DatalistError(f"{where}: field '{key}' is missing")
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -72,8 +72,11 @@ class DatalistItem:
 
     def validate(self, where: str = "item", box_mode: str = "xyxy") -> None:
         """Types and shapes; corner modes (xyxy, xyzxyz) need end >= start, centre modes (ccwh, cccwhd) sizes >= 0."""
-        if not isinstance(self.image, str) or not self.image:
-            raise DatalistError(f"{where}: field 'image' must be a non-empty path, got {self.image!r}")
+        paths = self.image if isinstance(self.image, list) else [self.image]  # a list: channels (MONAI LoadImaged)
+        if not paths or not all(isinstance(v, str) and v for v in paths):
+            raise DatalistError(f"{where}: field 'image' must be a non-empty path (or list of paths), got {self.image!r}")
+        if self.box is None and self.label is None:
+            return
         if not isinstance(self.box, list):
             raise DatalistError(f"{where}: field 'box' must be a list of boxes, got {type(self.box).__name__}")
         dims = {len(b) if isinstance(b, list | tuple) else -1 for b in self.box}
@@ -97,8 +100,11 @@ class DatalistItem:
                 raise DatalistError(f"{where}: field '{name}' needs one entry per box ({len(self.box)})")
 
 
-def read_datalist(path: str | Path, box_mode: str = "xyxy") -> dict[str, list[dict[str, Any]]]:
-    """The whole datalist, every item validated; sections kept as written (paths not resolved)."""
+def read_datalist(path: str | Path, box_mode: str = "xyxy", labelled: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """The whole datalist, every item validated; sections kept as written (paths not resolved).
+
+    Sections are `training`, `validation`, `test` and any other list of items; other keys are metadata.
+    """
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
@@ -113,20 +119,22 @@ def read_datalist(path: str | Path, box_mode: str = "xyxy") -> dict[str, list[di
             if not isinstance(items, list):
                 raise DatalistError(f"{path}: section '{section}' must be a list of items")
             for i, d in enumerate(items):
-                DatalistItem.from_dict(d, f"{path}: {section}[{i}]", box_mode)
+                DatalistItem.from_dict(d, f"{path}: {section}[{i}]", box_mode, labelled)
     return doc
 
 
-def load_datalist(path: str | Path, section: str, base_dir: str | Path | None = None, box_mode: str = "xyxy") -> list[dict[str, Any]]:
+def load_datalist(
+    path: str | Path, section: str, base_dir: str | Path | None = None, box_mode: str = "xyxy", labelled: bool = True
+) -> list[dict[str, Any]]:
     """One section, validated, paths resolved by `monai.data.load_decathlon_datalist` (what the configs used before).
 
     `box_mode` is how the boxes are written: array corners (xyxy, xyzxyz; mining's datalists) or MONAI
-    Label's world centre-size boxes (cccwhd; configs/train_volume.yaml).
+    Label's world centre-size boxes (cccwhd; configs/train_volume.yaml). Inference reads unlabelled lists.
     """
     from monai.data import load_decathlon_datalist
 
     path = Path(path)
-    doc = read_datalist(path, box_mode)
+    doc = read_datalist(path, box_mode, labelled)
     if section not in doc:
         raise DatalistError(f"{path}: section '{section}' is missing (has {sorted(doc)})")
     return load_decathlon_datalist(path, data_list_key=section, base_dir=base_dir)
@@ -135,12 +143,16 @@ def load_datalist(path: str | Path, section: str, base_dir: str | Path | None = 
 def write_datalist(doc: dict[str, list[DatalistItem | dict[str, Any]]], path: str | Path) -> Path:
     """Write sections of items (validated) as indented JSON; the byte layout mining has always written."""
     path = Path(path)
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, Any] = {}
     for section, items in doc.items():
+        if not isinstance(items, list):  # metadata
+            out[section] = items
+            continue
         out[section] = []
         for i, it in enumerate(items):
             item = it if isinstance(it, DatalistItem) else DatalistItem.from_dict(it, f"{path}: {section}[{i}]")
             item.validate(f"{path}: {section}[{i}]")
             out[section].append(item.to_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     return path

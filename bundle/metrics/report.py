@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bundle.datalist.schema import read_datalist
 from bundle.metrics import bootstrap, breakdown, froc, plots, study
 from bundle.metrics.coco import coco_metrics
 from bundle.metrics.matching import ImageMatch, best_f1_threshold, counts_at, match_image, prf
@@ -49,7 +50,7 @@ def load_predictions(path: str | Path) -> dict[str, dict]:
 def load_truth(datalist_path: str | Path, key: str) -> list[dict]:
     """Datalist section as records with absolute image paths."""
     p = Path(datalist_path)
-    doc = json.loads(p.read_text())
+    doc = read_datalist(p)
     if key not in doc:
         raise ValueError(f"{p}: datalist has no '{key}' section (has {sorted(doc)})")
     out = []

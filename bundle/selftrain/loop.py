@@ -8,15 +8,17 @@ resumes at the last finished round instead of starting over.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bundle.datalist.schema import read_datalist
 from bundle.engines.runner import bundle_run
 from bundle.metrics.matching import best_f1_threshold, match_image, threshold_for_precision
 from bundle.metrics.report import load_predictions, spacing_of
-from bundle.selftrain.pseudo import PseudoRules, expand_datalist, parse_threshold, write_datalist
+from bundle.selftrain.pseudo import PseudoRules, expand_datalist, write_datalist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def absolute_datalist(path: str | Path) -> dict:
     """A datalist with absolute image paths, so rewritten datalists can live anywhere."""
     p = Path(path)
-    doc = json.loads(p.read_text())
+    doc = read_datalist(p)
     for section in doc.values():
         if isinstance(section, list):
             for item in section:
@@ -87,6 +89,16 @@ def pseudo_quality(datalist: dict, truth: dict[str, list], round_index: int, iou
     }
 
 
+@dataclass
+class Schedule:
+    """How the rounds run; defaults here, configs/self_train.yaml overrides keys (`--schedule#rounds 1`)."""
+
+    rounds: int = 2  # N: stop after N student rounds, or earlier when validation F1 stops improving
+    target_precision: float = 0.5  # with score_threshold 'auto' (docs/selftraining.md: a fixed 0.95 collapsed round 2)
+    from_scratch: bool = True  # False: the student starts from the teacher's weights
+    cumulative: bool = False  # True: keep earlier rounds' pseudo-boxes; False: mined boxes + this teacher's only
+
+
 class SelfTraining:
     """Runs rounds into ``work_dir``; every artefact of round r lives in ``work_dir/round<r>/``."""
 
@@ -95,10 +107,7 @@ class SelfTraining:
         work_dir: str,
         datalist: str,
         rules: PseudoRules,
-        rounds: int = 2,
-        target_precision: float = 0.5,
-        from_scratch: bool = True,
-        cumulative: bool = False,
+        schedule: Schedule | None = None,
         train_overrides: dict | None = None,
         truth: str | None = None,
         log_path: str | None = None,
@@ -106,10 +115,11 @@ class SelfTraining:
         self.work = Path(work_dir)
         self.datalist_path = str(datalist)
         self.rules = rules
-        self.rounds = rounds
-        self.target_precision = target_precision
-        self.from_scratch = from_scratch
-        self.cumulative = cumulative
+        schedule = schedule or Schedule()
+        self.rounds = schedule.rounds
+        self.target_precision = schedule.target_precision
+        self.from_scratch = schedule.from_scratch
+        self.cumulative = schedule.cumulative
         self.overrides = dict(train_overrides or {})
         self.truth = json.loads(Path(truth).read_text()) if truth else None
         self.log = log_path or str(self.work / "self_train.log")
@@ -238,21 +248,20 @@ class SelfTraining:
         (self.work / "report.json").write_text(json.dumps(state, indent=2))
 
 
+def _as(cls: type, value: Any) -> Any:
+    """A dataclass from an instance (configs build them with `_target_`), a mapping of overrides, or None (defaults)."""
+    if value is None:
+        return cls()
+    return value if isinstance(value, cls) else cls(**value)
+
+
 def run_self_training(
     work_dir: str,
     datalist: str,
-    rounds: int = 2,
-    score_threshold: float | str = "auto",
-    target_precision: float = 0.5,
-    iou_max: float = 0.1,
-    min_mm: float = 10.0,
-    max_mm: float = 70.0,
-    max_per_image: int = 3,
-    from_scratch: bool = True,
-    cumulative: bool = False,
+    rules: PseudoRules | dict | None = None,
+    schedule: Schedule | dict | None = None,
     truth: str | None = None,
     train_overrides: dict | None = None,
 ) -> dict:
-    """Entry point for configs/self_train.yaml and scripts/self_train.py."""
-    rules = PseudoRules(parse_threshold(score_threshold), iou_max, min_mm, max_mm, max_per_image)
-    return SelfTraining(work_dir, datalist, rules, rounds, target_precision, from_scratch, cumulative, train_overrides, truth).run()
+    """Entry point for configs/self_train.yaml (and so scripts/self_train.py) and the demo."""
+    return SelfTraining(work_dir, datalist, _as(PseudoRules, rules), _as(Schedule, schedule), train_overrides, truth).run()

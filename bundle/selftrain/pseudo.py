@@ -9,7 +9,6 @@ the same size rule as mining.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,23 @@ from pathlib import Path
 import numpy as np
 from monai.data.box_utils import box_iou
 
+from bundle.datalist import schema
+from bundle.datalist.rules import SizeRule
 from bundle.metrics.breakdown import long_axis_mm
 
 
 @dataclass
-class PseudoRules:
-    # a number, or "auto": the teacher's max-F1 threshold on validation (loop.SelfTraining.rules_for)
+class PseudoRules(SizeRule):
+    """When a prediction becomes a pseudo-box; the size range is the mining size rule (`SizeRule`) unless overridden."""
+
+    # a number, or "auto": where the teacher reaches the schedule's target precision on validation (loop.SelfTraining.rules_for)
     score_threshold: float | str = "auto"
     iou_max: float = 0.1  # a prediction overlapping an existing box by more than this is that box
-    min_mm: float = 10.0  # the mining size rule: 10 mm <= long axis <= 70 mm
-    max_mm: float = 70.0
     max_per_image: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.score_threshold, str):  # from a config or a command line: a number or "auto"
+            self.score_threshold = parse_threshold(self.score_threshold)
 
 
 def parse_threshold(value: str | float) -> float | str:
@@ -57,7 +62,7 @@ def select_pseudo(pred_boxes, pred_scores, existing_boxes, spacing, rules: Pseud
         if taken and float(np.max(box_iou(p[i : i + 1], np.stack(taken)))) > rules.iou_max:
             why["overlaps an existing box"] += 1
             continue
-        if not rules.min_mm <= mm[i] <= rules.max_mm:
+        if not rules.contains(mm[i]):
             why["outside the size rule"] += 1
             continue
         if len(out) >= rules.max_per_image:
@@ -119,7 +124,5 @@ def expand_datalist(
 
 
 def write_datalist(datalist: dict, path: str | Path) -> str:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(datalist, indent=1))
-    return str(p)
+    """A round's datalist, validated against the schema as it is written."""
+    return str(schema.write_datalist(datalist, path))

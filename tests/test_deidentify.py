@@ -18,7 +18,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import deid_corpus as corpus  # noqa: E402
 
-from bundle.deid.deidentify import DeidOptions, deidentify_folder  # noqa: E402
+from bundle.deid.deidentify import deidentify_folder  # noqa: E402
+from bundle.deid.options import DeidOptions  # noqa: E402
 from bundle.deid.phi_check import collect_phi_strings, find_phi  # noqa: E402
 
 SAFE = ["SYNTH SAFE:0031:10"]

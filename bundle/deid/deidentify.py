@@ -115,9 +115,9 @@ def run(
     key_file: str,
     linkage_file: str | None = None,
     report_file: str | None = None,
-    **options: Any,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Entry point for configs/deidentify.yaml; prints the short summary."""
-    report = deidentify_folder(input_dir, output_dir, key_file, DeidOptions(**options), linkage_file, report_file)
+    """Entry point for configs/deidentify.yaml (`options`: keys of DeidOptions to override); prints the short summary."""
+    report = deidentify_folder(input_dir, output_dir, key_file, options, linkage_file, report_file)
     print(report["summary"])
     return report

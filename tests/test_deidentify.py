@@ -244,3 +244,12 @@ def test_options_are_the_dataclass_defaults_and_unknown_keys_fail():
         DeidOptions.of({"burnd_in": "blank"})  # a typo never falls back to the default silently
     with pytest.raises(ValueError, match="burned_in"):
         DeidOptions(burned_in="ocr")
+
+
+def test_docs_table_lists_exactly_the_options_of_the_dataclass(repo_root):
+    import dataclasses
+
+    text = (repo_root / "docs" / "deidentification.md").read_text()
+    section = text.split("## Options", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE))
+    assert documented == {f.name for f in dataclasses.fields(DeidOptions)}

@@ -18,7 +18,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import deid_corpus as corpus  # noqa: E402
 
-from bundle.deid.deidentify import DeidOptions, deidentify_folder  # noqa: E402
+from bundle.deid.deidentify import deidentify_folder  # noqa: E402
+from bundle.deid.options import DeidOptions  # noqa: E402
 from bundle.deid.phi_check import collect_phi_strings, find_phi  # noqa: E402
 
 SAFE = ["SYNTH SAFE:0031:10"]
@@ -224,10 +225,31 @@ def test_bundle_config_runs_with_overrides(export, tmp_path, repo_root):
         input_dir=str(export["root"] / "export"),
         output_dir=str(out),
         key_file=str(export["key"]),
-        safe_private=SAFE,
+        **{"options#safe_private": SAFE},  # the documented override of one DeidOptions key (--options#safe_private on the CLI)
     )
     report = json.loads((out / "deid_report.json").read_text())
     assert report["files_written"] == 5
+    fixture_options = json.loads((export["out"] / "deid_report.json").read_text())["options"]
+    assert report["options"] == fixture_options  # the config adds nothing to DeidOptions' defaults
     assert sorted(p.relative_to(out) for p in out.rglob("*.dcm")) == sorted(
         p.relative_to(export["out"]) for p in export["out"].rglob("*.dcm")
     )
+
+
+def test_options_are_the_dataclass_defaults_and_unknown_keys_fail():
+    assert DeidOptions.of(None) == DeidOptions()
+    opts = DeidOptions.of({"burned_in": "blank", "date_shift_days": [10, 20]})
+    assert opts.burned_in == "blank" and opts.date_shift_days == (10, 20) and opts.clean_graphics is True
+    with pytest.raises(TypeError, match="burnd_in"):
+        DeidOptions.of({"burnd_in": "blank"})  # a typo never falls back to the default silently
+    with pytest.raises(ValueError, match="burned_in"):
+        DeidOptions(burned_in="ocr")
+
+
+def test_docs_table_lists_exactly_the_options_of_the_dataclass(repo_root):
+    import dataclasses
+
+    text = (repo_root / "docs" / "deidentification.md").read_text()
+    section = text.split("## Options", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE))
+    assert documented == {f.name for f in dataclasses.fields(DeidOptions)}

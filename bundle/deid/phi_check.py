@@ -15,7 +15,7 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from bundle.deid.deidentify import collect_identity_tokens
+from bundle.deid.scrub import collect_identity_tokens
 
 _NIFTI_TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")

@@ -3,7 +3,7 @@
 Why a shipped table: the Basic Application Level Confidentiality Profile is a table of ~650 attributes
 (Table E.1-1) that changes with every edition of the standard. `dicom-anonymizer` (PyPI, BSD) ships that
 table per edition, generated from the standard, as plain tag lists per action code; we read the lists
-and nothing else from it, and apply them with our own keyed (HMAC) engine in `deidentify.py`.
+and nothing else from it, and apply them with our own keyed (HMAC) engine (`actions.py`, `elements.py`).
 The option columns (retain patient characteristics, clean descriptors, ...) are not in that package;
 they are expressed here as rules over the same table and documented in docs/deidentification.md.
 """

@@ -205,6 +205,12 @@ def set_pixels(ds: Dataset, pixels: np.ndarray) -> None:
     ds.PixelData = np.ascontiguousarray(pixels).astype(pixels.dtype.newbyteorder("<")).tobytes()
 
 
+def copy_body_part(ds: Dataset, source: Dataset) -> None:
+    """General Series needs Laterality unless the body part is known and unpaired (dciodvfy checks it): take the source's."""
+    if "BodyPartExamined" in source:
+        ds.BodyPartExamined = source.BodyPartExamined
+
+
 def set_creation_times(ds: Dataset, date: str, time: str) -> None:
     """highdicom stamps 'now'; a deterministic writer overwrites every creation date/time it set."""
     for key in ("ContentDate", "PresentationCreationDate", "InstanceCreationDate", "SeriesDate"):

@@ -115,6 +115,6 @@ def write_gsps(
     )
     if units == "DISPLAY":
         ds.DisplayedAreaSelectionSequence = _displayed_area_items(refs, areas)
-    ds.BodyPartExamined = "HEAD"
+    dw.copy_body_part(ds, refs[0])  # HEAD: unpaired, so Laterality stays absent
     dw.set_creation_times(ds, w.study.date, time)
     return w.save(ds, w.out / w.study.pid / "PR" / f"PR{n:03d}.dcm", "gsps", sop_instance_uid=sop_uid)

@@ -59,9 +59,9 @@ def _functions(tree: ast.AST):
 
 
 def test_files_and_functions_stay_small():
-    """No module over 400 lines, no function over 80 (classes count as their methods) unless its docstring says why."""
+    """No module (bundle/, scripts/) over 400 lines, no function over 80 unless its docstring says why."""
     too_long = []
-    for path in sorted((ROOT / "bundle").rglob("*.py")):
+    for path in sorted([*(ROOT / "bundle").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]):
         rel = path.relative_to(ROOT)
         text = path.read_text()
         if text.count("\n") > MAX_FILE_LINES and REASON not in (ast.get_docstring(ast.parse(text)) or ""):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -9,7 +10,32 @@ from pathlib import Path
 
 import pytest
 
+from bundle.demo.experiment import split_by_pseudonym
+from bundle.demo.run import DemoOptions
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_script_flags_are_the_options():
+    """scripts/demo.py only parses: no flag means DemoOptions' defaults, and each flag lands in its field."""
+    parse = _script().parse
+    assert parse([]) == DemoOptions()
+    o = parse(["--size", "tiny", "--epochs", "2", "--score_threshold", "0.4", "--work", "w"])
+    assert (o.size, o.epochs, o.score_threshold, o.work, o.seed) == ("tiny", 2, 0.4, "w", 0)
+
+
+def test_split_file_is_keyed_by_pseudonym():
+    """Mining sees only pseudonyms; the demo's split reaches it through the linkage table."""
+    split = {"demo-000": "training", "demo-001": "validation", "demo-002": "test"}
+    linkage = {"P9": "demo-001", "P3": "demo-000"}  # the test patient was never exported
+    assert split_by_pseudonym(split, linkage) == {"P9": "validation", "P3": "training"}
 
 
 @pytest.mark.slow

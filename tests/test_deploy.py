@@ -194,3 +194,26 @@ def test_dicom_series_geometry_matches_the_nifti(tiny_demo, tmp_path):
         ras = nii.affine @ np.array([nx - 1, ny - 1, k, 1.0])
         np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], [-ras[0], -ras[1], ras[2]], atol=1e-3)
         np.testing.assert_array_equal(ds.pixel_array[2, 5], np.clip(vol[nx - 1 - 5, ny - 1 - 2, k], 0, None))
+
+
+def test_shared_mr_writer_keeps_sign_and_rejects_non_16_bit(tmp_path):
+    """bundle/io/dicom_write.py serves the simulator (int16, signed) and Deploy (uint16): the dtype decides PixelRepresentation."""
+    from bundle.io import dicom_write as dw
+
+    patient = dw.Patient("Test^Synthetic", "T-1")
+    study = dw.Study(generate_uid(), "20240102", "100000", "1", "ACC1", "test study")
+    series = dw.Series(generate_uid(), 7, "AX T1", "20240102", "100000", body_part="HEAD")
+    acq = dw.MRAcquisition("GR", "SP", repetition_time=8.0, echo_time=3.0)
+    pixels = np.array([[-5, 0, 7], [1, 2, 3]], dtype=np.int16)  # 2 rows, 3 columns
+    planes = [dw.ImagePlane([0.0, 0.0, float(k)], [1, 0, 0, 0, 1, 0], [1.0, 2.0], 1.0, float(k), "1.2.3") for k in range(2)]
+    paths = [tmp_path / f"{k}.dcm" for k in range(2)]
+    dw.write_mr_series(
+        [pixels, np.abs(pixels).astype(np.uint16)], planes, paths, [generate_uid(), generate_uid()], patient, study, series, acq
+    )
+    signed, unsigned = (pydicom.dcmread(p) for p in paths)
+    assert signed.PixelRepresentation == 1 and unsigned.PixelRepresentation == 0
+    np.testing.assert_array_equal(signed.pixel_array, pixels)
+    assert (signed.Rows, signed.Columns, signed.InstanceNumber, unsigned.InstanceNumber) == (2, 3, 1, 2)
+    assert signed.BodyPartExamined == "HEAD" and signed.ContentDate == "20240102" and "InversionTime" not in signed
+    with pytest.raises(ValueError, match="int16 or uint16"):
+        dw.write_mr_series([pixels.astype(float)], planes[:1], paths[:1], [generate_uid()], patient, study, series, acq)

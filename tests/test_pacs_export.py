@@ -10,6 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from bundle.demo.clinic.incidents import SIMULATE
 from bundle.demo.pacs_export import INCIDENTS, export
 
 needs_dicom3tools = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="Debian dicom3tools not installed (.ci/run installs it)")
@@ -69,6 +70,11 @@ def test_record_and_identities(pacs_export, tiny_demo):
         assert sorted(measured + p["unmeasured_lesions"]) == sorted(by_size)
     ds = pydicom.dcmread(next((pacs_export / "dicom" / "demo-000" / "t1c").iterdir()))
     assert str(ds.PatientName).startswith("SYNTHETIC^") and ds.PatientID == "demo-000" and ds.PatientBirthDate == ""
+
+
+def test_every_incident_has_a_simulation():
+    """INCIDENTS (round-robin over patients) and the writers that simulate them name the same set, in order."""
+    assert tuple(SIMULATE) == INCIDENTS
 
 
 def test_export_is_deterministic(tiny_demo, pacs_export, tmp_path):

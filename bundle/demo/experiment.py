@@ -27,6 +27,11 @@ def load_linkage(path: str | Path | None) -> dict[str, str]:
         return {row["pseudonym"]: row["patient_id"] for row in csv.DictReader(f)}
 
 
+def split_by_pseudonym(split: dict[str, str], to_demo: dict[str, str]) -> dict[str, str]:
+    """The demo's patient split keyed by pseudonym: mining sees only de-identified patients, the split file must too."""
+    return {p: split[o] for p, o in to_demo.items()}
+
+
 def complete_boxes(demo_dir: Path, truth: dict, patient: str, z: int, min_visible_mm: float) -> list[list[int]]:
     """Every lesion cross-section on slice z of a demo patient (the oracle's labels)."""
     p = next(p for p in truth["patients"] if p["patient_id"] == patient)

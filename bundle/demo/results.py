@@ -1,8 +1,12 @@
-"""docs/results.md, written by the demo command from its own results.json (never by hand)."""
+"""docs/results.md, written by the demo command from its own results.json (never by hand); and that results.json."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # run.py imports this module
+    from bundle.demo.run import DemoOptions
 
 LABELS = {
     "mined_only": "(a) mined boxes only",
@@ -27,7 +31,61 @@ def _thr(pseudo: dict) -> str:
     return "-" if t is None else f"{t:.4f}"
 
 
+def assemble(
+    command: str,
+    o: DemoOptions,
+    st: dict,
+    mining: dict,
+    exp: dict,
+    metrics: dict[str, dict],
+    b_vs_a: dict,
+    c_vs_a: dict,
+    seconds: dict[str, float],
+    froc_plot: str,
+) -> dict:
+    """results.json: the run's options, mining and experiment counts, self-training rounds and each model's test figures.
+
+    ``metrics``: each model's metrics.json.
+    """
+    return {
+        "command": command,
+        "seed": o.seed,
+        "size": o.size,
+        "epochs": o.epochs,
+        "rounds": o.rounds,
+        "score_threshold": o.score_threshold,
+        "target_precision": o.target_precision,
+        "self_training_best_round": st["best_round"],
+        "mining": mining["counts"],
+        "experiment": exp["counts"],
+        "self_training": [
+            {k: r[k] for k in ("round", "validation")} | {"pseudo": r["pseudo"], "pseudo_quality": r.get("pseudo_quality")}
+            for r in st["rounds"]
+        ],
+        "self_training_stopped": st["stopped"],
+        "models": {
+            n: {
+                "f1": m["test"]["f1"],
+                "f1_ci95": [m["test_ci95"]["f1"]["ci_low"], m["test_ci95"]["f1"]["ci_high"]],
+                "precision": m["test"]["precision"],
+                "recall": m["test"]["recall"],
+                "mAP": m["test_mAP"],
+                "cpm": m["test_froc"]["cpm"],
+                "study_auc": m["test_study"]["auc"],
+            }
+            for n, m in metrics.items()
+        },
+        "b_vs_a": b_vs_a["paired_f1_test"],
+        "c_vs_a": c_vs_a["paired_f1_test"],
+        "test_images": metrics["oracle"]["test_images"],
+        "test_patients": metrics["oracle"]["test_patients"],
+        "seconds": {k: round(v) for k, v in seconds.items()},
+        "froc_plot": froc_plot,
+    }
+
+
 def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/results.json") -> str:
+    """Write the results page for results.json ``r`` at ``path``; returns its markdown."""
     m = r["models"]
     lines = [
         "# Results: the seed study's experiment on the demo data",

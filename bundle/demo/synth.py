@@ -145,6 +145,85 @@ def _vessel(rng: np.random.Generator, img: np.ndarray, brain: np.ndarray, spacin
         np.maximum(sub, level * (rho < 1.0), out=sub)
 
 
+def _add_lesion(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    mask: np.ndarray,
+    lesions: list[Lesion],
+    interior: np.ndarray,
+    surface: np.ndarray,
+    wm_level: float,
+    sp: np.ndarray,
+    diameter_mm: tuple[float, float],
+    p_extra_axial: float,
+) -> None:
+    """Paint one lesion (solid, ring-enhancing with edema, or extra-axial) into img and mask; append its truth."""
+    shape = img.shape
+    extra = rng.random() < p_extra_axial
+    d = float(np.exp(rng.uniform(np.log(diameter_mm[0]), np.log(diameter_mm[1]))))
+    if extra:
+        d = max(d, 12.0)
+    radii_mm = d / 2 * rng.uniform(0.75, 1.0, size=3)
+    radii_mm[0] = d / 2
+    pool = np.argwhere(surface if extra else interior)
+    for _ in range(50):
+        c = pool[rng.integers(len(pool))].astype(np.float64)
+        rho, sl = _ellipsoid(shape, c, radii_mm, _random_rotation(rng), sp)
+        if not np.any(mask[sl][rho < 1.3]):
+            break
+    inside = rho < 1.0
+    if not inside.any():
+        return
+    sub = img[sl]
+    idx = len(lesions) + 1
+    if extra:
+        kind = "extra_axial"
+        sub[inside] = wm_level * rng.uniform(1.5, 1.8)
+    else:
+        edema = (rho >= 1.0) & (rho < 1.6)
+        sub[edema & (mask[sl] == 0)] *= rng.uniform(0.7, 0.85)
+        kind = "ring" if d >= 12 and rng.random() < 0.7 else "solid"
+        if kind == "ring":
+            wall = rng.uniform(0.55, 0.75)
+            sub[inside & (rho >= wall)] = wm_level * rng.uniform(1.5, 1.9)
+            sub[inside & (rho < wall)] = wm_level * rng.uniform(0.35, 0.55)
+        else:
+            sub[inside] = wm_level * rng.uniform(1.4, 1.8)
+    msub = mask[sl]
+    msub[inside] = idx
+    where = np.argwhere(mask == idx)
+    box = [int(v) for v in where.min(0)] + [int(v) + 1 for v in where.max(0)]
+    lesions.append(Lesion(idx, kind, [float(v) for v in where.mean(0)], round(d, 2), box))
+
+
+def _distractors_and_noise(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    mask: np.ndarray,
+    brain: np.ndarray,
+    sp: np.ndarray,
+    wm_level: float,
+    n_distractors: tuple[int, int],
+    noise: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Enhancing vessels (never over a lesion), bias field and Rician noise; (int16 image, vessel mask, vessel count)."""
+    shape = img.shape
+    n_vessels = int(rng.integers(n_distractors[0], n_distractors[1] + 1))
+    vessels = np.zeros(shape, dtype=np.uint8)
+    for _ in range(n_vessels):
+        before = img.copy()
+        _vessel(rng, img, brain, sp, wm_level * rng.uniform(1.5, 1.9))
+        # a vessel never paints over a lesion: lesion truth stays exact
+        img[mask > 0] = before[mask > 0]
+        vessels[img != before] = 1
+    bias = np.exp(_smooth_field(rng, shape, 3, 0.12))
+    img = img * bias
+    real = img + rng.normal(0, noise, size=shape)
+    imag = rng.normal(0, noise, size=shape)
+    img = np.sqrt(real**2 + imag**2).astype(np.float32)
+    return (img * 1000).astype(np.int16), vessels, n_vessels
+
+
 def generate_patient(
     rng: np.random.Generator,
     patient_id: str,
@@ -171,57 +250,9 @@ def generate_patient(
     # some studies are normal: study-level specificity needs negatives
     normal = rng.random() < p_normal
     count = 0 if normal else int(rng.integers(n_lesions[0], n_lesions[1] + 1))
-    for k in range(count):
-        extra = rng.random() < p_extra_axial
-        d = float(np.exp(rng.uniform(np.log(diameter_mm[0]), np.log(diameter_mm[1]))))
-        if extra:
-            d = max(d, 12.0)
-        radii_mm = d / 2 * rng.uniform(0.75, 1.0, size=3)
-        radii_mm[0] = d / 2
-        pool = np.argwhere(surface if extra else interior)
-        for _ in range(50):
-            c = pool[rng.integers(len(pool))].astype(np.float64)
-            rho, sl = _ellipsoid(shape, c, radii_mm, _random_rotation(rng), sp)
-            if not np.any(mask[sl][rho < 1.3]):
-                break
-        inside = rho < 1.0
-        if not inside.any():
-            continue
-        sub = img[sl]
-        idx = len(lesions) + 1
-        if extra:
-            kind = "extra_axial"
-            sub[inside] = wm_level * rng.uniform(1.5, 1.8)
-        else:
-            edema = (rho >= 1.0) & (rho < 1.6)
-            sub[edema & (mask[sl] == 0)] *= rng.uniform(0.7, 0.85)
-            kind = "ring" if d >= 12 and rng.random() < 0.7 else "solid"
-            if kind == "ring":
-                wall = rng.uniform(0.55, 0.75)
-                sub[inside & (rho >= wall)] = wm_level * rng.uniform(1.5, 1.9)
-                sub[inside & (rho < wall)] = wm_level * rng.uniform(0.35, 0.55)
-            else:
-                sub[inside] = wm_level * rng.uniform(1.4, 1.8)
-        msub = mask[sl]
-        msub[inside] = idx
-        where = np.argwhere(mask == idx)
-        box = [int(v) for v in where.min(0)] + [int(v) + 1 for v in where.max(0)]
-        lesions.append(Lesion(idx, kind, [float(v) for v in where.mean(0)], round(d, 2), box))
-        del k
-    n_vessels = int(rng.integers(n_distractors[0], n_distractors[1] + 1))
-    vessels = np.zeros(shape, dtype=np.uint8)
-    for _ in range(n_vessels):
-        before = img.copy()
-        _vessel(rng, img, brain, sp, wm_level * rng.uniform(1.5, 1.9))
-        # a vessel never paints over a lesion: lesion truth stays exact
-        img[mask > 0] = before[mask > 0]
-        vessels[img != before] = 1
-    bias = np.exp(_smooth_field(rng, shape, 3, 0.12))
-    img = img * bias
-    real = img + rng.normal(0, noise, size=shape)
-    imag = rng.normal(0, noise, size=shape)
-    img = np.sqrt(real**2 + imag**2).astype(np.float32)
-    img = (img * 1000).astype(np.int16)
+    for _ in range(count):
+        _add_lesion(rng, img, mask, lesions, interior, surface, wm_level, sp, diameter_mm, p_extra_axial)
+    img, vessels, n_vessels = _distractors_and_noise(rng, img, mask, brain, sp, wm_level, n_distractors, noise)
     affine = np.diag(list(sp) + [1.0])
     affine[:3, 3] = -np.asarray(shape) * sp / 2
     pdir = out_dir / patient_id

@@ -22,8 +22,15 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from bundle.io import dicom_write as dw
+
 ALGORITHM = "brain_mri_tumor_detection"
 MR_BRAIN = hd.sr.CodedConcept("24590-2", "LN", "MR Brain")
+
+
+def _equipment(algorithm_version: str) -> dw.Equipment:
+    """The detector as the device that wrote the object (General Equipment)."""
+    return dw.Equipment(ALGORITHM, model_name=ALGORITHM, software_versions=algorithm_version, device_serial_number="0")
 
 
 def _rect(box: Sequence[float]) -> np.ndarray:
@@ -147,18 +154,13 @@ def build_gsps(
         series_number=series_number,
         sop_instance_uid=generate_uid(),
         instance_number=1,
-        manufacturer=ALGORITHM,
-        manufacturer_model_name=ALGORITHM,
-        software_versions=algorithm_version,
-        device_serial_number="0",
+        **_equipment(algorithm_version).highdicom_kwargs(),
         content_label="AI_BOXES",
         content_description="AI tumor detection boxes",
         graphic_layers=[layer],
         graphic_annotations=annotations or None,
     )
-    # General Series needs Laterality unless the body part is known and unpaired (dciodvfy checks it)
-    if "BodyPartExamined" in sources[0]:
-        gsps.BodyPartExamined = sources[0].BodyPartExamined
+    dw.copy_body_part(gsps, sources[0])
     return gsps
 
 

@@ -1,0 +1,282 @@
+"""The README's main job, end to end on the built-in demo data (scripts/demo.py is its command line).
+
+demo data -> PACS export (DICOM, GSPS, SR) -> de-identification -> mining -> three trainings:
+(a) mined boxes only, (b) self-trained, (c) oracle on complete boxes -> evaluation on held-out,
+fully annotated test patients (F1 with 95% CI, paired bootstrap test of b vs a, FROC, COCO) ->
+inference with the final model -> docs/results.md.
+
+Every model step is a plain ``python -m monai.bundle run`` command, printed before it runs. Why
+this lives in bundle/demo/: it needs the simulator's truth (the oracle, pseudo-box scoring), which
+no library layer may see.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundle.demo.experiment import build, load_linkage, split_by_pseudonym
+from bundle.demo.pacs_export import export
+from bundle.demo.results import assemble, write_results
+from bundle.demo.synth import generate
+from bundle.engines.runner import bundle_run
+from bundle.selftrain.loop import Schedule, run_self_training
+from bundle.selftrain.pseudo import PseudoRules
+
+ROOT = Path(__file__).resolve().parents[2]
+EVAL = ["configs/train.yaml", "configs/evaluate.yaml"]
+STEPS = 7
+
+
+@dataclass
+class DemoOptions:
+    """What one demo run does; scripts/demo.py's flags, with these defaults."""
+
+    size: str = "default"  # demo size: tiny, small, default, large (large is for a GPU machine)
+    seed: int = 0
+    epochs: int = 30  # epochs of each training
+    rounds: int = 1  # self-training rounds
+    score_threshold: float | str = PseudoRules.score_threshold  # pseudo-box score, or 'auto' (each teacher's validation precision)
+    target_precision: float = Schedule.target_precision
+    n_bootstrap: int = 1000
+    work: str = "runs/demo"  # every artefact, relative to the repository
+    results: str = "docs/results.md"  # the results page this run writes
+    model_dir: str = "models"  # the self-trained model is copied here as model.pt (the bundle's model)
+    data: str = "data"  # demo data, export, de-identified copy and mined datalist
+
+
+@dataclass
+class Paths:
+    """Where a run reads and writes, resolved against the repository."""
+
+    work: Path
+    data: Path
+    model_out: Path
+    log: Path
+
+    @classmethod
+    def of(cls, o: DemoOptions) -> Paths:
+        work = ROOT / o.work
+        return cls(work=work, data=ROOT / o.data, model_out=ROOT / o.model_dir / "model.pt", log=work / "demo.log")
+
+
+def rel(p: Path) -> Path:
+    """Paths on the results page: relative to the repository when they are inside it."""
+    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+
+
+def save_untrained(path: Path, seed: int) -> None:
+    """The same network, same seed, no training: the floor every trained model must clear."""
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.utils import set_determinism
+
+    parser = ConfigParser()
+    parser.read_config(ROOT / "configs" / "train.yaml")
+    set_determinism(seed=seed)
+    net = parser.get_parsed_content("network_def")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": net.state_dict()}, path)
+
+
+def evaluate(name: str, ckpt: Path, datalist: str, out: Path, log: Path, seed: int) -> dict:
+    """One model through configs/evaluate.yaml; its metrics.json."""
+    bundle_run(
+        EVAL,
+        ROOT,
+        log,
+        bundle_root=ROOT,
+        ckpt_path=ckpt,
+        data_list_file_path=datalist,
+        dataset_dir=Path(datalist).parent,
+        output_dir=out,
+        model_name=name,
+        seed=seed,
+    )
+    return json.loads((out / "metrics.json").read_text())
+
+
+def make_data(o: DemoOptions, p: Paths) -> None:
+    """Step 1: the demo set and its simulated PACS export; the test cohort stays out of the PACS."""
+    for d in ("demo", "pacs_export", "deid", "mined"):
+        shutil.rmtree(p.data / d, ignore_errors=True)
+    res = generate(p.data / "demo", size=o.size, seed=o.seed)
+    # the test cohort stays out of the PACS: it is the separately, fully labelled test set
+    record = export(p.data / "demo", p.data / "pacs_export", seed=o.seed, splits=("training", "validation"))
+    n_files = sum(1 for f in (p.data / "pacs_export" / "dicom").rglob("*") if f.is_file())
+    print(f"  demo images {res['counts']}; export: {n_files} files, {len(record['patients'])} studies", flush=True)
+
+
+def deidentify(p: Paths) -> None:
+    """Step 2: PS3.15 Annex E de-identification; key and linkage table kept apart from the data."""
+    secure = p.data / "secure"
+    secure.mkdir(parents=True, exist_ok=True)
+    key = secure / "demo.key"
+    if not key.exists():
+        key.write_text(secrets.token_hex(32))
+    bundle_run(
+        "configs/deidentify.yaml",
+        ROOT,
+        p.log,
+        input_dir=p.data / "pacs_export" / "dicom",
+        output_dir=p.data / "deid",
+        key_file=key,
+        linkage_file=secure / "linkage.csv",
+    )
+
+
+def mine(p: Paths) -> tuple[dict, dict]:
+    """Step 3: mine the de-identified export, then the experiment's datalists in demo coordinates; (mining report, experiment)."""
+    data, work, log, secure = p.data, p.work, p.log, p.data / "secure"
+    split_file = work / "split_pseudonyms.json"
+    split = json.loads((data / "demo" / "truth.json").read_text())["split"]
+    split_file.write_text(json.dumps(split_by_pseudonym(split, load_linkage(secure / "linkage.csv")), indent=1))
+    bundle_run("configs/mine.yaml", ROOT, log, source_dir=data / "deid", output_dir=data / "mined", split_file=split_file, progress=False)
+    mining = json.loads((data / "mined" / "mining_report.json").read_text())
+    exp = build(data / "demo", data / "mined" / "datalist.json", work / "datalists", secure / "linkage.csv")
+    print(f"  mining: {mining['counts']}", flush=True)
+    print(
+        f"  training images {exp['counts']['training_images']}: {exp['counts']['mined_boxes']} mined boxes, {exp['counts']['complete_boxes']} lesions in truth",
+        flush=True,
+    )
+    return mining, exp
+
+
+def self_train(o: DemoOptions, p: Paths, exp: dict) -> dict:
+    """Step 4: (a) is round 0 (mined boxes only), (b) the round validation chose."""
+    st = run_self_training(
+        str(p.work / "selftrain"),
+        exp["mined"],
+        PseudoRules(score_threshold=o.score_threshold),
+        Schedule(rounds=o.rounds, target_precision=o.target_precision),
+        truth=exp["truth_map"],
+        train_overrides={"epochs": o.epochs, "seed": o.seed},
+    )
+    print((p.work / "selftrain" / "report.md").read_text(), flush=True)
+    return st
+
+
+def train_oracle(o: DemoOptions, p: Paths, exp: dict) -> None:
+    """Step 5: (c) the same training images with every lesion boxed."""
+    bundle_run(
+        "configs/train.yaml",
+        ROOT,
+        p.log,
+        bundle_root=ROOT,
+        data_list_file_path=exp["oracle"],
+        dataset_dir=Path(exp["oracle"]).parent,
+        ckpt_dir=p.work / "oracle" / "models",
+        output_dir=p.work / "oracle" / "train_eval",
+        epochs=o.epochs,
+        seed=o.seed,
+    )
+
+
+def evaluate_models(o: DemoOptions, p: Paths, st: dict, exp: dict) -> tuple[dict[str, Path], dict, dict, dict]:
+    """Step 6: every model on the held-out test patients, and the paired tests (b) vs (a), (c) vs (a).
+
+    Returns (model checkpoints, metrics per model, b_vs_a, c_vs_a).
+    """
+    from bundle.metrics.report import compare
+
+    work = p.work
+    models = {
+        "mined_only": Path(st["rounds"][0]["dir"]) / "models" / "model.pt",
+        # (b) is the round validation chose; with no improving round it is (a) itself, as the loop ships it
+        "self_trained": Path(st["best_model"]),
+        "oracle": work / "oracle" / "models" / "model.pt",
+        "untrained": work / "untrained" / "model.pt",
+    }
+    save_untrained(models["untrained"], o.seed)
+    dl = exp["mined"]  # validation/test sections are the same complete truth in every experiment datalist
+    metrics = {n: evaluate(n, ck, dl, work / "eval" / n, p.log, o.seed) for n, ck in models.items()}
+
+    def preds(n: str) -> tuple[str, str]:
+        return str(work / "eval" / n / "predictions_validation.json"), str(work / "eval" / n / "predictions_test.json")
+
+    def paired(better: str, code: str) -> dict:
+        return compare(
+            dl,
+            preds(better),
+            preds("mined_only"),
+            str(work / "eval" / code),
+            (better, "mined_only"),
+            n_bootstrap=o.n_bootstrap,
+            seed=o.seed,
+        )
+
+    return models, metrics, paired("self_trained", "b_vs_a"), paired("oracle", "c_vs_a")
+
+
+def infer(p: Paths, self_trained: Path, datalist: str) -> None:
+    """Step 7: the self-trained model becomes the bundle's model; inference on the test split."""
+    p.model_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(self_trained, p.model_out)
+    bundle_run(
+        "configs/inference.yaml",
+        ROOT,
+        p.log,
+        bundle_root=ROOT,
+        ckpt_dir=p.model_out.parent,
+        data_list_file_path=datalist,
+        dataset_dir=Path(datalist).parent,
+        output_path=p.work / "predictions_test.json",
+    )
+
+
+class _Clock:
+    """Wall time per step, printed as each step ends and kept for the results page."""
+
+    def __init__(self) -> None:
+        self.t_start = self.t0 = time.time()
+        self.times: dict[str, float] = {}
+
+    def start(self, n: int, text: str) -> None:
+        print(f"{n}/{STEPS} {text}", flush=True)
+        self.t0 = time.time()
+
+    def stop(self, name: str) -> None:
+        self.times[name] = time.time() - self.t0
+        print(f"  [{name}: {self.times[name]:.0f} s]", flush=True)
+
+
+def run(o: DemoOptions, command: str) -> dict:
+    """All seven steps; writes results.json and the results page; returns the results. ``command``: how it was called."""
+    p = Paths.of(o)
+    if p.work.exists():
+        shutil.rmtree(p.work)
+    p.work.mkdir(parents=True)
+    clock = _Clock()
+    clock.start(1, f"demo data ({o.size}, seed {o.seed}) and the simulated PACS export")
+    make_data(o, p)
+    clock.stop("data_and_export")
+    clock.start(2, "de-identify the export (PS3.15 Annex E; key and linkage table kept apart from the data)")
+    deidentify(p)
+    clock.stop("deidentify")
+    clock.start(3, "mine the de-identified export into a detection datalist")
+    mining, exp = mine(p)
+    clock.stop("mine")
+    clock.start(4, f"self-training: round 0 = (a) mined only; {o.rounds} round(s) of pseudo-boxes = (b)")
+    st = self_train(o, p, exp)
+    clock.stop("self_training")
+    clock.start(5, "(c) oracle: the same training images with every lesion boxed")
+    train_oracle(o, p, exp)
+    clock.stop("oracle")
+    clock.start(6, "evaluate on the held-out, fully annotated test patients")
+    models, metrics, b_vs_a, c_vs_a = evaluate_models(o, p, st, exp)
+    clock.stop("evaluate")
+    clock.start(7, f"the self-trained model becomes {rel(p.model_out)}; inference on the test split")
+    infer(p, models["self_trained"], exp["mined"])
+    clock.stop("inference")
+    clock.times["total"] = time.time() - clock.t_start
+    results = assemble(command, o, st, mining, exp, metrics, b_vs_a, c_vs_a, clock.times, str(rel(Path(b_vs_a["plots"]["froc"]))))
+    (p.work / "results.json").write_text(json.dumps(results, indent=2))
+    md = write_results(results, ROOT / o.results, rel(p.work / "results.json"))
+    print("\n" + md)
+    print(f"model: {rel(p.model_out)}   predictions: {rel(p.work / 'predictions_test.json')}   FROC plot: {results['froc_plot']}")
+    print(f"total time: {clock.times['total']:.0f} s")
+    return results

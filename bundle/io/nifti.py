@@ -1,4 +1,4 @@
-"""DICOM image (or DeepLesion PNG) -> the 2D NIfTI slice the trainer reads (same layout as bundle.demo.synth.write_slice).
+"""DICOM image (or DeepLesion PNG) -> the 2D NIfTI slice the trainer reads (the layout of every datalist slice, demo slices included).
 
 Why one code path: mined boxes are in array coordinates of exactly this file. Array axis 0 = DICOM
 column (x), axis 1 = row (y), i.e. `pixel_array.T`, so a GSPS point (col, row) is a box corner (x, y).

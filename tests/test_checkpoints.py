@@ -152,3 +152,35 @@ def test_training_resumes_where_it_stopped(repo_root, tiny_demo, tmp_path):
     wf.run()
     wf.finalize()
     assert sorted(p.name for p in states.glob("*.pt")) == ["train_state_checkpoint_epoch=1.pt"]
+
+
+@pytest.mark.parametrize("configs", [["train.yaml"], ["train.yaml", "train_volume.yaml"], ["train.yaml", "evaluate.yaml"], "monailabel"])
+def test_every_training_config_resolves_its_checkpoint_expressions(repo_root, tmp_path, configs):
+    """A merged config replaces `imports`; each must still import what the checkpoint expressions name.
+    MONAI Label's package never resumes (it fine-tunes from model.pt on every /train request)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    if configs == "monailabel":
+        from scripts.package_bundle import NAME, package
+
+        folder = package(tmp_path / NAME, root=repo_root, target="monailabel", make_zip=False, models_dir=tmp_path / "none")["folder"]
+        parser.read_config(f"{folder}/configs/train.yaml")
+    else:
+        parser.read_config([str(repo_root / "configs" / c) for c in configs])
+    parser["bundle_root"] = str(tmp_path)
+    parser["device"] = "$torch.device('cpu')"
+    (tmp_path / "models" / "train_state").mkdir(parents=True)
+    torch.save(_state(1), tmp_path / "models" / "train_state" / "s.pt")
+    resumes = configs != "monailabel"
+    assert parser.get_parsed_content("resume_from") == (str(tmp_path / "models" / "train_state" / "s.pt") if resumes else None)
+    assert parser.get_parsed_content("train_state_interval") == (1 if resumes else 0)
+    # pretrained weights (a self-training student's start) load from a pre-0.5.0 file through the same helper
+    weights = {
+        k: torch.randn_like(v) if v.is_floating_point() else v for k, v in parser.get_parsed_content("network_def").state_dict().items()
+    }
+    torch.save({"model": weights, "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "old.pt")
+    parser["pretrained_ckpt"] = str(tmp_path / "old.pt")
+    (i,) = [i for i, e in enumerate(parser["initialize"]) if "pretrained_ckpt" in e]
+    parser.get_parsed_content(f"initialize#{i}")
+    assert _same(parser.get_parsed_content("network").state_dict(), weights)

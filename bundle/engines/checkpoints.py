@@ -23,7 +23,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-OLD_FORMAT_KEYS = {"model", "optimizer"}
 CONVERT_HINT = "python -m bundle.engines.checkpoints {path}"
 
 
@@ -96,7 +95,9 @@ class KeyMetricState:
 
 
 def _epoch_of(state: Mapping) -> int:
-    trainer = state.get("trainer", {})
+    if not isinstance(state, Mapping) or not isinstance(state.get("trainer"), Mapping):
+        raise ValueError("no trainer state in it")
+    trainer = state["trainer"]
     if "epoch" in trainer:
         return int(trainer["epoch"])
     return int(trainer.get("iteration", 0)) // max(1, int(trainer.get("epoch_length") or 1))

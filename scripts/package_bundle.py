@@ -10,12 +10,19 @@ through imports between our modules) and must not carry tests, caches, data or s
 ``--target monailabel`` makes the volume config (configs/inference_volume.yaml) the bundle's
 ``inference.yaml`` and describes 3D input / box output in metadata.json, because MONAI Label
 serves detection on 3D volumes only and reads those two files.
+
+When there is a ``models/model.pt`` the package gets the zoo's format (the network weights alone;
+a pre-0.5.0 ``{"model": ..., "optimizer": ...}`` file is converted), a ``models/model.ts``
+exported from it with ``monai.bundle.ckpt_export`` exactly as the zoo's ``ci/verify_bundle.py``
+calls it (no ``key_in_ckpt``), and a ``large_files.yml`` that lists exactly those files with
+their md5 (``--large-files-url`` fills the download URLs of a release).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import re
 import shutil
@@ -28,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "brain_mri_tumor_detection"
 REQUIRED = ["configs/metadata.json", "configs/inference.yaml", "LICENSE", "docs/README.md"]
+LARGE_FILES = ["models/model.pt", "models/model.ts"]
 _MODULE_RE = re.compile(r"\bbundle(?:\.[A-Za-z_]\w*)+")
 
 
@@ -110,11 +118,59 @@ def monailabel_metadata(meta: dict) -> dict:
     return meta
 
 
-def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = True, models_dir: Path | None = None) -> dict:
+def md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_torchscript(out: Path) -> Path:
+    """models/model.ts from the package's model.pt, with the zoo's own call (``ckpt_export``, no ``key_in_ckpt``)."""
+    from monai.bundle import ckpt_export
+
+    ts = out / "models" / "model.ts"
+    ckpt_export(
+        net_id="network_def",
+        filepath=str(ts),
+        ckpt_file=str(out / "models" / "model.pt"),
+        meta_file=str(out / "configs" / "metadata.json"),
+        config_file=str(out / "configs" / "inference.yaml"),
+        bundle_root=str(out),
+    )
+    return ts
+
+
+def write_large_files(out: Path, url_base: str = "") -> list[dict]:
+    """large_files.yml: the package's model files, each with its md5; url empty unless a release hosts them."""
+    entries = []
+    for rel in LARGE_FILES:
+        if (out / rel).is_file():
+            url = f"{url_base.rstrip('/')}/{Path(rel).name}" if url_base else ""
+            entries.append({"path": rel, "url": url, "hash_val": md5(out / rel), "hash_type": "md5"})
+    head = (
+        "# Written by scripts/package_bundle.py: exactly the large files this package holds, with their md5.\n"
+        "# Files over the zoo's 25 MB limit leave the package; their url then says where to download them.\n"
+    )
+    (out / "large_files.yml").write_text(head + yaml.safe_dump({"large_files": entries}, sort_keys=False))
+    return entries
+
+
+def package(
+    out: Path,
+    root: Path = ROOT,
+    target: str = "zoo",
+    make_zip: bool = True,
+    models_dir: Path | None = None,
+    large_files_url: str = "",
+) -> dict:
     """Write the bundle folder (and ``<out>.zip``); return the manifest (relative paths).
 
-    ``models_dir`` (default ``<root>/models``) is where model.pt / model.ts are taken from.
+    ``models_dir`` (default ``<root>/models``) is where model.pt (or, without it, model.ts) is taken from.
     """
+    from bundle.engines.checkpoints import convert
+
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -123,12 +179,12 @@ def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = 
     files += sorted(p for p in (root / "configs").iterdir() if p.is_file())
     files += sorted(p for p in (root / "docs").rglob("*") if p.is_file())
     files += [root / "LICENSE"]
-    if (root / "large_files.yml").is_file():
-        files.append(root / "large_files.yml")
     models = Path(models_dir) if models_dir else root / "models"
-    for name in ("model.pt", "model.ts"):
-        if (models / name).is_file():
-            files.append(models / name)
+    # model.ts is exported from model.pt below, so a stale one is never shipped beside it
+    if (models / "model.pt").is_file():
+        files.append(models / "model.pt")
+    elif (models / "model.ts").is_file():
+        files.append(models / "model.ts")
     for f in files:
         rel = Path("models") / f.name if f.parent == models else f.relative_to(root)
         dst = out / rel
@@ -143,9 +199,18 @@ def package(out: Path, root: Path = ROOT, target: str = "zoo", make_zip: bool = 
 
         parser = ConfigParser()
         parser.read_config([str(root / "configs" / "train.yaml"), str(root / "configs" / "train_volume.yaml")])
+        # MONAI Label fine-tunes from models/model.pt on every /train request ("pretrained"); a saved
+        # training state from the previous request would make the next one resume instead
+        parser["resume"] = False
+        parser["train_state_interval"] = 0
         ConfigParser.export_config_file(
             parser.get(), str(out / "configs" / "train.yaml"), fmt="yaml", default_flow_style=None, sort_keys=False
         )
+    if (out / "models" / "model.pt").is_file():
+        if convert(out / "models" / "model.pt"):
+            print(f"{models / 'model.pt'} is in the pre-0.5.0 format; the package holds its weights alone", file=sys.stderr)
+        export_torchscript(out)
+    write_large_files(out, large_files_url)
     manifest = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     missing = [r for r in REQUIRED if r not in manifest]
     if missing:
@@ -162,9 +227,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "dist" / NAME)
     p.add_argument("--target", choices=["zoo", "monailabel"], default="zoo")
     p.add_argument("--models-dir", type=Path, default=None, help="where model.pt/model.ts are (default: models/)")
+    p.add_argument("--large-files-url", default="", help="where a release hosts model.pt/model.ts (fills large_files.yml url)")
     p.add_argument("--no-zip", action="store_true")
     a = p.parse_args()
-    res = package(a.out.resolve(), target=a.target, make_zip=not a.no_zip, models_dir=a.models_dir)
+    res = package(a.out.resolve(), target=a.target, make_zip=not a.no_zip, models_dir=a.models_dir, large_files_url=a.large_files_url)
     print(json.dumps({"folder": res["folder"], "zip": res["zip"], "n_files": len(res["files"])}, indent=1))
     for f in res["files"]:
         print(" ", f)

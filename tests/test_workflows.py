@@ -44,11 +44,20 @@ def trained(repo_root, tiny_demo, tmp_path_factory):
 
 @pytest.mark.slow
 def test_train_writes_checkpoint(trained):
+    """model.pt: the network's weights alone (the zoo's format); the resumable state in models/train_state."""
     import torch
 
     ckpt = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
-    assert set(ckpt) == {"model", "optimizer"}
-    assert any(k.startswith("feature_extractor") for k in ckpt["model"])
+    assert all(isinstance(v, torch.Tensor) for v in ckpt.values())
+    states = sorted((trained / "models" / "train_state").glob("*.pt"))
+    assert [p.name for p in states] == ["train_state_checkpoint_epoch=1.pt", "train_state_checkpoint_epoch=2.pt"]
+    state = torch.load(states[-1], map_location="cpu", weights_only=True)
+    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model"}
+    assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
+    assert state["lr_scheduler"]["last_epoch"] == 2
+    ((score, name),) = state["best_model"]["_saved"]  # the best-model bookkeeping: one model.pt, its score
+    assert name == f"model_key_metric={score:.4f}.pt"
+    assert set(ckpt) == set(state["model"])
 
 
 @pytest.mark.slow

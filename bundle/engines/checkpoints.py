@@ -1,0 +1,171 @@
+"""Checkpoint formats: ``models/model.pt`` holds the network weights alone; training state lives apart.
+
+Why: the model zoo, MONAI Label and ``monai.bundle ckpt_export`` (without ``key_in_ckpt``) read
+``model.pt`` as a bare ``state_dict``, which is what ``CheckpointSaver`` writes for a one-entry
+``save_dict`` (zoo bundles: ``{"model": "@network"}``). What a resumed training needs besides the
+weights (optimizer, scheduler, trainer epoch, the best-model bookkeeping) goes to a separate
+state file in ``train_state_dir``, written and read with MONAI's CheckpointSaver/CheckpointLoader.
+
+Bundles before 0.5.0 saved ``{"model": ..., "optimizer": ...}`` as ``model.pt``; every reader here
+still accepts it, and ``python -m bundle.engines.checkpoints OLD.pt [NEW.pt]`` converts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CONVERT_HINT = "python -m bundle.engines.checkpoints {path}"
+
+
+def _load(path: str | Path, map_location: Any = "cpu") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated file, pickle of arbitrary objects, not a torch file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def is_old_format(ckpt: Any) -> bool:
+    """``{"model": state_dict, "optimizer": ...}``, what bundles before 0.5.0 wrote as model.pt."""
+    return isinstance(ckpt, Mapping) and "model" in ckpt and _is_state_dict(ckpt["model"]) and not _is_state_dict(ckpt)
+
+
+def network_weights(path: str | Path, map_location: Any = "cpu") -> dict[str, torch.Tensor]:
+    """The network's ``state_dict`` from ``path``: zoo format (bare) or the pre-0.5.0 ``{"model": ...}``."""
+    ckpt = _load(path, map_location)
+    if _is_state_dict(ckpt):
+        return dict(ckpt)
+    if is_old_format(ckpt):
+        logger.warning(
+            "%s is in the pre-0.5.0 format {'model': ..., 'optimizer': ...}; convert it with: %s", path, CONVERT_HINT.format(path=path)
+        )
+        return dict(ckpt["model"])
+    keys = sorted(ckpt)[:5] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+    raise ValueError(f"{path}: not network weights (a state_dict, or {{'model': state_dict, ...}}); found {keys}")
+
+
+def convert(src: str | Path, dst: str | Path | None = None) -> bool:
+    """Rewrite a pre-0.5.0 ``model.pt`` as the weights alone (in place unless ``dst``); False if already so."""
+    ckpt = _load(src)
+    dst = Path(dst) if dst else Path(src)
+    if _is_state_dict(ckpt):
+        if dst != Path(src):
+            torch.save(ckpt, str(dst))
+        return False
+    weights = network_weights(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(weights, str(tmp))
+    tmp.replace(dst)
+    return True
+
+
+class KeyMetricState:
+    """The best-metric bookkeeping of a ``CheckpointSaver(save_key_metric=True)`` as a state dict.
+
+    Why: saved with the training state, a resumed run replaces ``model.pt`` only by a model that
+    beats the best one before the interruption, not by the first one it validates. MONAI's own
+    ``key_metric_save_state`` would put this into ``model.pt`` itself, which must stay weights only.
+    """
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+
+    def state_dict(self) -> dict:
+        ckpt = getattr(self.saver, "_key_metric_checkpoint", None)
+        return dict(ckpt.state_dict()) if ckpt is not None else {"_saved": []}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        self.saver.load_state_dict(state_dict)
+
+
+def _epoch_of(state: Mapping) -> int:
+    if not isinstance(state, Mapping) or not isinstance(state.get("trainer"), Mapping):
+        raise ValueError("no trainer state in it")
+    trainer = state["trainer"]
+    if "epoch" in trainer:
+        return int(trainer["epoch"])
+    return int(trainer.get("iteration", 0)) // max(1, int(trainer.get("epoch_length") or 1))
+
+
+def _states(state_dir: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, file) of every readable training state in state_dir, oldest first."""
+    out = []
+    for f in sorted(Path(state_dir).glob("*.pt")) if Path(state_dir).is_dir() else []:
+        try:
+            out.append((_epoch_of(_load(f)), f))
+        except (ValueError, AttributeError, TypeError) as e:
+            logger.warning("skipping training state %s: %s", f, e)
+    return sorted(out)
+
+
+def resume_path(state_dir: str | Path, max_epochs: int, resume: bool = True) -> str | None:
+    """The newest readable, unfinished training state in ``state_dir``, or None to start afresh.
+
+    A state at ``max_epochs`` or beyond is a finished run: running the same config again trains
+    anew instead of doing nothing. Unreadable files (a run killed while saving) are skipped.
+    """
+    if not resume:
+        return None
+    states = _states(state_dir)
+    if not states:
+        return None
+    epoch, path = states[-1]
+    if epoch >= max_epochs:
+        logger.warning("training state %s is a finished run (epoch %d of %d): training anew", path, epoch, max_epochs)
+        return None
+    logger.info("resuming training from %s (epoch %d of %d)", path, epoch, max_epochs)
+    return str(path)
+
+
+def attach_train_state(trainer: Any, saver: Any, load_dict: dict, resume_from: str | None, map_location: Any = None) -> None:
+    """Attach the state saver (a CheckpointSaver with ``save_interval``) and, to resume, a CheckpointLoader.
+
+    Why here and not in ``train#handlers``: the state holds the trainer itself, so the handlers
+    cannot be built before it. The saver's ``n_saved`` bookkeeping starts empty in every process;
+    a resumed run registers the states already saved (so the oldest are removed as new ones come),
+    a new run removes the previous run's states (they would outrank its own by epoch).
+    """
+    from monai.handlers import CheckpointLoader
+
+    interval = getattr(saver, "_interval_checkpoint", None)
+    if interval is not None:
+        states = _states(saver.save_dir)
+        keep = (states[-interval.n_saved :] if interval.n_saved else states) if resume_from else []
+        for state in states:
+            if state not in keep:
+                logger.info("removing training state %s (%s)", state[1], "beyond n_saved" if resume_from else "from a previous run")
+                state[1].unlink()
+        interval.load_state_dict({"_saved": [(epoch, f.name) for epoch, f in keep]})
+    saver.attach(trainer)
+    if resume_from:
+        CheckpointLoader(load_path=resume_from, load_dict=load_dict, map_location=map_location).attach(trainer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Convert a pre-0.5.0 model.pt ({'model': ..., 'optimizer': ...}) to the weights alone.")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path, nargs="?", default=None, help="default: rewrite src in place")
+    a = p.parse_args(argv)
+    changed = convert(a.src, a.dst)
+    print(f"{a.dst or a.src}: {'converted to the weights alone' if changed else 'already the weights alone'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

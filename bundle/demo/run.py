@@ -80,7 +80,7 @@ def save_untrained(path: Path, seed: int) -> None:
     set_determinism(seed=seed)
     net = parser.get_parsed_content("network_def")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": net.state_dict()}, path)
+    torch.save(net.state_dict(), path)  # the zoo format models/model.pt uses
 
 
 def evaluate(name: str, ckpt: Path, datalist: str, out: Path, log: Path, seed: int) -> dict:

@@ -1,4 +1,4 @@
-"""PNG plots a person can look at: the FROC curve and the precision-recall curve."""
+"""PNG plots a person can look at: the FROC curve, the precision-recall curve, and one patient's slices with boxes."""
 
 from __future__ import annotations
 
@@ -10,22 +10,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bundle.metrics.froc import LUNA_FP_RATES, froc_curve  # noqa: E402
+from bundle.metrics.froc import LUNA_FP_RATES, UNIT_LABELS, froc_curve  # noqa: E402
 from bundle.metrics.matching import ImageMatch  # noqa: E402
 
 
 def plot_froc(curves: dict[str, list[ImageMatch]], path: str | Path, unit: str = "image") -> str:
-    """One FROC line per model, log-scaled FP axis, LUNA16 operating points marked."""
+    """One FROC line per model (one match per unit), log-scaled FP axis, LUNA16 operating points marked.
+
+    Drawn as straight segments between the curve's points: the interpolation the CPM uses.
+    """
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, matches in curves.items():
-        fppi, sens, _ = froc_curve(matches)
-        ax.step(np.r_[0, fppi], np.r_[0, sens], where="post", label=name)
+        fps, sens = froc_curve(matches)
+        ax.plot(fps[::-1], sens[::-1], label=name)
     for r in LUNA_FP_RATES:
         ax.axvline(r, color="0.85", lw=0.8, zorder=0)
     ax.set_xscale("log")
     ax.set_xlim(LUNA_FP_RATES[0] / 2, LUNA_FP_RATES[-1] * 2)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel(f"false positives per {unit}")
+    ax.set_xlabel(UNIT_LABELS.get(unit, f"FP per {unit}"))
     ax.set_ylabel("sensitivity")
     ax.set_title("FROC")
     ax.grid(alpha=0.3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,3 +364,42 @@ def test_threshold_for_precision_takes_the_most_recall_at_the_target():
     t, at = threshold_for_precision([m], 1.01)
     assert t == float("inf") and at["tp"] == 0
     assert threshold_for_precision([match_image([], [], truth)], 0.5)[0] == float("inf")
+
+
+def _pixels_of(png, colour: str) -> int:
+    import matplotlib.colors
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(str(png))[..., :3] * 255).round().astype(int)
+    want = (np.array(matplotlib.colors.to_rgb(colour)) * 255).round().astype(int)
+    return int(np.all(rgb == want, axis=-1).sum())
+
+
+def test_patient_picture_shows_the_slices_with_findings(tmp_path):
+    """Four slices of one patient: truth on two, a kept prediction on a third, nothing on the fourth -> 3 panels."""
+    from bundle.metrics import plots
+    from bundle.metrics.report import patient_items, patient_pictures
+
+    truth = [[[10, 10, 30, 30]], [], [[5, 5, 20, 25]], []]
+    preds = [([[10, 10, 30, 30]], [0.9]), ([[40, 40, 50, 50]], [0.7]), ([], []), ([[1, 1, 9, 9]], [0.1])]
+    dl, (p,) = _files(tmp_path, truth, [preds])
+    doc = json.loads((tmp_path / "dl.json").read_text())
+    for it in doc["test"]:
+        it["patient"] = "p0"
+    (tmp_path / "dl.json").write_text(json.dumps(doc))
+    items = patient_items(dl, "test", "p0")
+    r = plots.plot_patient(items, tmp_path / "p0.png", load_predictions(p), threshold=0.5)
+    assert [Path(x).name for x in r["panels"]] == ["img0.nii.gz", "img1.nii.gz", "img2.nii.gz"] and r["not_shown"] == 0
+    legend_only = _pixels_of(tmp_path / "p0.png", plots.MINED_COLOUR)  # no mined box given: its colour is in the legend only
+    assert _pixels_of(tmp_path / "p0.png", plots.TRUTH_COLOUR) > legend_only + 100
+    assert _pixels_of(tmp_path / "p0.png", plots.PREDICTION_COLOUR) > legend_only + 30
+    # mined and pseudo boxes (one list per item) add their colours; the score-0.1 slice stays out at 0.5
+    mined, pseudo = plots.boxes_by_source({"box": [[10, 10, 30, 30], [40, 5, 60, 20]], "box_source": ["mined", "pseudo"]})
+    r = plots.plot_patient(items, tmp_path / "p0b.png", load_predictions(p), 0.5, mined=[mined, [], [], []], pseudo=[pseudo, [], [], []])
+    assert len(r["panels"]) == 3
+    assert _pixels_of(tmp_path / "p0b.png", plots.MINED_COLOUR) > legend_only + 30
+    assert _pixels_of(tmp_path / "p0b.png", plots.PSEUDO_COLOUR) > legend_only + 30
+    r = plots.plot_patient(items, tmp_path / "p0c.png", load_predictions(p), threshold=0.05, max_panels=2)
+    assert len(r["panels"]) == 2 and r["not_shown"] == 2  # at 0.05 the fourth slice has a finding too
+    (shown,) = patient_pictures(dl, p, 0.5, str(tmp_path / "pics"), ["p0"])
+    assert Path(shown["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(shown["panels"]) == 3

@@ -72,6 +72,24 @@ def pair(preds: dict[str, dict], truth: list[dict], where: str) -> list[tuple[di
     return [(t, preds.get(t["image"], empty)) for t in truth]
 
 
+def patient_items(datalist_path: str | Path, key: str, patient: str) -> list[dict]:
+    """One patient's items of a datalist section, absolute image paths: what plots.plot_patient draws."""
+    items = [t for t in load_truth(datalist_path, key) if t.get("patient") == patient]
+    if not items:
+        raise ValueError(f"{datalist_path}: no '{key}' item of patient {patient!r}")
+    return items
+
+
+def patient_pictures(
+    datalist: str, predictions: str, threshold: float, output_dir: str, patients: list[str], key: str = "test"
+) -> list[dict]:
+    """A PNG per patient (``<output_dir>/<patient>.png``): truth and the predictions kept at the operating point."""
+    preds = load_predictions(predictions)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [plots.plot_patient(patient_items(datalist, key, p), out / f"{p}.png", preds, threshold, title=f"{p} ({key})") for p in patients]
+
+
 def match_all(pairs: list[tuple[dict, dict]], criterion: str = "iou", iou_threshold: float = 0.5) -> list[ImageMatch]:
     out = []
     for t, p in pairs:

@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bundle.datalist.schema import PER_BOX
 from bundle.demo.synth import slice_boxes
 from bundle.selftrain.loop import absolute_datalist
 
@@ -72,7 +73,9 @@ def build(
         full = complete_boxes(demo, truth, patient, int(it["instance_number"]) - 1, min_visible_mm)
         truth_map[it["image"]] = full
         training.append(it)
-        oracle_training.append(dict(it) | {"box": full, "label": [0] * len(full), "box_source": ["oracle"] * len(full)})
+        # the mined boxes' per-box fields (long_mm, provenance, ...) describe other boxes: the oracle item drops them
+        image_fields = {k: v for k, v in it.items() if k not in PER_BOX}
+        oracle_training.append(image_fields | {"box": full, "label": [0] * len(full), "box_source": ["oracle"] * len(full)})
     sections = {"validation": demo_dl["validation"], "test": demo_dl["test"]}
     paths = {}
     for name, tr in (("mined", training), ("oracle", oracle_training)):

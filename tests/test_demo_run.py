@@ -57,7 +57,13 @@ def test_demo_command_runs_end_to_end(tmp_path):
     r = json.loads((tmp_path / "work" / "results.json").read_text())
     assert set(r["models"]) == {"mined_only", "self_trained", "oracle", "untrained"}
     assert r["test_patients"] >= 1 and r["experiment"]["training_images"] >= 1
-    assert 0.0 <= r["b_vs_a"]["p_value"] <= 1.0
+    # the paired test compares exactly the two reported models, at their reported operating points
+    models, t = r["models"], r["b_vs_a"]
+    assert t["difference"] == pytest.approx(models["self_trained"]["f1"] - models["mined_only"]["f1"], abs=1e-12)
+    assert t["n_patients"] == r["test_patients"] and t["n_resamples"] == 50 and t["ci_low"] <= t["ci_high"]
+    # two-sided P = 2 (k + 1) / (n + 1) for an integer k >= 0, capped at 1: never below the +1 floor
+    k = t["p_value"] * 51 / 2 - 1
+    assert t["p_value"] == 1.0 or (k >= 0 and k == pytest.approx(round(k), abs=1e-9))
     # the test cohort never entered the PACS export: no mined item belongs to a test patient
     truth = json.loads((tmp_path / "data" / "demo" / "truth.json").read_text())
     exported = {p.name for p in (tmp_path / "data" / "pacs_export" / "dicom").iterdir() if p.is_dir()}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bundle.datalist.rules import SizeRule
 from bundle.metrics import bootstrap, breakdown, froc, study
 from bundle.metrics.coco import coco_metrics
 from bundle.metrics.matching import best_f1_threshold, counts_at, match_image, prf, threshold_for_precision
@@ -75,13 +77,55 @@ def test_froc_hand_worked():
     # 2 images, 2 truths. scores: 0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP, 0.5 FP
     m1 = match_image([[10, 10, 20, 20], [30, 30, 35, 35], [0, 0, 2, 2]], [0.9, 0.8, 0.5], GT)
     m2 = match_image([[10, 10, 20, 20], [30, 30, 35, 35]], [0.7, 0.6], GT)
-    fppi, sens, thr = froc.froc_curve([m1, m2])
-    assert fppi.tolist() == [0.0, 0.5, 0.5, 1.0, 1.5]
-    assert sens.tolist() == [0.5, 0.5, 1.0, 1.0, 1.0]
+    fps, sens = froc.froc_curve([m1, m2])  # MONAI's order: thresholds 0.5 ... 0.9, then nothing kept
+    assert fps.tolist() == [1.5, 1.0, 0.5, 0.5, 0.0, 0.0]
+    assert sens.tolist() == [1.0, 1.0, 1.0, 0.5, 0.5, 0.0]
     s = froc.sensitivity_at([m1, m2], (0.125, 0.5, 1.0, 8.0))
     assert s == {"0.125": 0.5, "0.5": 1.0, "1": 1.0, "8": 1.0}
     summ = froc.froc_summary([m1, m2])
     assert summ["cpm"] == pytest.approx((0.5 + 0.5 + 1 + 1 + 1 + 1 + 1) / 7)
+    assert summ["fp_unit"] == "image" and "FP per image" in summ["label"] and summ["n_units"] == 2
+
+
+def test_froc_interpolates_between_points_per_image_and_per_patient():
+    """A TP and a FP tied at 0.9 make a sloped FROC segment: interpolation reads half-way, a step function reads 0.
+
+    Patient A: slice a1 has a truth found at 0.9, slice a2 a FP at 0.9. Patient B: slice b1 a truth found
+    at 0.4, slice b2 a FP at 0.3. Per patient (2 units) the curve runs (0, 0) -> (0.5, 0.5) at threshold
+    0.9, so at 0.25 FP per patient the sensitivity is 0.25 by interpolation (the step value would be 0).
+    """
+    a1 = match_image([[10, 10, 20, 20]], [0.9], GT)
+    a2 = match_image([[40, 40, 50, 50]], [0.9], [])
+    b1 = match_image([[10, 10, 20, 20]], [0.4], GT)
+    b2 = match_image([[40, 40, 50, 50]], [0.3], [])
+    per_patient = froc.by_patient([a1, a2, b1, b2], ["A", "A", "B", "B"])
+    assert [m.n_truth for m in per_patient] == [1, 1] and per_patient[0].tp.tolist() == [True, False]
+    s = froc.sensitivity_at(per_patient, (0.125, 0.25, 0.5, 1.0, 8.0))
+    assert s == {"0.125": 0.125, "0.25": 0.25, "0.5": 1.0, "1": 1.0, "8": 1.0}
+    summ = froc.froc_summary(per_patient, "patient")
+    assert summ["cpm"] == pytest.approx((0.125 + 0.25 + 1 + 1 + 1 + 1 + 1) / 7)
+    assert "FP per patient" in summ["label"] and summ["n_units"] == 2
+    # per image (4 units) the same sloped segment ends at 0.25 FP per image
+    per_image = froc.sensitivity_at([a1, a2, b1, b2], (0.0625, 0.125, 0.25))
+    assert per_image == {"0.0625": 0.125, "0.125": 0.25, "0.25": 1.0}
+
+
+def test_froc_without_truth_or_predictions():
+    assert froc.froc_summary([match_image([], [], [])])["cpm"] == 0.0
+    assert froc.froc_summary([match_image([], [], GT)])["cpm"] == 0.0
+
+
+def test_size_rule_restriction_ignores_truth_outside_the_rule():
+    # at 1 mm pixels: truth 5 mm (too small), 15 mm, 80 mm (too large); predictions on the 5 mm one,
+    # the 15 mm one, and one on nothing
+    truth = [[0, 0, 5, 5], [20, 20, 35, 30], [40, 0, 120, 60]]
+    m = match_image([[0, 0, 5, 5], [20, 20, 35, 30], [200, 200, 210, 210], [40, 0, 120, 60]], [0.9, 0.8, 0.7, 0.6], truth)
+    (r,) = breakdown.restrict_to_size([m], [truth], [(1.0, 1.0)], SizeRule())
+    assert r.n_truth == 1 and r.scores.tolist() == [0.8, 0.7] and r.tp.tolist() == [True, False]
+    assert r.matched_truth.tolist() == [0, -1]
+    assert counts_at([r], 0.0) == (1, 1, 0) and counts_at([m], 0.0) == (3, 1, 0)
+    (none,) = breakdown.restrict_to_size([match_image([[1, 1, 4, 4]], [0.5], [])], [[]], [(1.0, 1.0)], SizeRule())
+    assert none.n_truth == 0 and none.tp.tolist() == [False]
 
 
 def test_bootstrap_ci_contains_point_and_is_seeded():
@@ -108,6 +152,34 @@ def test_paired_test_clearly_better_model_p_below_005():
     b[::5] = [4, 1, 1]  # B is as good on some patients: the test still sees A ahead
     t = bootstrap.paired_test(a, b, 1000, seed=0)
     assert t["difference"] > 0.2 and t["ci_low"] > 0 and t["p_value"] < 0.05
+
+
+def _easy_and_hard_patients() -> tuple[np.ndarray, np.ndarray]:
+    """Patients differ far more among themselves than the models do; A is a little better on every patient."""
+    a = np.array([[9, 1, 1]] * 10 + [[2, 8, 8]] * 10)
+    b = np.array([[8, 2, 2]] * 10 + [[1, 9, 9]] * 10)
+    return a, b
+
+
+def test_paired_test_resamples_the_same_patients_for_both_models():
+    """Paired, the small consistent gain is significant; resampling each model's patients apart drowns it in
+    patient mix. An implementation with unpaired resamples fails this test."""
+    a, b = _easy_and_hard_patients()
+    t = bootstrap.paired_test(a, b, 2000, seed=0)
+    assert t["difference"] == pytest.approx(220 / 400 - 180 / 400)  # pooled F1 = 2TP / (2TP + FP + FN): 0.55 - 0.45
+    assert t["ci_low"] > 0 and t["p_value"] < 0.01
+    # the unpaired version on the same data: its interval covers 0, so the data tell the two apart
+    f1 = lambda w, c: bootstrap._prf(w @ c)["f1"]  # noqa: E731
+    unpaired = f1(bootstrap.resample_weights(20, 2000, 1), a) - f1(bootstrap.resample_weights(20, 2000, 2), b)
+    assert np.percentile(unpaired, 2.5) < 0 < np.percentile(unpaired, 97.5)
+
+
+def test_paired_test_p_value_has_the_plus_one_floor():
+    """A better on every patient: no resample has a difference <= 0, so P = 2 x 1/(n+1), never 0."""
+    a, b = _easy_and_hard_patients()
+    t = bootstrap.paired_test(a, b, 999, seed=4)
+    assert t["ci_low"] > 0
+    assert t["p_value"] == pytest.approx(2 / 1000)
 
 
 def test_study_level_auc_and_threshold():
@@ -231,11 +303,32 @@ def test_report_writes_json_markdown_and_plots(tmp_path):
     r = evaluate(dl, pg, pg, str(tmp_path / "out"), n_bootstrap=200)
     assert r["test"]["f1"] == 1.0 and r["operating_threshold"] == 0.7
     assert r["test_study"]["auc"] is None  # both patients have lesions
-    for f in ("metrics.json", "summary.md", "froc.png", "pr.png"):
+    for f in ("metrics.json", "summary.md", "froc.png", "froc_per_patient.png", "pr.png"):
         assert (tmp_path / "out" / f).stat().st_size > 0
     c = compare(dl, (pg, pg), (pb, pb), str(tmp_path / "cmp"), ("good", "bad"), n_bootstrap=200)
     assert c["paired_f1_test"]["difference"] > 0
     assert (tmp_path / "cmp" / "compare.md").read_text().count("good") >= 2
+
+
+def test_report_labels_every_figure_and_scores_inside_the_size_rule(tmp_path):
+    """A 6 mm lesion the model misses: F1 over all truth counts it, F1 inside the 10-70 mm rule does not."""
+    truth = [[[10, 10, 30, 30], [40, 40, 46, 44]], [], [[5, 5, 20, 25]], []]  # 20, 6, 20 mm at 1 mm pixels
+    preds = [([[10, 10, 30, 30]], [0.9]), ([[1, 1, 9, 9]], [0.2]), ([[5, 5, 20, 25]], [0.8]), ([], [])]
+    dl, (p,) = _files(tmp_path, truth, [preds])
+    r = evaluate(dl, p, p, str(tmp_path / "out"), n_bootstrap=100)
+    assert r["operating_threshold"] == 0.8
+    assert (r["test"]["tp"], r["test"]["fn"]) == (2, 1) and r["test"]["f1"] == pytest.approx(0.8)
+    inside = r["test_size_rule"]
+    assert inside["n_truth"] == 2 and inside["f1"] == 1.0 and inside["rule"] == {"min_long_mm": 10.0, "max_long_mm": 70.0}
+    assert r["labels"]["test_mAP"].startswith("COCO mAP@[IoU 0.10:0.50:0.05]")
+    assert "10-70 mm" in r["labels"]["test_size_rule"] and "all truth boxes" in r["labels"]["test"]
+    assert "FP per image" in r["labels"]["test_froc"] and "FP per patient" in r["labels"]["test_froc_per_patient"]
+    assert r["test_froc_per_patient"]["n_units"] == 2 and r["test_froc"]["n_units"] == 4
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| F1 (IoU >= 0.5), all truth boxes | 0.800" in md
+    assert "| F1 (IoU >= 0.5), truth inside the size rule 10-70 mm (2 truth boxes); predictions on truth outside it ignored | 1.000" in md
+    assert "COCO mAP@[IoU 0.10:0.50:0.05]" in md and "FROC CPM, FP per patient (2 patients" in md
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["labels"] == r["labels"]
 
 
 def test_report_errors_name_the_problem(tmp_path):
@@ -271,3 +364,42 @@ def test_threshold_for_precision_takes_the_most_recall_at_the_target():
     t, at = threshold_for_precision([m], 1.01)
     assert t == float("inf") and at["tp"] == 0
     assert threshold_for_precision([match_image([], [], truth)], 0.5)[0] == float("inf")
+
+
+def _pixels_of(png, colour: str) -> int:
+    import matplotlib.colors
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(str(png))[..., :3] * 255).round().astype(int)
+    want = (np.array(matplotlib.colors.to_rgb(colour)) * 255).round().astype(int)
+    return int(np.all(rgb == want, axis=-1).sum())
+
+
+def test_patient_picture_shows_the_slices_with_findings(tmp_path):
+    """Four slices of one patient: truth on two, a kept prediction on a third, nothing on the fourth -> 3 panels."""
+    from bundle.metrics import plots
+    from bundle.metrics.report import patient_items, patient_pictures
+
+    truth = [[[10, 10, 30, 30]], [], [[5, 5, 20, 25]], []]
+    preds = [([[10, 10, 30, 30]], [0.9]), ([[40, 40, 50, 50]], [0.7]), ([], []), ([[1, 1, 9, 9]], [0.1])]
+    dl, (p,) = _files(tmp_path, truth, [preds])
+    doc = json.loads((tmp_path / "dl.json").read_text())
+    for it in doc["test"]:
+        it["patient"] = "p0"
+    (tmp_path / "dl.json").write_text(json.dumps(doc))
+    items = patient_items(dl, "test", "p0")
+    r = plots.plot_patient(items, tmp_path / "p0.png", load_predictions(p), threshold=0.5)
+    assert [Path(x).name for x in r["panels"]] == ["img0.nii.gz", "img1.nii.gz", "img2.nii.gz"] and r["not_shown"] == 0
+    legend_only = _pixels_of(tmp_path / "p0.png", plots.MINED_COLOUR)  # no mined box given: its colour is in the legend only
+    assert _pixels_of(tmp_path / "p0.png", plots.TRUTH_COLOUR) > legend_only + 100
+    assert _pixels_of(tmp_path / "p0.png", plots.PREDICTION_COLOUR) > legend_only + 30
+    # mined and pseudo boxes (one list per item) add their colours; the score-0.1 slice stays out at 0.5
+    mined, pseudo = plots.boxes_by_source({"box": [[10, 10, 30, 30], [40, 5, 60, 20]], "box_source": ["mined", "pseudo"]})
+    r = plots.plot_patient(items, tmp_path / "p0b.png", load_predictions(p), 0.5, mined=[mined, [], [], []], pseudo=[pseudo, [], [], []])
+    assert len(r["panels"]) == 3
+    assert _pixels_of(tmp_path / "p0b.png", plots.MINED_COLOUR) > legend_only + 30
+    assert _pixels_of(tmp_path / "p0b.png", plots.PSEUDO_COLOUR) > legend_only + 30
+    r = plots.plot_patient(items, tmp_path / "p0c.png", load_predictions(p), threshold=0.05, max_panels=2)
+    assert len(r["panels"]) == 2 and r["not_shown"] == 2  # at 0.05 the fourth slice has a finding too
+    (shown,) = patient_pictures(dl, p, 0.5, str(tmp_path / "pics"), ["p0"])
+    assert Path(shown["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(shown["panels"]) == 3

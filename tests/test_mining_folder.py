@@ -101,3 +101,35 @@ def test_config_runs_with_overrides(pacs_export, repo_root, tmp_path):
     report = json.loads((tmp_path / "mining_report.json").read_text())
     assert report["exclusions"].get("out_of_date_range", 0) >= 3
     assert "too_small" not in report["exclusions"]
+
+
+CLEAN = dict(p_not_largest=0.0, p_near_slice=0.0, noise_fraction=0.0, p_second_reader=0.0)
+HARD = dict(p_not_largest=1.0, p_near_slice=1.0, noise_fraction=0.3, p_second_reader=1.0)
+
+
+@pytest.mark.parametrize("knobs", [CLEAN, HARD], ids=["tidy_readers", "every_difficulty_up"])
+def test_mining_matches_the_record_whatever_the_readers_do(knobs, tiny_demo, tmp_path):
+    """Tidy readers, and readers with every difficulty turned up (another lesion than the largest, a nearby
+    slice, 30% endpoint noise, a second reader on every study): mining gives exactly the record's boxes and reasons."""
+    from bundle.demo.clinic.config import READERS
+    from bundle.demo.pacs_export import ExportConfig, export
+
+    record = export(tiny_demo, tmp_path / "pacs", seed=5, config=ExportConfig(**knobs), workers=1)
+    res = Miner(str(tmp_path / "mined"), source=FolderSource(tmp_path / "pacs" / "dicom"), workers=1, convert=False, progress=False).run()
+    assert len(match_record(record, res["datalist"])) == record["expected_counts"]["kept"] >= 5
+    assert res["report"]["exclusions"] == {k: v for k, v in record["expected_counts"].items() if k != "kept"}
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    marks = [m for p in record["patients"] for m in p["measured_lesions"] + p["second_reader_lesions"]]
+    second = [m for p in record["patients"] for m in p["marks"] if m.get("operator") == READERS[3]]
+    if knobs is CLEAN:  # the largest lesions, on their largest slice, one reader
+        for p, tp in zip(record["patients"], truth["patients"]):
+            by_size = [les["index"] for les in sorted(tp["lesions"], key=lambda x: (-x["diameter_mm"], x["index"]))]
+            assert [m["lesion"] for m in p["measured_lesions"]] == by_size[: len(p["measured_lesions"])]
+        assert all(m["slice"] == m["largest_slice"] for m in marks) and not second
+    else:  # each difficulty really happened
+        assert all(p["second_reader_lesions"] for p in record["patients"])
+        assert sum(m["status"] == "duplicate" for m in second) >= 1 and sum(m["status"] == "kept" for m in second) >= 1
+        assert sum(m["slice"] != m["largest_slice"] for m in marks) >= 3  # thin lesions of the tiny demo leave few neighbours
+        firsts = [p["measured_lesions"][0]["lesion"] for p in record["patients"]]
+        largest = [max(tp["lesions"], key=lambda x: (x["diameter_mm"], -x["index"]))["index"] for tp in truth["patients"]]
+        assert sum(f != g for f, g in zip(firsts, largest)) >= 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from bundle.demo.clinic.config import READERS
 from bundle.demo.clinic.incidents import SIMULATE
 from bundle.demo.pacs_export import INCIDENTS, export
 
@@ -64,10 +65,17 @@ def test_record_and_identities(pacs_export, tiny_demo):
     seen_incidents = [i for p in record["patients"] for i in p["incidents"]]
     assert sorted(seen_incidents) == sorted(INCIDENTS)
     for p, tp in zip(record["patients"], truth["patients"]):
-        by_size = [les["index"] for les in sorted(tp["lesions"], key=lambda x: (-x["diameter_mm"], x["index"]))]
+        lesions = {les["index"] for les in tp["lesions"]}
         measured = [m["lesion"] for m in p["measured_lesions"]]
-        assert 1 <= len(measured) <= 3 and measured == by_size[: len(measured)]  # the largest ones
-        assert sorted(measured + p["unmeasured_lesions"]) == sorted(by_size)
+        second = [m["lesion"] for m in p["second_reader_lesions"]]
+        assert 1 <= len(measured) == len(set(measured)) <= 3 and len(second) == len(set(second)) <= 3
+        assert {m["operator"] for m in p["measured_lesions"]} == {READERS[0]} and {m["operator"] for m in p["second_reader_lesions"]} <= {
+            READERS[3]
+        }
+        seen = set(measured) | set(second)
+        assert seen | set(p["unmeasured_lesions"]) == lesions and not seen & set(p["unmeasured_lesions"])
+        for m in p["measured_lesions"] + p["second_reader_lesions"]:
+            assert abs(m["slice"] - m["largest_slice"]) <= 2  # ExportConfig.near_slices
     ds = pydicom.dcmread(next((pacs_export / "dicom" / "demo-000" / "t1c").iterdir()))
     assert str(ds.PatientName).startswith("SYNTHETIC^") and ds.PatientID == "demo-000" and ds.PatientBirthDate == ""
 

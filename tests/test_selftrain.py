@@ -133,13 +133,37 @@ def test_auto_threshold_follows_each_teachers_validation_precision(tmp_path):
         select_pseudo([[0, 0, 20, 20]], [0.9], [], SP, rules)
 
 
+def test_auto_threshold_decides_which_pseudo_boxes_are_added(tmp_path):
+    """The 'auto' threshold from the teacher's validation predictions is the one applied to its training
+    predictions: the boxes at or above it are added, the one below it is not (explicit predictions, no training)."""
+    truth = [[0, 0, 10, 10], [20, 20, 30, 30]]
+    dl = {
+        "training": [{"image": str(tmp_path / "t.nii.gz"), "box": [[100, 100, 120, 120]], "label": [0], "patient": "p1"}],
+        "validation": [{"image": str(tmp_path / "v.nii.gz"), "box": truth, "label": [0, 0], "patient": "p2"}],
+    }
+    (tmp_path / "dl.json").write_text(json.dumps(dl))
+    val = {"image": dl["validation"][0]["image"], "box": [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]], "score": [0.9, 0.8, 0.7]}
+    (tmp_path / "predictions_validation.json").write_text(json.dumps({"predictions": [val]}))
+    rules = PseudoRules(score_threshold="auto", iou_max=0.1, max_per_image=5)
+    st = SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), rules, Schedule(target_precision=0.6))
+    r, info = st.rules_for({"dir": str(tmp_path), "datalist": str(tmp_path / "dl.json")})
+    assert info["score_threshold"] == r.score_threshold == 0.7  # precision 2/3 there
+    preds = {dl["training"][0]["image"]: {"box": [[0, 0, 20, 20], [30, 30, 50, 50], [60, 60, 80, 80]], "score": [0.95, 0.7, 0.69]}}
+    new, stats = expand_datalist(dl, preds, {dl["training"][0]["image"]: SP}, 1, r)
+    item = new["training"][0]
+    assert item["box_source"] == ["mined", "pseudo", "pseudo"] and item["box_score"] == [None, 0.95, 0.7]
+    assert stats["boxes_added"] == 2
+
+
 @pytest.mark.slow
 def test_self_train_config_runs_with_monai_bundle(tiny_demo, tmp_path):
-    """configs/self_train.yaml through `python -m monai.bundle run`, with the 'auto' threshold and its record."""
+    """configs/self_train.yaml through `python -m monai.bundle run`, rules overridden on the command line so that a
+    round surely adds pseudo-boxes (threshold 0, any size): they are there, with their provenance and scores."""
     from bundle.engines.runner import bundle_run
 
     tiny = TINY_TRAINING
     work = tmp_path / "work"
+    permissive = {"score_threshold": 0.0, "iou_max": 0.1, "min_long_mm": 0.0, "max_long_mm": 1000.0, "max_per_image": 2}
     bundle_run(
         "configs/self_train.yaml",
         ROOT,
@@ -147,17 +171,15 @@ def test_self_train_config_runs_with_monai_bundle(tiny_demo, tmp_path):
         datalist=tiny_demo / "datalist.json",
         work_dir=work,
         **{"schedule#rounds": 1},
+        **{f"pseudo_rules#{k}": v for k, v in permissive.items()},
         train_overrides=json.dumps(tiny),
     )
     state = json.loads((work / "state.json").read_text())
     assert [r["round"] for r in state["rounds"]] == [0, 1]
     info = state["rounds"][1]["pseudo"]["threshold"]
-    assert info["rule"] == "validation precision >= 0.5"
-    added = [
-        s
-        for it in json.loads((work / "round1" / "datalist.json").read_text())["training"]
-        for s, src in zip(it["box_score"], it["box_source"])
-        if src == "pseudo"
-    ]
-    assert all(s >= info["score_threshold"] for s in added)
+    assert info == {"score_threshold": 0.0, "rule": "fixed"}
+    training = json.loads((work / "round1" / "datalist.json").read_text())["training"]
+    added = [(s, r) for it in training for s, src, r in zip(it["box_score"], it["box_source"], it["box_round"]) if src == "pseudo"]
+    assert len(added) == state["rounds"][1]["pseudo"]["boxes_added"] > 0
+    assert all(s is not None and s >= 0.0 and r == 1 for s, r in added)
     assert (work / "report.md").is_file() and state["best_model"].endswith("model.pt")

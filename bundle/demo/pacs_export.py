@@ -4,14 +4,16 @@ Why: mining must be tested against complete truth. A real PACS never says which 
 skipped; this export does. Each demo patient becomes an MR study (axial T1 post-contrast series, an
 axial FLAIR series) whose pixels are exactly the demo volume (`pixel_array.T == vol[:, :, z]`), and
 readers' marks as GSPS (POLYLINE rulers, RECIST pairs, PIXEL or DISPLAY units) and DICOM SR TID 1500
-(SCOORD POLYLINE/ELLIPSE, SCOORD3D). Only the 1-3 largest lesions per study are measured (configurable),
-with reader noise; incidents a real export contains are spread round-robin over the patients so even a
+(SCOORD POLYLINE/ELLIPSE, SCOORD3D). Only 1-3 lesions per study are measured, as a clinic's readers do
+(ExportConfig, defaults): endpoint noise of 10% of the line, sometimes not the largest lesion, sometimes on a
+slice near the largest cross-section, and on 30% of studies a second reader the next day, whose marks of
+a lesion already measured on the same image mining must merge as duplicates; incidents a real export contains are spread round-robin over the patients so even a
 4-patient export has each: measurements on another series, too small / too large rulers, duplicates by a
 second reader, a truncated file, a non-DICOM file, an SR group pointing at a segmentation, a reference to
 a deleted image, an image without PixelSpacing, a POINT marker and a Key Object Selection document.
 
-`record.json` keeps, per patient, which demo lesions were measured, on which slice, how, and the status
-a correct miner must give each mark (kept with its box, or the exclusion reason). Names and IDs are
+`record.json` keeps, per patient, which demo lesions were measured, by whom, on which slice, how, and the
+status a correct miner must give each mark (kept with its box, or the exclusion reason, "duplicate" included). Names and IDs are
 obviously synthetic (no PHI).
 
 This module is the driver (which patient gets which incident, the record); the clinic it drives is
@@ -30,7 +32,7 @@ import numpy as np
 from bundle.demo.clinic.config import INCIDENTS, ExportConfig
 from bundle.demo.clinic.incidents import SIMULATE
 from bundle.demo.clinic.patient import PatientExport
-from bundle.demo.clinic.readers import measure_primary
+from bundle.demo.clinic.readers import measure_primary, measure_second
 from bundle.demo.clinic.study import ClinicStudy
 from bundle.mining.rules.boxes import BoxRules
 
@@ -61,14 +63,22 @@ def export_patient(
     measured = measure_primary(w, lesions, n_measure)
     for inc in incidents if measured else []:  # a normal study has images only
         SIMULATE[inc](w, measured)
-    for rec in measured:
+    second = measure_second(w, np.random.default_rng([seed, 7919, number, 2]), lesions, measured)
+    for rec in measured + second:
         rec.pop("clean_lines", None)
+    seen = {r["lesion"] for r in measured + second}
+
+    def summary(recs: list[dict]) -> list[dict]:
+        keys = ("lesion", "slice", "largest_slice", "status", "operator")
+        return [{k: r[k] for k in keys} for r in recs]
+
     return {
         "patient": study.pid,
         "study_date": date,
         "study_instance_uid": study.study_uid,
-        "measured_lesions": [{"lesion": r["lesion"], "slice": r["slice"], "status": r["status"]} for r in measured],
-        "unmeasured_lesions": [les["index"] for les in lesions[n_measure:]],
+        "measured_lesions": summary(measured),
+        "second_reader_lesions": summary(second),
+        "unmeasured_lesions": [les["index"] for les in lesions if les["index"] not in seen],
         "incidents": incidents,
         "marks": w.marks,
         "files": w.files,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bundle.datalist.rules import SizeRule
 from bundle.metrics.matching import ImageMatch
 
 SIZE_BINS_MM = ((0.0, 10.0, "<10 mm"), (10.0, 20.0, "10-20 mm"), (20.0, 40.0, "20-40 mm"), (40.0, np.inf, ">40 mm"))
@@ -65,4 +66,21 @@ def breakdown(
             }
             for k in keys
         }
+    return out
+
+
+def restrict_to_size(matches: list[ImageMatch], truth_boxes: list, spacings: list, rule: SizeRule) -> list[ImageMatch]:
+    """The matches as if truth outside the size rule were ignore regions: scoring "inside the rule" fairly.
+
+    Why: mined-only training never sees a lesion outside 10-70 mm, so a fair F1 for it counts only
+    truth inside the rule. A truth outside it is neither missed (no FN) nor a target, and a
+    prediction matched to it is neither TP nor FP (dropped); unmatched predictions stay FPs.
+    """
+    out = []
+    for m, tb, sp in zip(matches, truth_boxes, spacings):
+        inside = np.array([rule.contains(float(mm)) for mm in long_axis_mm(tb, sp)], dtype=bool)
+        keep = ~m.tp | inside[np.maximum(m.matched_truth, 0)] if len(inside) else np.ones(len(m.scores), dtype=bool)
+        new_index = np.cumsum(inside) - 1
+        matched = np.where(m.tp[keep], new_index[np.maximum(m.matched_truth[keep], 0)] if len(inside) else -1, -1)
+        out.append(ImageMatch(scores=m.scores[keep], tp=m.tp[keep], n_truth=int(inside.sum()), matched_truth=matched))
     return out

@@ -17,6 +17,21 @@ from monai.data.box_utils import box_iou
 
 from bundle.metrics.matching import best_f1_threshold, match_image
 
+IOU_RANGE = (0.1, 0.5, 0.05)  # start, end (included), step: small lesions make IoU 0.5:0.95 too harsh
+MAX_DETECTION = 100
+
+
+def coco_label(kind: str = "mAP", iou_range: Sequence[float] = IOU_RANGE, max_detection: int = MAX_DETECTION) -> str:
+    """The exact name of a COCO figure, e.g. 'COCO mAP@[IoU 0.10:0.50:0.05]': a bare "mAP" hides its IoU range."""
+    lo, hi, step = iou_range
+    return f"COCO {kind}@[IoU {lo:.2f}:{hi:.2f}:{step:.2f}], max {max_detection} detections per image"
+
+
+def coco_key(kind: str = "mAP", iou_range: Sequence[float] = IOU_RANGE, max_detection: int = MAX_DETECTION) -> str:
+    """The key MONAI's COCOMetric gives that figure."""
+    lo, hi, step = iou_range
+    return f"{kind}_IoU_{lo:.2f}_{hi:.2f}_{step:.2f}_MaxDet_{max_detection}"
+
 
 def coco_metrics(
     pred_boxes: Sequence,
@@ -25,9 +40,9 @@ def coco_metrics(
     gt_boxes: Sequence,
     gt_labels: Sequence,
     classes: Sequence[str] = ("tumor",),
-    iou_range: tuple[float, float, float] = (0.1, 0.5, 0.05),
+    iou_range: tuple[float, float, float] = IOU_RANGE,
     iou_list: Sequence[float] = (0.1, 0.5),
-    max_detection: int = 100,
+    max_detection: int = MAX_DETECTION,
 ) -> dict[str, float]:
     """COCO mAP/mAR over iou_range plus AP/AR at each IoU in iou_list, one entry per image in each list."""
     metric = COCOMetric(classes=list(classes), iou_list=list(iou_list), iou_range=list(iou_range), max_detection=[max_detection])
@@ -85,8 +100,8 @@ class DetectionMetric(Metric):
             [r.get("label", np.zeros(0)) for r in recs],
         )
         summary = {
-            "mAP": res.get("mAP_IoU_0.10_0.50_0.05_MaxDet_100", 0.0),
-            "mAR": res.get("mAR_IoU_0.10_0.50_0.05_MaxDet_100", 0.0),
+            "mAP": res.get(coco_key("mAP"), 0.0),
+            "mAR": res.get(coco_key("mAR"), 0.0),
             "AP_IoU_0.50": res.get("AP_IoU_0.50_MaxDet_100", 0.0),
         }
         matches = [

@@ -14,9 +14,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bundle.datalist.rules import SizeRule
 from bundle.datalist.schema import read_datalist
 from bundle.metrics import bootstrap, breakdown, froc, plots, study
-from bundle.metrics.coco import coco_metrics
+from bundle.metrics.coco import coco_key, coco_label, coco_metrics
 from bundle.metrics.matching import ImageMatch, best_f1_threshold, counts_at, match_image, prf
 
 
@@ -69,6 +70,24 @@ def pair(preds: dict[str, dict], truth: list[dict], where: str) -> list[tuple[di
         raise ValueError(f"{where}: predictions for {len(unknown)} image(s) not in the truth, e.g. {unknown[0]}")
     empty = {"box": [], "score": [], "label": []}
     return [(t, preds.get(t["image"], empty)) for t in truth]
+
+
+def patient_items(datalist_path: str | Path, key: str, patient: str) -> list[dict]:
+    """One patient's items of a datalist section, absolute image paths: what plots.plot_patient draws."""
+    items = [t for t in load_truth(datalist_path, key) if t.get("patient") == patient]
+    if not items:
+        raise ValueError(f"{datalist_path}: no '{key}' item of patient {patient!r}")
+    return items
+
+
+def patient_pictures(
+    datalist: str, predictions: str, threshold: float, output_dir: str, patients: list[str], key: str = "test"
+) -> list[dict]:
+    """A PNG per patient (``<output_dir>/<patient>.png``): truth and the predictions kept at the operating point."""
+    preds = load_predictions(predictions)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [plots.plot_patient(patient_items(datalist, key, p), out / f"{p}.png", preds, threshold, title=f"{p} ({key})") for p in patients]
 
 
 def match_all(pairs: list[tuple[dict, dict]], criterion: str = "iou", iou_threshold: float = 0.5) -> list[ImageMatch]:
@@ -136,16 +155,20 @@ def evaluate(
     test_key: str = "test",
     fp_unit: str = "image",
     name: str = "model",
+    size_rule: SizeRule | None = None,
 ) -> dict:
-    """Every figure for one model: P/R/F1 with CIs, FROC/CPM, COCO, study level, breakdowns, plots."""
+    """Every figure for one model: P/R/F1 with CIs (all lesions and inside the size rule), FROC/CPM per image
+    and per patient, COCO, study level, breakdowns, plots; each figure's exact name under "labels"."""
     s = score_model(datalist, val_predictions, test_predictions, criterion, iou_threshold, val_key, test_key)
-    result = _figures(s, n_bootstrap, seed, fp_unit)
+    result = _figures(s, n_bootstrap, seed, fp_unit, size_rule or SizeRule())
     result.update({"name": name, "criterion": criterion, "iou_threshold": iou_threshold})
+    result["labels"] = labels(result)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = result["test"]
     result["plots"] = {
         "froc": plots.plot_froc({name: s.matches}, out / "froc.png", fp_unit),
+        "froc_per_patient": plots.plot_froc({name: froc.by_patient(s.matches, s.patients)}, out / "froc_per_patient.png", "patient"),
         "pr": plots.plot_pr({name: s.matches}, out / "pr.png", {name: (t["recall"], t["precision"])}),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -153,7 +176,37 @@ def evaluate(
     return result
 
 
-def _figures(s: Scored, n_bootstrap: int, seed: int, fp_unit: str) -> dict:
+def _match_label(criterion: str, iou_threshold: float) -> str:
+    return f"IoU >= {iou_threshold:g}" if criterion == "iou" else "prediction centre inside the truth box"
+
+
+def labels(r: dict) -> dict[str, str]:
+    """The exact name of each headline figure in metrics.json: IoU range, FP unit, which lesions count."""
+    match = _match_label(r["criterion"], r["iou_threshold"])
+    rule = r["test_size_rule"]["rule"]
+    return {
+        "test": f"precision / recall / F1 at the operating threshold, {match}, all truth boxes",
+        "test_size_rule": f"precision / recall / F1 at the operating threshold, {match}, truth boxes with long axis "
+        f"{rule['min_long_mm']:g}-{rule['max_long_mm']:g} mm (the mining size rule); predictions matched to truth outside it ignored",
+        "test_mAP": coco_label("mAP"),
+        "test_mAR": coco_label("mAR"),
+        "test_froc": r["test_froc"]["label"],
+        "test_froc_per_patient": r["test_froc_per_patient"]["label"],
+    }
+
+
+def _size_rule_figures(s: Scored, spacings: list, rule: SizeRule, n_bootstrap: int, seed: int) -> dict:
+    """P/R/F1 with patient bootstrap CIs counting only truth inside the size rule (see breakdown.restrict_to_size)."""
+    inside = breakdown.restrict_to_size(s.matches, [t["box"] for t, _ in s.pairs], spacings, rule)
+    _, counts = bootstrap.patient_counts(inside, s.patients, s.threshold)
+    return prf(*counts_at(inside, s.threshold)) | {
+        "rule": {"min_long_mm": rule.min_long_mm, "max_long_mm": rule.max_long_mm},
+        "n_truth": sum(m.n_truth for m in inside),
+        "ci95": bootstrap.bootstrap_ci(counts, n_bootstrap, seed),
+    }
+
+
+def _figures(s: Scored, n_bootstrap: int, seed: int, fp_unit: str, size_rule: SizeRule | None = None) -> dict:
     pairs = s.pairs
     test = prf(*counts_at(s.matches, s.threshold))
     _, counts = bootstrap.patient_counts(s.matches, s.patients, s.threshold)
@@ -177,9 +230,11 @@ def _figures(s: Scored, n_bootstrap: int, seed: int, fp_unit: str) -> dict:
         "test_images": len(pairs),
         "test_patients": len(set(s.patients)),
         "test_coco": coco,
-        "test_mAP": coco.get("mAP_IoU_0.10_0.50_0.05_MaxDet_100", float("nan")),
-        "test_mAR": coco.get("mAR_IoU_0.10_0.50_0.05_MaxDet_100", float("nan")),
+        "test_mAP": coco.get(coco_key("mAP"), float("nan")),
+        "test_mAR": coco.get(coco_key("mAR"), float("nan")),
+        "test_size_rule": _size_rule_figures(s, spacings, size_rule or SizeRule(), n_bootstrap, seed),
         "test_froc": froc.froc_summary(s.matches, fp_unit),
+        "test_froc_per_patient": froc.froc_summary(froc.by_patient(s.matches, s.patients), "patient"),
         "test_study": study.study_metrics(ss, sa, study_thr),
         "test_breakdown": breakdown.breakdown(
             s.matches,
@@ -218,6 +273,9 @@ def compare(
         names[0]: _figures(sa, n_bootstrap, seed, "image"),
         names[1]: _figures(sb, n_bootstrap, seed, "image"),
     }
+    for n in names:
+        result[n].update({"criterion": criterion, "iou_threshold": iou_threshold})
+        result[n]["labels"] = labels(result[n])
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     result["plots"] = {
@@ -233,26 +291,40 @@ def _ci(c: dict, k: str) -> str:
     return f"{c[k]['value']:.3f} ({c[k]['ci_low']:.3f}-{c[k]['ci_high']:.3f})"
 
 
+def _cpm_row(fr: dict) -> str:
+    rates = " / ".join(f"{v:.3f}" for v in fr["sensitivity_at_fp"].values())
+    return f"| FROC CPM, FP per {fr['fp_unit']} ({fr['n_units']} {fr['fp_unit']}s; sensitivity at 1/8 ... 8: {rates}) | {fr['cpm']:.3f} |"
+
+
 def summary_markdown(r: dict) -> str:
     t, ci, fr, st = r["test"], r["test_ci95"], r["test_froc"], r["test_study"]
+    sr, rule = r["test_size_rule"], r["test_size_rule"]["rule"]
+    match = _match_label(r["criterion"], r["iou_threshold"])
+    inside = f"truth inside the size rule {rule['min_long_mm']:g}-{rule['max_long_mm']:g} mm ({sr['n_truth']} truth boxes)"
     auc = "n/a (one class only)" if st["auc"] is None else f"{st['auc']:.3f}"
     lines = [
         f"# Evaluation summary: {r.get('name', 'model')}",
         "",
-        f"Matching: {r['criterion']} (IoU >= {r['iou_threshold']}); operating score threshold {r['operating_threshold']:.3f} "
+        f"Matching: {match}; operating score threshold {r['operating_threshold']:.3f} "
         f"chosen on validation (validation F1 {r['validation']['f1']:.3f}). 95% CIs: bootstrap over "
-        f"{ci['n_patients']} test patients, {ci['n_resamples']} resamples, seed {ci['seed']}.",
+        f"{ci['n_patients']} test patients, {ci['n_resamples']} resamples, seed {ci['seed']}. FROC sensitivities are "
+        "per truth box, read off the curve by linear interpolation (LUNA16).",
         "",
         "| test metric | value (95% CI) |",
         "| --- | --- |",
         f"| images / patients | {r['test_images']} / {r['test_patients']} |",
-        f"| precision | {_ci(ci, 'precision')} |",
-        f"| recall | {_ci(ci, 'recall')} |",
-        f"| F1 | {_ci(ci, 'f1')} |",
-        f"| TP / FP / FN | {t['tp']} / {t['fp']} / {t['fn']} |",
-        f"| COCO mAP / mAR (IoU 0.1-0.5) | {r['test_mAP']:.3f} / {r['test_mAR']:.3f} |",
-        f"| FROC CPM (mean sensitivity at 1/8-8 FP per {fr['fp_unit']}) | {fr['cpm']:.3f} |",
-        "| sensitivity at 0.5 / 1 / 2 / 4 / 8 FP | " + " / ".join(f"{v:.3f}" for v in fr["deeplesion_sensitivity_at_fp"].values()) + " |",
+        f"| precision, all truth boxes | {_ci(ci, 'precision')} |",
+        f"| recall, all truth boxes | {_ci(ci, 'recall')} |",
+        f"| F1 ({match}), all truth boxes | {_ci(ci, 'f1')} |",
+        f"| TP / FP / FN, all truth boxes | {t['tp']} / {t['fp']} / {t['fn']} |",
+        f"| F1 ({match}), {inside}; predictions on truth outside it ignored | {_ci(sr['ci95'], 'f1')} |",
+        f"| precision / recall, {inside} | {sr['precision']:.3f} / {sr['recall']:.3f} |",
+        f"| {coco_label('mAP')} / mAR | {r['test_mAP']:.3f} / {r['test_mAR']:.3f} |",
+        _cpm_row(fr),
+        *([_cpm_row(r["test_froc_per_patient"])] if "test_froc_per_patient" in r else []),
+        f"| sensitivity at 0.5 / 1 / 2 / 4 / 8 FP per {fr['fp_unit']} | "
+        + " / ".join(f"{v:.3f}" for v in fr["deeplesion_sensitivity_at_fp"].values())
+        + " |",
         f"| study level: AUC | {auc} ({st['abnormal']} abnormal, {st['normal']} normal studies) |",
         "",
         "| lesion size (long axis) | truth | detected | recall | predicted | precision |",
@@ -263,7 +335,8 @@ def summary_markdown(r: dict) -> str:
         pre = "-" if c["precision"] is None else f"{c['precision']:.3f}"
         lines.append(f"| {k} | {c['truth']} | {c['detected']} | {rec} | {c['predicted']} | {pre} |")
     if "plots" in r:
-        lines += ["", f"Plots: FROC `{r['plots']['froc']}`, precision-recall `{r['plots']['pr']}`."]
+        p = r["plots"]
+        lines += ["", f"Plots: FROC per image `{p['froc']}`, per patient `{p['froc_per_patient']}`, precision-recall `{p['pr']}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -273,13 +346,15 @@ def compare_markdown(r: dict) -> str:
     lines = [
         f"# {a} vs {b}",
         "",
-        "| model | F1 (95% CI) | precision | recall | COCO mAP | CPM |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| model | F1, all truth (95% CI) | F1, truth in size rule | precision | recall | {coco_label('mAP')} "
+        "| CPM, FP per image | CPM, FP per patient |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n in (a, b):
         f = r[n]
         lines.append(
-            f"| {n} | {_ci(f['test_ci95'], 'f1')} | {f['test']['precision']:.3f} | {f['test']['recall']:.3f} | {f['test_mAP']:.3f} | {f['test_froc']['cpm']:.3f} |"
+            f"| {n} | {_ci(f['test_ci95'], 'f1')} | {_ci(f['test_size_rule']['ci95'], 'f1')} | {f['test']['precision']:.3f} "
+            f"| {f['test']['recall']:.3f} | {f['test_mAP']:.3f} | {f['test_froc']['cpm']:.3f} | {f['test_froc_per_patient']['cpm']:.3f} |"
         )
     lines += [
         "",

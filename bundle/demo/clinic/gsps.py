@@ -75,10 +75,12 @@ def write_gsps(
     units: str = "PIXEL",
     graphic: str | None = None,
     ref_override: Dataset | None = None,
+    date: str | None = None,
 ) -> Path:
     """One GSPS holding the marks (grouped per referenced image), PIXEL or DISPLAY units; fills in each mark's object fields.
 
     ref_override: the image to reference instead of the marked one (an image deleted from the PACS).
+    date: the creation date (default the study date; a second reader reads later).
     """
     w.pr_count += 1
     n = w.pr_count
@@ -116,5 +118,5 @@ def write_gsps(
     if units == "DISPLAY":
         ds.DisplayedAreaSelectionSequence = _displayed_area_items(refs, areas)
     dw.copy_body_part(ds, refs[0])  # HEAD: unpaired, so Laterality stays absent
-    dw.set_creation_times(ds, w.study.date, time)
+    dw.set_creation_times(ds, date or w.study.date, time)
     return w.save(ds, w.out / w.study.pid / "PR" / f"PR{n:03d}.dcm", "gsps", sop_instance_uid=sop_uid)

@@ -60,7 +60,7 @@ def duplicate(w: PatientExport, measured: list[dict]) -> None:
                 prim["lesion"], "t1c", prim["slice"], "ruler", [line], "gsps", "second reader", duplicate_of=prim["sop_instance_uid"]
             )
             rec["status"] = "duplicate"
-            write_gsps(w, [rec], READERS[2], "140000")
+            write_gsps(w, [rec], READERS[2], "140000", date=w.later_date())  # a later day: mining's "earliest wins" is unambiguous
             return
 
 

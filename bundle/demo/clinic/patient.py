@@ -6,6 +6,7 @@ files, object counters); the record is what makes the export a test with complet
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from bundle.demo.clinic.config import ExportConfig
 from bundle.demo.clinic.study import ClinicStudy
 from bundle.io import dicom_write as dw
 from bundle.io.records import Measurement
-from bundle.mining.rules.boxes import BoxRules, measurement_box
+from bundle.mining.rules.boxes import BoxRules, measurement_box, size_rule
 
 
 class PatientExport:
@@ -28,6 +29,11 @@ class PatientExport:
         self.files: list[dict] = []
         self.pr_count = 0
         self.sr_count = 0
+
+    def later_date(self) -> str:
+        """The day a second reader reads the study: ``cfg.second_reader_days`` after the study date."""
+        d = _dt.date.fromisoformat(f"{self.study.date[:4]}-{self.study.date[4:6]}-{self.study.date[6:]}")
+        return (d + _dt.timedelta(days=self.cfg.second_reader_days)).strftime("%Y%m%d")
 
     def write_series(self, series: str) -> None:
         self.images.update(self.study.write_series(series, self.out))
@@ -43,13 +49,7 @@ class PatientExport:
         cols, rows = self.study.vol.shape[0], self.study.vol.shape[1]
         m = Measurement(kind=kind, points=np.asarray(points_px).tolist(), reader="sim", source="", spacing=self.study.spacing[:2])
         box, length = measurement_box(m, self.rules, shape=(cols, rows))
-        status = "kept"
-        if series == "flair":
-            status = "series_description"
-        elif length < self.rules.min_long_mm:
-            status = "too_small"
-        elif length > self.rules.max_long_mm:
-            status = "too_large"
+        status = "series_description" if series == "flair" else (size_rule(length, self.rules) or "kept")
         return {"status": status, "box": box, "long_mm": round(length, 3)}
 
     def mark(self, lesion: int | None, series: str, z: int, kind: str, lines: list[np.ndarray], fmt: str, note: str, **extra) -> dict:

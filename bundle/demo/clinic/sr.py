@@ -72,7 +72,7 @@ def _segmentation_group(w: PatientExport) -> tuple[list[Dataset], hd.sr.Volumetr
     return [img, seg_ref], group
 
 
-def write_sr(w: PatientExport, marks: list[dict], reader: str, time: str, seg_group: bool = False) -> Path:
+def write_sr(w: PatientExport, marks: list[dict], reader: str, time: str, seg_group: bool = False, date: str | None = None) -> Path:
     """One SR TID 1500 measurement report: a planar ROI group per mark (SCOORD or SCOORD3D); fills in each mark's object fields."""
     w.sr_count += 1
     n = w.sr_count
@@ -109,7 +109,7 @@ def write_sr(w: PatientExport, marks: list[dict], reader: str, time: str, seg_gr
         **EQUIPMENT.highdicom_kwargs(),
         is_complete=True,
     )
-    dw.set_creation_times(ds, w.study.date, time)
+    dw.set_creation_times(ds, date or w.study.date, time)
     return w.save(ds, w.out / w.study.pid / "SR" / f"SR{n:03d}.dcm", "sr", sop_instance_uid=sop_uid)
 
 

@@ -12,8 +12,8 @@ no library layer may see.
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass

@@ -12,8 +12,8 @@ no library layer may see.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import secrets
 import shutil
 import time
 from dataclasses import dataclass
@@ -111,13 +111,22 @@ def make_data(o: DemoOptions, p: Paths) -> None:
     print(f"  demo images {res['counts']}; export: {n_files} files, {len(record['patients'])} studies", flush=True)
 
 
-def deidentify(p: Paths) -> None:
+def demo_key(seed: int) -> str:
+    """The demo's de-identification key, derived from the seed: demo data only, never for patients.
+
+    Why not random: pseudonyms come from the key and the datalist is ordered by pseudonym, so a random key
+    gave every fresh clone a different training order, and so a different model, for the same seed. A
+    hospital keeps a secret random key (docs/deidentification.md); the synthetic demo has nothing to protect.
+    """
+    return hashlib.sha256(f"brain-mri-tumor-detection demo key, seed {seed}".encode()).hexdigest()
+
+
+def deidentify(p: Paths, seed: int) -> None:
     """Step 2: PS3.15 Annex E de-identification; key and linkage table kept apart from the data."""
     secure = p.data / "secure"
     secure.mkdir(parents=True, exist_ok=True)
     key = secure / "demo.key"
-    if not key.exists():
-        key.write_text(secrets.token_hex(32))
+    key.write_text(demo_key(seed))
     bundle_run(
         "configs/deidentify.yaml",
         ROOT,
@@ -255,7 +264,7 @@ def run(o: DemoOptions, command: str) -> dict:
     make_data(o, p)
     clock.stop("data_and_export")
     clock.start(2, "de-identify the export (PS3.15 Annex E; key and linkage table kept apart from the data)")
-    deidentify(p)
+    deidentify(p, o.seed)
     clock.stop("deidentify")
     clock.start(3, "mine the de-identified export into a detection datalist")
     mining, exp = mine(p)

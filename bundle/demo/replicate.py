@@ -40,7 +40,7 @@ class ReplicatePlan:
     data_seeds: list[int] = field(default_factory=lambda: [2027, 2028, 2029])
     train_seeds: list[int] = field(default_factory=lambda: [0, 1])
     size: str = "default"
-    epochs: int = 30
+    epochs: int = 15  # train.yaml's default
     rounds: int = 1
     score_threshold: float | str = PseudoRules.score_threshold
     target_precision: float = Schedule.target_precision

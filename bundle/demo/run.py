@@ -3,7 +3,7 @@
 demo data -> PACS export (DICOM, GSPS, SR) -> de-identification -> mining -> three trainings:
 (a) mined boxes only, (b) self-trained, (c) oracle on complete boxes -> evaluation on held-out,
 fully annotated test patients (F1 with 95% CI, paired bootstrap test of b vs a, FROC, COCO) ->
-inference with the final model -> docs/results.md.
+inference with the final model -> runs/demo/results.md (one seed; docs/results.md pools replicates).
 
 Every model step is a plain ``python -m monai.bundle run`` command, printed before it runs. Why
 this lives in bundle/demo/: it needs the simulator's truth (the oracle, pseudo-box scoring), which
@@ -44,7 +44,7 @@ class DemoOptions:
     target_precision: float = Schedule.target_precision
     n_bootstrap: int = 1000
     work: str = "runs/demo"  # every artefact, relative to the repository
-    results: str = "docs/results.md"  # the results page this run writes
+    results: str = "runs/demo/results.md"  # this run's page (docs/results.md is the replicate command's)
     model_dir: str = "models"  # the self-trained model is copied here as model.pt (the bundle's model)
     data: str = "data"  # demo data, export, de-identified copy and mined datalist
 

@@ -183,3 +183,22 @@ def test_self_train_config_runs_with_monai_bundle(tiny_demo, tmp_path):
     assert len(added) == state["rounds"][1]["pseudo"]["boxes_added"] > 0
     assert all(s is not None and s >= 0.0 and r == 1 for s, r in added)
     assert (work / "report.md").is_file() and state["best_model"].endswith("model.pt")
+
+
+def test_pseudo_boxes_keep_a_mined_items_per_box_fields_aligned(tmp_path):
+    """A mined item carries long_mm, provenance, ... per box: pseudo-boxes extend them, so the datalist stays valid."""
+    from bundle.datalist.schema import read_datalist
+    from bundle.selftrain.pseudo import write_datalist
+
+    img = str(tmp_path / "a.nii.gz")
+    mined = {"image": img, "box": [[0, 0, 15, 15]], "label": [0], "long_mm": [15.0], "provenance": [{"source": "gsps"}]}
+    mined["z_half_extent_slices"] = [2.5]
+    dl = {"training": [mined], "validation": [], "test": []}
+    preds = {str(Path(img).resolve()): {"box": [[40, 40, 60, 52]], "score": [0.9]}}
+    new, stats = expand_datalist(dl, preds, {img: SP}, 1, PseudoRules(score_threshold=0.5))
+    it = new["training"][0]
+    assert stats["boxes_added"] == 1 and len(it["box"]) == 2
+    assert it["long_mm"] == [15.0, 20.0] and it["z_half_extent_slices"] == [2.5, None]
+    assert it["provenance"][1] == {"source": "pseudo", "round": 1, "score": 0.9, "rule": "self-training pseudo-box"}
+    assert mined["long_mm"] == [15.0] and len(mined["provenance"]) == 1  # the teacher's item is untouched
+    read_datalist(write_datalist(new, tmp_path / "round1.json"))  # valid under the schema

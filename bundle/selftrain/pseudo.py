@@ -83,6 +83,20 @@ def _provenance(item: dict) -> dict:
     }
 
 
+def _extend_per_box(item: dict, box: list[float], score: float, round_index: int, spacing) -> None:
+    """Keep the item's other per-box lists (schema.PER_BOX) one entry per box: what a pseudo-box can say of itself."""
+    for name in schema.PER_BOX:
+        if name in ("box_source", "box_round", "box_score") or name not in item:
+            continue
+        if name == "long_mm":
+            value = round(float(long_axis_mm(np.asarray([box], dtype=np.float64), spacing)[0]), 3)
+        elif name == "provenance":
+            value = {"source": "pseudo", "round": round_index, "score": round(score, 4), "rule": "self-training pseudo-box"}
+        else:
+            value = None
+        item[name] = [*item[name], value]  # a new list: the teacher's datalist item is left as it was
+
+
 def expand_datalist(
     datalist: dict, predictions: dict[str, dict], spacings: dict[str, tuple], round_index: int, rules: PseudoRules
 ) -> tuple[dict, dict]:
@@ -106,6 +120,7 @@ def expand_datalist(
                 new["box_source"].append("pseudo")
                 new["box_round"].append(round_index)
                 new["box_score"].append(round(score, 4))
+                _extend_per_box(new, box, score, round_index, spacings[item["image"]])
                 added_scores.append(score)
         training.append(new)
     out["training"] = training

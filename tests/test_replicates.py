@@ -91,7 +91,20 @@ def test_replicate_command_on_the_tiny_demo(tmp_path):
     assert s["pooled"]["b_vs_a"]["n_replicates"] == 2
     text = page.read_text()
     assert "(b) - (a)" in text and "Pooled over replicates" in text and "Data seeds [4]" in text
+    assert "python scripts/replicate.py --plan#data_seeds '[4]' --plan#size tiny --plan#epochs '1'" in text
     pics = list((tmp_path / "results_pictures").glob("*.png"))
     assert len(pics) == 1 and pics[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = run(plan, str(tmp_path / "work"), None)
     assert again["replicates"] == s["replicates"]
+
+
+def test_the_page_names_the_command_that_reproduces_it():
+    from dataclasses import asdict
+
+    from bundle.demo.replicate import ReplicatePlan
+    from bundle.demo.replicate_page import command
+
+    default = asdict(ReplicatePlan())
+    assert command(default, default) == "python scripts/replicate.py"
+    plan = asdict(ReplicatePlan(data_seeds=[2027], epochs=5))
+    assert command(plan, default) == "python scripts/replicate.py --plan#data_seeds '[2027]' --plan#epochs '5'"

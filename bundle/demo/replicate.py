@@ -177,7 +177,13 @@ def run(plan: ReplicatePlan, work_dir: str, results: str | None = None) -> dict:
             rep["seconds"] = round(time.time() - t, 1)
             done.write_text(json.dumps(rep, indent=1))
             reps.append(rep)
-    summary = {"plan": asdict(plan), "replicates": reps, "pooled": pool(plan, reps), "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "plan": asdict(plan),
+        "defaults": asdict(ReplicatePlan()),
+        "replicates": reps,
+        "pooled": pool(plan, reps),
+        "seconds": round(time.time() - t0, 1),
+    }
     (work / "replicates.json").write_text(json.dumps(summary, indent=1))
     if results:
         page = ROOT / results if not Path(results).is_absolute() else Path(results)

@@ -25,13 +25,22 @@ def _diff(name: str, d: dict) -> str:
     )
 
 
+def command(plan: dict, default: dict) -> str:
+    """The command line that reproduces a plan: scripts/replicate.py with every field that differs from the defaults."""
+    over = [
+        f"--plan#{k} {json.dumps(v)!r}" if not isinstance(v, str) else f"--plan#{k} {v}" for k, v in plan.items() if default.get(k) != v
+    ]
+    return " ".join(["python scripts/replicate.py", *over])
+
+
 def page(summary: dict, source: str, pictures: list[str] | None = None) -> str:
+    """`summary["defaults"]`: the plan's defaults, so the page can print the exact command."""
     plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
     rule = plan["size_rule"]
     lines = [
         "# Results: replicated over data seeds and training seeds",
         "",
-        f"Written by `python scripts/replicate.py` from `{source}`. Data seeds {plan['data_seeds']} (fresh: never used in "
+        f"Written by `{command(plan, summary.get('defaults', plan))}` from `{source}`. Data seeds {plan['data_seeds']} (fresh: never used in "
         f"development; kept fixed from now on) x training seeds {plan['train_seeds']}; demo size `{plan['size']}`, "
         f"{plan['epochs']} epochs per training, {plan['rounds']} self-training round(s), pseudo-box threshold "
         f"{plan['score_threshold']!r} (target precision {plan['target_precision']}). Wall time {summary['seconds'] / 60:.0f} min.",

@@ -43,7 +43,9 @@ def page(summary: dict, source: str, pictures: list[str] | None = None) -> str:
         f"Written by `{command(plan, summary.get('defaults', plan))}` from `{source}`. Data seeds {plan['data_seeds']} (fresh: never used in "
         f"development; kept fixed from now on) x training seeds {plan['train_seeds']}; demo size `{plan['size']}`, "
         f"{plan['epochs']} epochs per training, {plan['rounds']} self-training round(s), pseudo-box threshold "
-        f"{plan['score_threshold']!r} (target precision {plan['target_precision']}). Wall time {summary['seconds'] / 60:.0f} min.",
+        f"{plan['score_threshold']!r} (target precision {plan['target_precision']}). Training and evaluation took "
+        f"{sum(r['seconds'] for r in reps) / 60:.0f} min in all (per replicate below; each data seed's export, de-identification "
+        "and mining come on top), on the machine the command ran on.",
         "",
         "Test figures are on each data seed's held-out, fully labelled test cohort, at the operating threshold chosen on "
         f"validation (max F1), a prediction matching a truth box at {plan['criterion']} >= {plan['iou_threshold']}.",

@@ -14,15 +14,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.engines.runner import bundle_run  # noqa: E402
+from bundle.engines.runner import bundle_run, config_overrides  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args) or len(args) % 2:
-        print(__doc__)
-        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
-    overrides = {args[i].removeprefix("--"): args[i + 1] for i in range(0, len(args), 2)}
+    overrides = config_overrides(list(sys.argv[1:] if argv is None else argv), __doc__)
     work = Path(overrides.get("work_dir", "runs/selftrain"))
     work = work if work.is_absolute() else Path.cwd() / work
     overrides["work_dir"] = work

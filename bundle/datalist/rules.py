@@ -8,6 +8,7 @@ repeating 10 and 70.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -27,3 +28,14 @@ class SizeRule:
 
     def contains(self, length_mm: float) -> bool:
         return self.reason(length_mm) is None
+
+
+def from_config(cls: type, value: Any) -> Any:
+    """A rules dataclass from an instance (configs build them with `_target_`), a mapping of its fields, or None (defaults)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        return cls(**value)
+    raise TypeError(f"{cls.__name__}: expected a {cls.__name__} or a mapping of its fields, got {type(value).__name__}")

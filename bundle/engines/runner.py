@@ -34,3 +34,15 @@ def bundle_run(config: str | list[str], cwd: str | Path, log_path: str | Path, q
     if not quiet:
         print(f"  done in {dt:.0f} s", flush=True)
     return dt
+
+
+def config_overrides(argv: list[str], usage: str) -> dict[str, str]:
+    """``--key value`` pairs of a thin script's command line, passed on to a config as overrides.
+
+    Why: scripts take what the config gives; they add no options of their own. Prints ``usage`` and exits
+    (0 for --help, 2 for an odd number of arguments) instead of guessing.
+    """
+    if any(a in ("-h", "--help") for a in argv) or len(argv) % 2:
+        print(usage)
+        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    return {argv[i].removeprefix("--"): argv[i + 1] for i in range(0, len(argv), 2)}

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bundle.datalist.rules import from_config
 from bundle.datalist.schema import DatalistItem, write_datalist
 from bundle.datalist.split import assign_splits, load_split
 from bundle.io.records import FileIssue, ImageInfo, Measurement, ObjectResult
@@ -28,17 +29,6 @@ from bundle.mining.rules.series import SeriesRules
 from bundle.pacs.source import Source
 
 log = logging.getLogger("bundle.mining")
-
-
-def _rules(cls: type, value: Any) -> Any:
-    """A rules dataclass from an instance (configs build them with `_target_`), a dict of overrides, or None."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        return cls(**value)
-    raise TypeError(f"{cls.__name__}: expected a {cls.__name__} or a mapping of its fields, got {type(value).__name__}")
 
 
 def _gather(results: list[ObjectResult]) -> tuple[dict[str, ImageInfo], list[Measurement], list[FileIssue], Counter]:
@@ -85,9 +75,9 @@ class Miner:
         self.output_dir = Path(output_dir)
         self.source = source
         self.date_from, self.date_to = (str(date_from) if date_from else None), (str(date_to) if date_to else None)
-        self.series_rules = _rules(SeriesRules, series_rules)
-        self.box_rules = _rules(BoxRules, box_rules)
-        self.overlay_rules = _rules(OverlayRules, overlay_rules)
+        self.series_rules = from_config(SeriesRules, series_rules)
+        self.box_rules = from_config(BoxRules, box_rules)
+        self.overlay_rules = from_config(OverlayRules, overlay_rules)
         self.split_file, self.split_seed = split_file, split_seed
         self.workers, self.convert, self.progress = workers, convert, progress
         self.datalist_name, self.report_name = datalist_name, report_name

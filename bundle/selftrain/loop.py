@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from bundle.datalist.rules import from_config
 from bundle.datalist.schema import read_datalist
 from bundle.engines.runner import bundle_run
 from bundle.metrics.matching import best_f1_threshold, match_image, threshold_for_precision
@@ -248,13 +248,6 @@ class SelfTraining:
         (self.work / "report.json").write_text(json.dumps(state, indent=2))
 
 
-def _as(cls: type, value: Any) -> Any:
-    """A dataclass from an instance (configs build them with `_target_`), a mapping of overrides, or None (defaults)."""
-    if value is None:
-        return cls()
-    return value if isinstance(value, cls) else cls(**value)
-
-
 def run_self_training(
     work_dir: str,
     datalist: str,
@@ -264,4 +257,4 @@ def run_self_training(
     train_overrides: dict | None = None,
 ) -> dict:
     """Entry point for configs/self_train.yaml (and so scripts/self_train.py) and the demo."""
-    return SelfTraining(work_dir, datalist, _as(PseudoRules, rules), _as(Schedule, schedule), train_overrides, truth).run()
+    return SelfTraining(work_dir, datalist, from_config(PseudoRules, rules), from_config(Schedule, schedule), train_overrides, truth).run()

@@ -29,6 +29,7 @@ REASONS = {
     "invalid_row": "CSV row with a missing or unparseable required field (file name, key slice index)",
     "image_missing": "the image file a CSV row names does not exist",
     "image_unreadable": "the image file a CSV row names cannot be decoded as a single grey plane",
+    "series_not_a_volume": "mined series whose images do not stack into one volume (its key slices are still mined)",
     "overlay_glyph": "overlay component is text, a marker or a frame, not a lesion outline",
 }
 

@@ -26,6 +26,7 @@ from bundle.mining.report import build_report, write_report
 from bundle.mining.resolve import Resolver
 from bundle.mining.rules.boxes import BoxRules
 from bundle.mining.rules.series import SeriesRules
+from bundle.mining.volumes import series_volumes
 from bundle.pacs.source import Source
 
 log = logging.getLogger("bundle.mining")
@@ -67,6 +68,8 @@ class Miner:
         progress: bool = True,
         datalist_name: str = "datalist.json",
         report_name: str = "mining_report",
+        volumes: bool = True,
+        volumes_datalist_name: str = "datalist_volumes.json",
     ):
         if not isinstance(source, Source):
             raise TypeError(
@@ -81,6 +84,7 @@ class Miner:
         self.split_file, self.split_seed = split_file, split_seed
         self.workers, self.convert, self.progress = workers, convert, progress
         self.datalist_name, self.report_name = datalist_name, report_name
+        self.volumes, self.volumes_datalist_name = volumes, volumes_datalist_name
 
     def _datalist(self, ms: list[Measurement], images: dict[str, ImageInfo]) -> dict[str, list[DatalistItem]]:
         """Kept boxes grouped per image, each patient in one split (split file, else the source's own, else seeded)."""
@@ -112,11 +116,14 @@ class Miner:
             convert_items(items, images, self.source, self.output_dir, self.workers, self.progress)
         t_convert = time.perf_counter() - t1
         write_datalist(datalist, self.output_dir / self.datalist_name)
+        volume_issues = self._volumes(datalist, images) if self.volumes else None
         # DeepLesion key slices carry no series attributes (modality, description, orientation): no series rules
         series = "not applied (DeepLesion CSV: no series attributes)" if self.source.kind == "deeplesion" else self.series_rules
         rules = {"series": series, "boxes": self.box_rules, "overlay": self.overlay_rules}
         date_range = [self.date_from, self.date_to]
         report = build_report(self.source.kind, date_range, rules, len(results), objects, len(images), issues, ms, datalist)
+        if volume_issues is not None:
+            report["series_volumes"] = volume_issues
         write_report(report, self.output_dir / self.report_name)
         n_objects = sum(objects.values())
         timing = self._timing(t0, t_read, t_convert, n_objects)
@@ -125,6 +132,16 @@ class Miner:
             "mined %d objects: %d measurements, %d boxes kept (%.1f objects/s)", n_objects, len(ms), kept, timing["objects_per_s"] or 0
         )
         return {"report": report, "datalist": {k: [it.to_dict() for it in v] for k, v in datalist.items()}, "timing": timing}
+
+    def _volumes(self, datalist: dict[str, list[DatalistItem]], images: dict[str, ImageInfo]) -> dict[str, Any]:
+        """The whole-series datalist beside the key-slice one (bundle/mining/volumes.py); what did not stack is reported."""
+        vols, issues = series_volumes(datalist, images, self.source, self.output_dir, self.workers, self.progress, self.convert)
+        write_datalist(vols, self.output_dir / self.volumes_datalist_name)
+        return {
+            "datalist": self.volumes_datalist_name,
+            "series": {k: len(v) for k, v in vols.items()},
+            "not_converted": [i.to_dict() for i in issues],
+        }
 
     def _timing(self, t0: float, t_read: float, t_convert: float, n_objects: int) -> dict[str, Any]:
         timing = {

@@ -1,0 +1,154 @@
+"""Each mined series converted once, as a volume with its mined boxes on their slices (the whole-series datalist).
+
+Why: the model is used on whole volumes (MONAI Label, the Deploy app), so it must also learn from the slices
+nobody measured: training samples any slice of the series, the measured ones carrying their boxes. A mined
+box on key slice k becomes the 3D box [x0, y0, k, x1, y1, k + 1] (array coordinates, max exclusive) of the
+series volume; its `z_half_extent_slices` says how far the lesion reaches beyond the key slice (training
+treats that reach as an ignore region, not as background).
+
+The volume's array axes are those of the key-slice files (x = DICOM column, y = row, z = slice order along
+the plane normal), so a key-slice box keeps its x, y coordinates.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from bundle.datalist.schema import PER_BOX, DatalistItem
+from bundle.io.dicom import read_dataset
+from bundle.io.nifti import slice_array
+from bundle.io.records import FileIssue, ImageInfo
+from bundle.mining.items import safe_name
+from bundle.pacs.source import Source, progress_bar
+
+log = logging.getLogger("bundle.mining")
+
+
+class NotAVolume(ValueError):
+    """A series whose images do not stack into one volume (mixed sizes, orientations, spacings or frames)."""
+
+
+def _normal(info: ImageInfo) -> np.ndarray | None:
+    if not info.orientation or len(info.orientation) != 6:
+        return None
+    return np.cross(np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:]))
+
+
+def order_series(infos: list[ImageInfo]) -> tuple[list[ImageInfo], float]:
+    """The series' images in slice order (position along the plane normal, else instance number) and the slice spacing."""
+    single = [i for i in infos if i.frames == 1]
+    if len(single) != len(infos):
+        raise NotAVolume("multi-frame images: each frame is mined as its own slice, the series is not stacked")
+    shapes = {(i.rows, i.columns) for i in infos}
+    spacings = {tuple(round(v, 4) for v in i.spacing) if i.spacing else None for i in infos}
+    if len(shapes) > 1 or len(spacings) > 1 or None in spacings:
+        raise NotAVolume(f"images differ in size {sorted(shapes)} or pixel spacing {sorted(map(str, spacings))}")
+    normal = _normal(infos[0])
+    if normal is not None and all(i.position and _normal(i) is not None and np.allclose(_normal(i), normal, atol=1e-3) for i in infos):
+        pos = {i.sop_instance_uid: float(np.dot(normal, i.position)) for i in infos}
+        ordered = sorted(infos, key=lambda i: (pos[i.sop_instance_uid], i.instance_number, i.sop_instance_uid))
+        gaps = np.diff([pos[i.sop_instance_uid] for i in ordered])
+        if len(gaps) and (np.any(gaps < 1e-3) or gaps.max() - gaps.min() > 0.01 * max(abs(gaps.mean()), 1e-6) + 1e-3):
+            raise NotAVolume(f"slice positions are not evenly spaced (gaps {gaps.min():.3f} to {gaps.max():.3f} mm)")
+        return ordered, float(gaps.mean()) if len(gaps) else float(infos[0].slice_thickness or 1.0)
+    ordered = sorted(infos, key=lambda i: (i.instance_number, i.sop_instance_uid))
+    return ordered, float(infos[0].slice_thickness or 1.0)
+
+
+def series_path(patient: str, series_uid: str) -> str:
+    return f"volumes/{safe_name(patient)}/{safe_name(series_uid)}.nii.gz"
+
+
+def series_item(items: list[DatalistItem], ordered: list[ImageInfo], dz: float) -> DatalistItem:
+    """The key-slice items of one series -> one volume item; per-box fields carried over, boxes on their slices."""
+    index = {i.sop_instance_uid: k for k, i in enumerate(ordered)}
+    boxes, per_box = [], {name: [] for name in PER_BOX}
+    key_slices = []
+    for it in items:
+        k = index[it.sop_instance_uid]
+        key_slices.append(k)
+        for j, b in enumerate(it.box or []):
+            boxes.append([b[0], b[1], k, b[2], b[3], k + 1])
+            for name in PER_BOX:
+                v = getattr(it, name)
+                per_box[name].append(v[j] if v is not None else None)
+    first = items[0]
+    spacing = list(first.spacing or ordered[0].spacing or [1.0, 1.0])[:2] + [round(dz, 4)]
+    kept = {n: v for n, v in per_box.items() if any(x is not None for x in v)}
+    return DatalistItem(
+        image=series_path(first.patient or "", first.series_instance_uid or ""),
+        box=boxes,
+        label=[lab for it in items for lab in (it.label or [])],
+        patient=first.patient,
+        split_source=first.split_source,
+        study_instance_uid=first.study_instance_uid,
+        series_instance_uid=first.series_instance_uid,
+        spacing=spacing,
+        **kept,
+        extra={"key_slices": sorted(set(key_slices)), "n_slices": len(ordered)},
+    )
+
+
+def write_volume(ordered: list[ImageInfo], source: Source, path: Path, spacing: list[float]) -> None:
+    """Stack the slices (same array layout as the key-slice NIfTI files) and write them with a diagonal affine."""
+    planes = [slice_array(read_dataset(source.read_bytes(i.location))) for i in ordered]
+    vol = np.stack(planes, axis=-1)
+    aff = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
+    if ordered[0].position is not None:
+        aff[:3, 3] = ordered[0].position
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(vol, aff), path)
+
+
+def series_volumes(
+    datalist: dict[str, list[DatalistItem]],
+    images: dict[str, ImageInfo],
+    source: Source,
+    output_dir: Path,
+    workers: int,
+    progress: bool,
+    convert: bool = True,
+) -> tuple[dict[str, list[DatalistItem]], list[FileIssue]]:
+    """One volume item per mined series, in the key-slice datalist's sections and order; series that do not stack are reported."""
+    by_series: dict[str, list[ImageInfo]] = {}
+    for info in images.values():
+        by_series.setdefault(info.series_uid, []).append(info)
+    out: dict[str, list[DatalistItem]] = {s: [] for s in datalist}
+    issues: list[FileIssue] = []
+    jobs: list[tuple[list[ImageInfo], Path, list[float]]] = []
+    for section, items in datalist.items():
+        groups: dict[str, list[DatalistItem]] = {}
+        for it in items:
+            groups.setdefault(it.series_instance_uid or "", []).append(it)
+        for series_uid, group in groups.items():
+            try:
+                ordered, dz = order_series(by_series.get(series_uid, []) or [images[group[0].sop_instance_uid]])
+            except NotAVolume as exc:
+                issues.append(FileIssue(group[0].image, "series_not_a_volume", f"series {series_uid}: {exc}"))
+                continue
+            item = series_item(group, ordered, dz)
+            out[section].append(item)
+            jobs.append((ordered, output_dir / item.image, item.spacing or [1.0, 1.0, 1.0]))
+    if convert:
+
+        def one(job: tuple[list[ImageInfo], Path, list[float]]) -> FileIssue | None:
+            try:
+                write_volume(job[0], source, job[1], job[2])
+            except Exception as exc:  # one series that cannot be decoded or written never stops the others
+                return FileIssue(str(job[1]), "series_not_a_volume", f"cannot convert: {type(exc).__name__}: {exc}")
+            return None
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            failed = [i for i in progress_bar(pool.map(one, jobs), len(jobs), "series volumes", progress) if i is not None]
+        bad = {i.source for i in failed}
+        for section in out:
+            out[section] = [it for it in out[section] if str(output_dir / it.image) not in bad]
+        issues.extend(failed)
+    for issue in issues:
+        log.warning("not converted to a volume: %s (%s)", issue.source, issue.detail)
+    return out, issues

@@ -1,0 +1,75 @@
+"""Whole-series mining: each mined series becomes one volume, its mined boxes on their key slices."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bundle.io.records import ImageInfo
+from bundle.mining.pipeline import Miner
+from bundle.mining.volumes import NotAVolume, order_series
+from bundle.pacs.folder import FolderSource
+
+
+def _info(sop: str, z: float, n: int, rows: int = 8, spacing=(1.0, 1.0), frames: int = 1) -> ImageInfo:
+    return ImageInfo(
+        sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.4", series_uid="s", study_uid="t", patient_id="p",
+        modality="MR", series_description="T1 POST", image_type=[], rows=rows, columns=8, frames=frames, spacing=list(spacing),
+        orientation=[1, 0, 0, 0, 1, 0], position=[0.0, 0.0, z], slice_thickness=4.0, frame_of_reference_uid="f",
+        study_date="20200101", instance_number=n, location=sop,
+    )  # fmt: skip
+
+
+def test_series_is_ordered_along_the_plane_normal_not_by_instance_number():
+    infos = [_info("a", 8.0, 1), _info("b", 0.0, 3), _info("c", 4.0, 2)]
+    ordered, dz = order_series(infos)
+    assert [i.sop_instance_uid for i in ordered] == ["b", "c", "a"]
+    assert dz == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    "infos, why",
+    [
+        ([_info("a", 0.0, 1), _info("b", 4.0, 2, rows=9)], "differ in size"),
+        ([_info("a", 0.0, 1), _info("b", 4.0, 2, spacing=(0.5, 0.5))], "differ in size"),
+        ([_info("a", 0.0, 1), _info("b", 4.0, 2), _info("c", 12.0, 3)], "not evenly spaced"),
+        ([_info("a", 0.0, 1), _info("b", 0.0, 2)], "not evenly spaced"),
+        ([_info("a", 0.0, 1, frames=5)], "multi-frame"),
+    ],
+)
+def test_series_that_do_not_stack_are_refused_with_the_reason(infos, why):
+    with pytest.raises(NotAVolume, match=why):
+        order_series(infos)
+
+
+def test_mined_series_volumes_hold_the_key_slices_and_their_boxes(pacs_export, tiny_demo, tmp_path):
+    out = tmp_path / "mined"
+    result = Miner(str(out), FolderSource(str(pacs_export / "dicom")), progress=False, workers=1).run()
+    vols = json.loads((out / "datalist_volumes.json").read_text())
+    keys = json.loads((out / "datalist.json").read_text())
+    summary = result["report"]["series_volumes"]
+    assert summary["not_converted"] == []
+    # one volume per mined series, in the same split as its key slices
+    for section in ("training", "validation", "test"):
+        assert summary["series"][section] == len({it["series_instance_uid"] for it in keys[section]}) == len(vols[section])
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    demo_volumes = {p["patient_id"]: np.asarray(nib.load(tiny_demo / p["image"]).dataobj) for p in truth["patients"]}
+    n_boxes = 0
+    for section in vols:
+        for vi in vols[section]:
+            vol = np.asarray(nib.load(out / vi["image"]).dataobj)
+            # no de-identification here: the patient is the demo patient and the volume is its volume, voxel for voxel
+            assert np.array_equal(vol, demo_volumes[vi["patient"]])
+            assert len(vi["spacing"]) == 3 and vi["spacing"][2] > 0
+            for ki in (k for k in keys[section] if k["series_instance_uid"] == vi["series_instance_uid"]):
+                key = np.asarray(nib.load(out / ki["image"]).dataobj)
+                z = ki["instance_number"] - 1
+                assert np.array_equal(vol[..., z], key)
+                for b in ki["box"]:
+                    assert [b[0], b[1], z, b[2], b[3], z + 1] in vi["box"]
+            assert len(vi["long_mm"]) == len(vi["box"]) == len(vi["label"])
+            n_boxes += len(vi["box"])
+    assert n_boxes == sum(len(k["box"]) for s in keys.values() for k in s)

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 SECTIONS = ("training", "validation", "test")
+# Training pipelines carry an item's `ignore_box` regions beside its boxes with this label (never written to a
+# datalist): neither positive nor negative in the loss (bundle/networks/detector.py).
+IGNORE_LABEL = -1
 PER_BOX = ("long_mm", "z_half_extent_slices", "provenance", "box_source", "box_score", "box_round")
 
 
@@ -47,6 +50,7 @@ class DatalistItem:
     box_source: list[str] | None = None  # self-training: mined | pseudo
     box_score: list[float | None] | None = None
     box_round: list[int | None] | None = None
+    ignore_box: list[list[float]] | None = None  # regions that may hold unlabelled lesions: not background in the loss
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +98,11 @@ class DatalistItem:
             raise DatalistError(f"{where}: field 'label' needs one integer per box ({len(self.box)}), got {self.label!r}")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.label):
             raise DatalistError(f"{where}: field 'label' must hold integers >= 0, got {self.label!r}")
+        if self.ignore_box is not None:
+            if not isinstance(self.ignore_box, list) or any(
+                not isinstance(b, list | tuple) or len(b) != len(self.box[0] if self.box else b) for b in self.ignore_box
+            ):
+                raise DatalistError(f"{where}: field 'ignore_box' must be a list of boxes like 'box'")
         for name in PER_BOX:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, list) or len(v) != len(self.box)):

@@ -88,3 +88,61 @@ def build(
     n_full = sum(len(b) for b in truth_map.values())
     paths["counts"] = {"training_images": len(training), "mined_boxes": n_mined, "complete_boxes": n_full}
     return paths
+
+
+def slice_truth(demo_dir: Path, patient: dict, min_visible_mm: float) -> list[list[int]]:
+    """Every lesion cross-section of a demo volume as a one-slice 3D box [x0, y0, z, x1, y1, z + 1]."""
+    mask = np.asarray(nib.load(demo_dir / patient["mask"]).dataobj)
+    out = []
+    for z in range(mask.shape[2]):
+        if mask[:, :, z].any():
+            out += [
+                [b[0], b[1], z, b[2], b[3], z + 1] for _, b in slice_boxes(mask[:, :, z], tuple(patient["spacing"][:2]), min_visible_mm)
+            ]
+    return out
+
+
+def build_series(
+    demo_dir: str | Path,
+    mined_volumes: str | Path,
+    out_dir: str | Path,
+    linkage: str | Path | None = None,
+    min_visible_mm: float = 5.0,
+) -> dict[str, str]:
+    """Whole-series datalists: series_mined.json (mined volumes, mined boxes on their key slices) and
+    series_oracle.json (the same volumes, every lesion cross-section boxed); validation and test are the demo's
+    volumes with every cross-section boxed (what training-time validation samples its slices from).
+    """
+    demo, out = Path(demo_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = json.loads((demo / "truth.json").read_text())
+    by_id = {p["patient_id"]: p for p in truth["patients"]}
+    mined = absolute_datalist(mined_volumes)
+    to_demo = load_linkage(linkage)
+
+    def truth_item(p: dict) -> dict:
+        boxes = slice_truth(demo, p, min_visible_mm)
+        return {
+            "image": str(demo / p["image"]),
+            "box": boxes,
+            "label": [0] * len(boxes),
+            "patient": p["patient_id"],
+            "spacing": p["spacing"],
+        }
+
+    sections = {s: [truth_item(p) for p in truth["patients"] if truth["split"][p["patient_id"]] == s] for s in ("validation", "test")}
+    training, oracle = [], []
+    for it in mined["training"]:
+        patient = to_demo.get(it["patient"], it["patient"])
+        if truth["split"].get(patient) != "training":
+            raise ValueError(f"{it['image']}: patient {patient} is not a training patient of the demo")
+        training.append(it)
+        full = slice_truth(demo, by_id[patient], min_visible_mm)
+        image_fields = {k: v for k, v in it.items() if k not in PER_BOX}
+        oracle.append(image_fields | {"box": full, "label": [0] * len(full), "box_source": ["oracle"] * len(full)})
+    paths = {}
+    for name, tr in (("series_mined", training), ("series_oracle", oracle)):
+        p = out / f"{name}.json"
+        p.write_text(json.dumps({"training": tr} | sections, indent=1))
+        paths[name] = str(p)
+    return paths

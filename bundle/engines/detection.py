@@ -17,6 +17,8 @@ from monai.engines.utils import IterationEvents
 from monai.utils import ForwardMode
 from torch.utils.data import DataLoader
 
+from bundle.networks.detector import IGNORE_KEY, IGNORE_LABEL
+
 
 def flatten_batch(batchdata: Iterable) -> list[dict]:
     """A no_collation batch is a list of items; a cropping transform makes each item a list."""
@@ -30,14 +32,23 @@ def flatten_batch(batchdata: Iterable) -> list[dict]:
 
 
 def split_inputs(items: list[dict], device: torch.device, box_key: str, label_key: str, non_blocking: bool = False):
-    """Images as a list and targets as the detector's list of {box, label} dicts."""
+    """Images as a list and targets as the detector's list of {box, label[, ignore_box]} dicts.
+
+    Boxes labelled ``IGNORE_LABEL`` travelled through the crop, flip and clip transforms with the real boxes;
+    here they leave ``box`` for the target's ``ignore_box`` (bundle/networks/detector.py).
+    """
     images = [d["image"].to(device, non_blocking=non_blocking) for d in items]
     targets = []
     for d in items:
         if box_key in d:
             box = torch.as_tensor(d[box_key], dtype=torch.float32)
-            lab = torch.as_tensor(d[label_key], dtype=torch.long)
-            targets.append({box_key: box.to(device), label_key: lab.to(device)})
+            lab = torch.as_tensor(d[label_key], dtype=torch.long).reshape(-1)
+            box = box.reshape(len(lab), -1) if len(lab) else box
+            ignore = lab == IGNORE_LABEL
+            target = {box_key: box[~ignore].to(device), label_key: lab[~ignore].to(device)}
+            if ignore.any():
+                target[IGNORE_KEY] = box[ignore].to(device)
+            targets.append(target)
     return images, targets
 
 

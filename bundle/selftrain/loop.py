@@ -60,9 +60,10 @@ def pseudo_quality(datalist: dict, truth: dict[str, list], round_index: int, iou
     """
     tp = n_pseudo = n_missing = found = 0
     for item in datalist["training"]:
-        full = np.asarray(truth.get(item["image"], []), dtype=float).reshape(-1, 4)
+        dims = len(item["box"][0]) if item.get("box") else 4
+        full = np.asarray(truth.get(item["image"], []), dtype=float).reshape(-1, dims)
         src, rnd = item.get("box_source", []), item.get("box_round", [])
-        boxes = np.asarray(item.get("box", []), dtype=float).reshape(-1, 4)
+        boxes = np.asarray(item.get("box", []), dtype=float).reshape(-1, dims)
         mined = boxes[[s == "mined" for s in src]] if len(boxes) else boxes
         pseudo = boxes[[s == "pseudo" and r == round_index for s, r in zip(src, rnd)]] if len(boxes) else boxes
         # truth lesions the radiologist did not measure
@@ -97,6 +98,9 @@ class Schedule:
     target_precision: float = 0.5  # with score_threshold 'auto' (docs/selftraining.md: a fixed 0.95 collapsed round 2)
     from_scratch: bool = True  # False: the student starts from the teacher's weights
     cumulative: bool = False  # True: keep earlier rounds' pseudo-boxes; False: mined boxes + this teacher's only
+    # True: the datalist holds whole series (configs/train_series.yaml); the teacher labels every slice of every
+    # training series through configs/inference_volume.yaml with linking off (one box per slice detection)
+    series: bool = False
 
 
 class SelfTraining:
@@ -120,6 +124,7 @@ class SelfTraining:
         self.target_precision = schedule.target_precision
         self.from_scratch = schedule.from_scratch
         self.cumulative = schedule.cumulative
+        self.series = schedule.series
         self.overrides = dict(train_overrides or {})
         self.truth = json.loads(Path(truth).read_text()) if truth else None
         self.log = log_path or str(self.work / "self_train.log")
@@ -165,9 +170,11 @@ class SelfTraining:
         }
         if init_ckpt:
             over["pretrained_ckpt"] = init_ckpt
-        bundle_run("configs/train.yaml", ROOT, self.log, **over)
+        bundle_run(["configs/train.yaml", "configs/train_series.yaml"] if self.series else "configs/train.yaml", ROOT, self.log, **over)
 
     def _predict(self, model_dir: Path, datalist_path: str, section: str, out: Path) -> str:
+        if self.series:
+            return self._predict_slices(model_dir, datalist_path, section, out)
         bundle_run(
             "configs/inference.yaml",
             ROOT,
@@ -181,6 +188,29 @@ class SelfTraining:
             output_path=out,
             score_threshold=0.0,
             **{k: v for k, v in self.overrides.items() if k in ("val_patch_size",)},
+        )
+        return str(out)
+
+    def _predict_slices(self, model_dir: Path, datalist_path: str, section: str, out: Path) -> str:
+        """Every slice of every volume of a section, each detection its own one-slice 3D box (linking off)."""
+        paths = [it["image"] for it in absolute_datalist(datalist_path)[section]]
+        listing = Path(out).with_suffix(".inputs.json")
+        listing.write_text(json.dumps(paths))
+        keys = ("val_patch_size", "context_slices")
+        bundle_run(
+            "configs/inference_volume.yaml",
+            ROOT,
+            self.log,
+            quiet=True,
+            bundle_root=ROOT,
+            ckpt_dir=model_dir / "models",
+            datalist=f"$[{{'image': p}} for p in json.load(open('{listing}'))]",
+            output_path=out,
+            score_threshold=0.0,
+            link_iou=2.0,  # never link: every slice detection stays a box of its own slice
+            link_nms_thresh=1.0,
+            max_boxes=100000,
+            **{k: v for k, v in self.overrides.items() if k in keys},
         )
         return str(out)
 
@@ -199,7 +229,7 @@ class SelfTraining:
                 src = absolute_datalist(state["rounds"][-1]["datalist"]) if self.cumulative else base
                 tpath = write_datalist(src, rdir / "teacher_input.json")
                 preds = load_predictions(self._predict(teacher_dir, tpath, "training", rdir / "teacher_predictions_training.json"))
-                spacings = {it["image"]: spacing_of(it, 2) for it in src["training"]}
+                spacings = {it["image"]: spacing_of(it, 3 if self.series else 2) for it in src["training"]}
                 rules, threshold_info = self.rules_for(state["rounds"][state["best_round"]])
                 dl, stats = expand_datalist(src, preds, spacings, r, rules)
                 stats["threshold"] = threshold_info

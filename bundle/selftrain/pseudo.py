@@ -28,11 +28,16 @@ class PseudoRules(SizeRule):
     # a number, or "auto": where the teacher reaches the schedule's target precision on validation (loop.SelfTraining.rules_for)
     score_threshold: float | str = "auto"
     iou_max: float = 0.1  # a prediction overlapping an existing box by more than this is that box
-    max_per_image: int = 3
+    max_per_image: int = 3  # per training item: a key slice, or a whole series (schedule.series)
+    # predictions scoring in [ignore_floor, score_threshold) become ignore regions (neither lesion nor background);
+    # None: no ignore band (below the threshold is background, as in the seed study)
+    ignore_floor: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.score_threshold, str):  # from a config or a command line: a number or "auto"
             self.score_threshold = parse_threshold(self.score_threshold)
+        if isinstance(self.ignore_floor, str):
+            self.ignore_floor = None if self.ignore_floor.strip().lower() in ("", "none", "null") else float(self.ignore_floor)
 
 
 def parse_threshold(value: str | float) -> float | str:
@@ -71,6 +76,25 @@ def select_pseudo(pred_boxes, pred_scores, existing_boxes, spacing, rules: Pseud
         out.append(([float(v) for v in p[i]], float(s[i])))
         taken.append(p[i])
     return out, why
+
+
+def select_ignore(pred_boxes, pred_scores, existing_boxes, threshold: float, rules: PseudoRules) -> list[list[float]]:
+    """The uncertain band: predictions in [ignore_floor, threshold) that are not already a box of the item."""
+    if rules.ignore_floor is None:
+        return []
+    if not len(pred_boxes):
+        return []
+    p = np.asarray(pred_boxes, dtype=np.float64)
+    p = p.reshape(-1, p.shape[-1])
+    s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    band = (s >= rules.ignore_floor) & (s < threshold)
+    if len(existing_boxes) and band.any():
+        iou = np.asarray(box_iou(p[band], np.asarray(existing_boxes, dtype=np.float64)))
+        keep = iou.max(axis=1) <= rules.iou_max
+        idx = np.nonzero(band)[0][keep]
+    else:
+        idx = np.nonzero(band)[0]
+    return [[float(v) for v in p[i]] for i in idx]
 
 
 def _provenance(item: dict) -> dict:
@@ -122,6 +146,10 @@ def expand_datalist(
                 new["box_score"].append(round(score, 4))
                 _extend_per_box(new, box, score, round_index, spacings[item["image"]])
                 added_scores.append(score)
+            ignore = select_ignore(pred["box"], pred["score"], new.get("box", []), float(rules.score_threshold), rules)
+            if ignore:
+                new["ignore_box"] = list(item.get("ignore_box", [])) + ignore
+                reasons["uncertain: ignore region"] += len(ignore)
         training.append(new)
     out["training"] = training
     scores = np.asarray(added_scores)

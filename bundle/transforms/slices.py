@@ -1,8 +1,15 @@
-"""3D volume + 3D boxes -> one axial 2D slice + the boxes that cross it, for training the 2D model on volumes.
+"""3D volume + 3D boxes -> one axial 2D slice (or a 2.5D stack) + the boxes that cross it, for training the 2D model on volumes.
 
-Why: MONAI Label hands detection training data over as whole volumes with 3D world boxes (Slicer
-ROIs); the model learns on axial slices. Sampling a slice per iteration (mostly through a lesion)
-turns the volume datalist into the 2D items configs/train.yaml already knows how to augment.
+Why: the model is used on every slice of a volume (MONAI Label, the Deploy app), so it learns from whole
+series: mined series (bundle/mining/volumes.py, boxes on their key slices) or MONAI Label's volumes with 3D
+world boxes (Slicer ROIs). Sampling a slice per iteration, mostly through a lesion and otherwise anywhere,
+turns a volume datalist into the 2D items configs/train.yaml already knows how to augment.
+
+Incomplete labels: a lesion measured on slice k continues on the slices next to it. With ``reach`` set, each
+box's ``z_half_extent_slices`` (mining's estimate of how far the lesion reaches, from its long axis and the
+slice spacing) becomes an ignore region on the slices around k; ``ignore_box`` regions from the datalist
+(self-training's uncertain band) are ignore regions too. Ignore regions travel as boxes labelled
+``IGNORE_LABEL`` through the crop, flip and clip transforms; the engine splits them off for the loss.
 """
 
 from __future__ import annotations
@@ -14,12 +21,39 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import RandomizableTransform
 
+from bundle.datalist.schema import IGNORE_LABEL
+
+
+def context_stack(img: torch.Tensor, z: int, context_slices: int) -> torch.Tensor:
+    """(C, X, Y, Z) -> (C * k, X, Y): slices z - k//2 ... z + k//2, edges repeated (the 2.5D input)."""
+    if context_slices < 1 or context_slices % 2 == 0:
+        raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
+    n, h = img.shape[-1], context_slices // 2
+    idx = [min(max(z + o, 0), n - 1) for o in range(-h, h + 1)]
+    return torch.cat([torch.as_tensor(img[..., i]).as_subclass(torch.Tensor) for i in idx], dim=0).clone()
+
+
+def reach_boxes(boxes: np.ndarray, half_extent: np.ndarray, margin: float, n: int) -> np.ndarray:
+    """Each key-slice box widened in-plane by ``margin`` (fraction of its size) and extended by its half extent in z."""
+    if not len(boxes):
+        return np.zeros((0, 6), np.float32)
+    size = boxes[:, 3:5] - boxes[:, :2]
+    h = np.ceil(np.nan_to_num(half_extent.astype(np.float64), nan=0.0))
+    out = boxes.astype(np.float64).copy()
+    out[:, :2] -= margin * size
+    out[:, 3:5] += margin * size
+    out[:, 2] = np.maximum(0, boxes[:, 2] - h)
+    out[:, 5] = np.minimum(n, boxes[:, 5] + h)
+    return out.astype(np.float32)
+
 
 class SliceWithBoxesd(RandomizableTransform):
-    """Cut slice ``z`` along ``slice_axis``: image (C, X, Y, Z) -> (C, X, Y); boxes xyzxyz -> xyxy of boxes crossing ``z``.
+    """Cut slice ``z``: image (C, X, Y, Z) -> (C * context_slices, X, Y); boxes xyzxyz -> xyxy of boxes crossing ``z``.
 
-    ``random=True``: with probability ``pos`` a slice through a random box, else any slice.
+    ``random=True``: with probability ``pos`` a slice through a random box, else any slice of the volume.
     ``random=False`` (validation): the middle slice of the largest box, or the middle slice when there is none.
+    ``reach``: mined boxes' ``z_half_extent_slices`` become ignore regions (``reach_margin`` widens them in-plane);
+    ``ignore_key``: 3D ignore regions given by the datalist. Both leave as boxes labelled ``IGNORE_LABEL``.
     """
 
     def __init__(
@@ -30,6 +64,11 @@ class SliceWithBoxesd(RandomizableTransform):
         pos: float = 0.75,
         random: bool = True,
         slice_axis: int = 2,
+        context_slices: int = 1,
+        reach: bool = False,
+        reach_margin: float = 0.25,
+        extent_key: str = "z_half_extent_slices",
+        ignore_key: str = "ignore_box",
     ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
         self.image_key, self.box_key, self.label_key = image_key, box_key, label_key
@@ -38,6 +77,8 @@ class SliceWithBoxesd(RandomizableTransform):
         if slice_axis != 2:
             raise NotImplementedError("only the last array axis (axial after RAS reorientation) is supported")
         self.slice_axis = slice_axis
+        self.context_slices = context_slices
+        self.reach, self.reach_margin, self.extent_key, self.ignore_key = reach, reach_margin, extent_key, ignore_key
 
     def _pick(self, boxes: np.ndarray, n: int) -> int:
         if not self.random:
@@ -51,6 +92,14 @@ class SliceWithBoxesd(RandomizableTransform):
             return int(self.R.randint(lo, max(lo + 1, hi)))
         return int(self.R.randint(n))
 
+    def _ignore(self, d: dict, boxes: np.ndarray, n: int) -> np.ndarray:
+        """3D ignore regions of this item: the datalist's, plus the reach of its boxes."""
+        parts = [np.asarray(d.get(self.ignore_key) or np.zeros((0, 6)), dtype=np.float32).reshape(-1, 6)]
+        if self.reach and self.extent_key in d and d[self.extent_key] is not None and len(boxes):
+            half = np.asarray([np.nan if v is None else v for v in d[self.extent_key]], dtype=np.float64)
+            parts.append(reach_boxes(boxes, half, self.reach_margin, n))
+        return np.concatenate(parts)
+
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         img = d[self.image_key]
@@ -58,19 +107,23 @@ class SliceWithBoxesd(RandomizableTransform):
         labels = np.asarray(torch.as_tensor(d[self.label_key]).cpu()).reshape(-1)
         if len(labels) != len(boxes):
             raise ValueError(
-                f"SliceWithBoxesd: {len(boxes)} boxes but {len(labels)} labels in item {d.get('image_meta_dict', {}).get('filename_or_obj', '')}"
+                f"SliceWithBoxesd: {len(boxes)} boxes but {len(labels)} labels in item {getattr(img, 'meta', {}).get('filename_or_obj', '')}"
             )
         n = img.shape[-1]
         z = self._pick(boxes, n)
         cross = (boxes[:, 2] <= z) & (boxes[:, 5] > z)
+        ignore = self._ignore(d, boxes, n)
+        ignore = ignore[(ignore[:, 2] <= z) & (ignore[:, 5] > z)]
         affine = np.asarray(torch.as_tensor(getattr(img, "affine", torch.eye(4))).cpu(), dtype=np.float64)
         aff2d = np.eye(3)
         aff2d[:2, :2] = affine[:2, :2]
         aff2d[:2, 2] = (affine @ np.array([0.0, 0.0, z, 1.0]))[:2]
         meta = {"filename_or_obj": getattr(img, "meta", {}).get("filename_or_obj", ""), "slice": z}
-        d[self.image_key] = MetaTensor(
-            torch.as_tensor(img[..., z]).as_subclass(torch.Tensor).clone(), affine=torch.as_tensor(aff2d), meta=meta
-        )
-        d[self.box_key] = torch.as_tensor(boxes[cross][:, [0, 1, 3, 4]], dtype=torch.float32)
-        d[self.label_key] = torch.as_tensor(labels[cross], dtype=torch.long)
+        d[self.image_key] = MetaTensor(context_stack(img, z, self.context_slices), affine=torch.as_tensor(aff2d), meta=meta)
+        out_boxes = np.concatenate([boxes[cross][:, [0, 1, 3, 4]], ignore[:, [0, 1, 3, 4]]])
+        out_labels = np.concatenate([labels[cross].astype(np.int64), np.full(len(ignore), IGNORE_LABEL, np.int64)])
+        d[self.box_key] = torch.as_tensor(out_boxes, dtype=torch.float32).reshape(-1, 4)
+        d[self.label_key] = torch.as_tensor(out_labels, dtype=torch.long)
+        for k in (self.extent_key, self.ignore_key):
+            d.pop(k, None)
         return d

@@ -22,6 +22,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import EnhancedMRImageStorage, LegacyConvertedEnhancedMRImageStorage
 
 from bundle.io import dicom_write as dw
+from bundle.io.dicom import image_info
+from bundle.io.frames import frame_view
 from bundle.io.records import Measurement
 from bundle.mining.pipeline import Miner
 from bundle.mining.rules.boxes import BoxRules, measurement_box
@@ -54,8 +56,14 @@ def _enhanced(slices: list[Dataset], kind: str) -> Dataset:
             group.PixelMeasuresSequence[0].PixelSpacing = FRAME2_PIXEL_SPACING
         if k == 3:
             group.PlaneOrientationSequence[0].ImageOrientationPatient = SAGITTAL
-    if kind == "enhanced":
+    if kind == "enhanced":  # the MR Pulse Sequence and Enhanced Contrast/Bolus modules' way of saying T1 3D GRE + contrast
         mf.SOPClassUID = mf.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+        mf.SeriesDescription = mf.ProtocolName = "AX 3D"  # names that say neither T1 nor contrast
+        del mf.ContrastBolusAgent, shared.UnassignedSharedConvertedAttributesSequence
+        mf.PulseSequenceName, mf.EchoPulseSequence, mf.MRAcquisitionType = "*tfl3d1", "GRADIENT", "3D"
+        agent = Dataset()
+        agent.CodeValue, agent.CodingSchemeDesignator, agent.CodeMeaning = "C0001", "99TEST", "gadobutrol"
+        mf.ContrastBolusAgentSequence = [agent]
     return mf
 
 
@@ -196,3 +204,15 @@ def test_dciodvfy_accepts_the_objects(mined):
 def test_sop_class_is_what_was_asked(mined):
     expected = LegacyConvertedEnhancedMRImageStorage if mined["kind"] == "legacy" else EnhancedMRImageStorage
     assert pydicom.dcmread(mined["folder"] / "MF0001", stop_before_pixels=True).SOPClassUID == expected
+
+
+def test_series_attributes_come_from_where_each_class_keeps_them(mined):
+    info = image_info(mined["mf"], "MF0001")
+    assert info.frames == 3 and [f["spacing"] for f in info.per_frame] == [[3.0, 3.0], [1.5, 2.0], [3.0, 3.0]]
+    assert info.per_frame[2]["orientation"] == SAGITTAL
+    if mined["kind"] == "legacy":  # classic attributes inside the unassigned converted-attributes group
+        assert (info.scanning_sequence, info.acquisition_type, info.contrast_agent) == (["GR", "IR"], "3D", "GADOLINIUM (SYNTHETIC)")
+    else:
+        assert (info.sequence_name, info.scanning_sequence, info.contrast_agent) == ("*tfl3d1", ["GR"], "gadobutrol")
+    assert frame_view(info, 0) is None and frame_view(info, 4) is None
+    assert frame_view(info, 2).spacing == [1.5, 2.0] and frame_view(info, 3).orientation == SAGITTAL

@@ -67,7 +67,7 @@ def _enhanced(slices: list[Dataset], kind: str) -> Dataset:
     return mf
 
 
-def _gsps(mf: Dataset, lines: dict[int, np.ndarray], source: Dataset) -> Dataset:
+def _gsps(mf: Dataset, lines: dict[int | None, np.ndarray], source: Dataset) -> Dataset:
     layer = hd.pr.GraphicLayer(layer_name="MEASUREMENTS", order=1)
     annotations = [
         hd.pr.GraphicAnnotation(
@@ -142,7 +142,11 @@ def mined(request, pacs_export, tmp_path_factory):
     slices = [pydicom.dcmread(p) for p in t1c[14:17]]
     folder = tmp_path_factory.mktemp(f"mf-{kind}")
     mf = _enhanced(slices, kind)
-    lines = {2: np.array([[10.0, 20.0], [30.0, 20.0]]), 3: np.array([[10.0, 10.0], [10.0, 30.0]])}
+    lines = {
+        2: np.array([[10.0, 20.0], [30.0, 20.0]]),
+        3: np.array([[10.0, 10.0], [10.0, 30.0]]),
+        None: np.array([[40.0, 40.0], [40.0, 60.0]]),
+    }
     frame1_line = np.array([[20.0, 10.0], [20.0, 25.0]])
     world = _frame_world(mf, 2, np.array([[12.0, 30.0], [12.0, 42.0]]))
     files = {"MF0001": mf, "PR0001.dcm": _gsps(mf, lines, slices[0]), "SR0001.dcm": _sr(mf, frame1_line, world)}
@@ -161,7 +165,10 @@ def test_each_frame_is_sized_with_its_own_spacing(mined):
     res = mined["res"]
     items = _items(res)
     assert sorted(items) == [1, 2]
-    assert res["report"]["exclusions"] == {"not_axial": 1}  # the ruler on the sagittal frame 3
+    # the ruler on the sagittal frame 3; the one without ReferencedFrameNumber (all frames: which one? never guessed)
+    assert res["report"]["exclusions"] == {"not_axial": 1, "reference_not_found": 1}
+    unspecified = next(e for e in res["report"]["excluded_measurements"] if e["status"] == "reference_not_found")
+    assert "no frame number" in unspecified["detail"] and unspecified["reader"] == "gsps"
     f2 = items[2]
     assert f2["spacing"] == [1.5, 2.0]  # (column mm, row mm) from frame 2's PixelMeasuresSequence
     # GSPS ruler (10, 20)-(30, 20): 20 columns of 1.5 mm; SR SCOORD3D (12, 30)-(12, 42): 12 rows of 2.0 mm

@@ -91,6 +91,9 @@ class Resolver:
         if info is None:
             m.exclude("reference_not_found", f"{m.item}: image {m.referenced_sop_instance_uid}")
             return
+        if info.frames > 1 and m.extra.get("frame_unspecified"):
+            m.exclude("reference_not_found", f"{m.item}: no frame number for {info.location} ({info.frames} frames): frame never guessed")
+            return
         image, info = info, frame_view(info, m.referenced_frame)  # multi-frame: the frame's own spacing and plane
         if info is None:
             m.exclude("reference_not_found", f"{m.item}: frame {m.referenced_frame} of {image.location} ({image.frames} frames)")

@@ -13,6 +13,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
 
+from bundle.io.frames import acquisition_attributes, frame_planes
 from bundle.io.records import ImageInfo
 
 GSPS_CLASSES = {"1.2.840.10008.5.1.4.1.1.11.1"}
@@ -67,11 +68,8 @@ def read_dataset(data: bytes | str | Path, stop_before_pixels: bool = False) -> 
 def image_info(ds: pydicom.Dataset, location: str) -> ImageInfo:
     """Summarise an image header. PixelSpacing is (row, column) in DICOM; we store (column, row)."""
     ps = ds.get("PixelSpacing")
-    if ps is None and "SharedFunctionalGroupsSequence" in ds:
-        try:
-            ps = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
-        except (AttributeError, IndexError):
-            ps = None
+    planes = frame_planes(ds)  # enhanced multi-frame: geometry per frame; the top level falls back to frame 1's
+    first = planes[0] if planes else {}
     spacing = [float(ps[1]), float(ps[0])] if ps is not None and len(ps) == 2 and float(ps[0]) > 0 and float(ps[1]) > 0 else None
     iop = ds.get("ImageOrientationPatient")
     ipp = ds.get("ImagePositionPatient")
@@ -87,14 +85,16 @@ def image_info(ds: pydicom.Dataset, location: str) -> ImageInfo:
         rows=int(ds.get("Rows", 0)),
         columns=int(ds.get("Columns", 0)),
         frames=int(ds.get("NumberOfFrames", 1) or 1),
-        spacing=spacing,
-        orientation=[float(v) for v in iop] if iop is not None else None,
-        position=[float(v) for v in ipp] if ipp is not None else None,
-        slice_thickness=float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else None,
+        spacing=spacing or first.get("spacing"),
+        orientation=[float(v) for v in iop] if iop is not None else first.get("orientation"),
+        position=[float(v) for v in ipp] if ipp is not None else first.get("position"),
+        slice_thickness=float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else first.get("slice_thickness"),
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
         study_date=str(ds.get("StudyDate", "")),
         instance_number=int(ds.get("InstanceNumber", 0) or 0),
         location=location,
+        **acquisition_attributes(ds),
+        per_frame=planes,
     )
 
 

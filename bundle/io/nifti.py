@@ -14,6 +14,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
+from bundle.io.frames import frame_plane, frame_rescale
+
 
 def slice_array(ds: pydicom.Dataset, frame: int = 1) -> np.ndarray:
     """Pixel data of one frame as (x, y); applies Modality LUT rescale only when it is not identity."""
@@ -22,7 +24,7 @@ def slice_array(ds: pydicom.Dataset, frame: int = 1) -> np.ndarray:
         arr = arr[frame - 1]
     if arr.ndim != 2:
         raise ValueError(f"{ds.SOPInstanceUID}: PixelData is not a single grey plane (shape {arr.shape})")
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    slope, intercept = frame_rescale(ds, frame)  # enhanced images keep it in the frame's functional groups
     if slope != 1 or intercept != 0:
         arr = arr.astype(np.float32) * slope + intercept
     return np.ascontiguousarray(arr.T)
@@ -42,7 +44,9 @@ def write_dicom_slice(ds: pydicom.Dataset, path: str | Path, spacing: list[float
     path.parent.mkdir(parents=True, exist_ok=True)
     ipp = ds.get("ImagePositionPatient")
     thick = ds.get("SliceThickness")
-    aff = slice_affine(spacing, float(thick) if thick not in (None, "") else None, [float(v) for v in ipp] if ipp is not None else None)
+    plane = frame_plane(ds, frame)  # enhanced multi-frame: this frame's position and thickness
+    thick = float(thick) if thick not in (None, "") else plane["slice_thickness"]
+    aff = slice_affine(spacing, thick, [float(v) for v in ipp] if ipp is not None else plane["position"])
     nib.save(nib.Nifti1Image(slice_array(ds, frame), aff), path)
     return path
 

@@ -115,6 +115,14 @@ class ImageInfo:
     study_date: str
     instance_number: int
     location: str
+    # series-rule inputs besides the description (bundle/io/frames.py reads them from classic and enhanced headers)
+    protocol_name: str = ""
+    sequence_name: str = ""
+    scanning_sequence: list[str] = field(default_factory=list)
+    acquisition_type: str = ""
+    contrast_agent: str = ""
+    # multi-frame images with functional groups: each frame's spacing/orientation/position/slice_thickness
+    per_frame: list[dict] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

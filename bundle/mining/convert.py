@@ -24,7 +24,7 @@ def convert_items(
         if info.sop_class_uid == PNG_IMAGE:
             write_png_slice(raw, output_dir / item.image, info.spacing, info.slice_thickness)
             return
-        write_dicom_slice(read_dataset(raw), output_dir / item.image, info.spacing, item.frame)
+        write_dicom_slice(read_dataset(raw), output_dir / item.image, item.spacing, item.frame)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(progress_bar(pool.map(one, items), len(items), "converting", progress))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from bundle.datalist.schema import DatalistItem
+from bundle.io.frames import frame_view
 from bundle.io.png import PNG_IMAGE
 from bundle.io.records import ImageInfo, Measurement
 
@@ -71,6 +72,9 @@ def build_items(
     per_image: dict[tuple[str, int], list[Measurement]], images: dict[str, ImageInfo], origin: dict[str, str]
 ) -> list[DatalistItem]:
     """Items sorted by patient, series, instance number, SOP instance, frame: the same order on every run."""
-    items = [build_item(images[sop], frame, group, origin[images[sop].patient_id]) for (sop, frame), group in per_image.items()]
+    items = []
+    for (sop, frame), group in per_image.items():
+        info = frame_view(images[sop], frame) or images[sop]  # the frame's own spacing and thickness
+        items.append(build_item(info, frame, group, origin[info.patient_id]))
     items.sort(key=lambda it: (it.patient, it.series_instance_uid, it.instance_number, it.sop_instance_uid, it.frame))
     return items

@@ -1,18 +1,31 @@
 """Where a measurement meets its image: date range, reference, spacing, series rules, box, size rule, duplicates.
 
-Order of checks for a measurement (the first failing one is its reason): date range, reference found,
-PixelSpacing present, series rules, size rule, duplicate. Duplicates: on one image the earliest
-measurement wins and later ones overlapping it are merged into its provenance.
+Order of checks for a measurement (the first failing one is its reason): date range, reference found
+(and its frame: a multi-frame image is seen through the referenced frame's own geometry), PixelSpacing
+present, series rules, size rule, duplicate. Duplicates: on one image (frame) the earliest measurement wins
+and later ones overlapping it are merged into its provenance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
+from bundle.io.frames import frame_view
 from bundle.io.png import PNG_IMAGE
 from bundle.io.records import ImageInfo, Measurement
 from bundle.mining.rules.boxes import BoxRules, iou, measurement_box, size_rule
 from bundle.mining.rules.series import SeriesRules, check_series, normal_of
+
+
+def _planes(images: dict[str, ImageInfo]) -> Iterator[tuple[ImageInfo, int]]:
+    """Every image plane: each frame of a multi-frame image with its own geometry, (image, 1) otherwise."""
+    for info in images.values():
+        for frame in range(1, (info.frames if info.per_frame else 1) + 1):
+            view = frame_view(info, frame)
+            if view is not None:
+                yield view, frame
 
 
 class Resolver:
@@ -32,7 +45,7 @@ class Resolver:
         """SCOORD3D: the image of the frame of reference whose plane holds the points (selected series first)."""
         pts = np.asarray(m.points_3d, dtype=np.float64)
         best = []
-        for info in images.values():
+        for info, frame in _planes(images):
             if (
                 info.frame_of_reference_uid != m.frame_of_reference_uid
                 or info.orientation is None
@@ -44,16 +57,17 @@ class Resolver:
             dist = np.abs((pts - np.asarray(info.position)) @ n)
             tol = (info.slice_thickness or 1.0) / 2
             if dist.max() <= tol:
-                best.append((check_series(info, self.series_rules) is not None, float(dist.max()), info.location, info))
+                best.append((check_series(info, self.series_rules) is not None, float(dist.max()), info.location, frame, info))
         if not best:
             return None
-        info = sorted(best, key=lambda t: t[:3])[0][3]
+        *_, frame, info = sorted(best, key=lambda t: t[:4])[0]
         o = np.asarray(info.orientation)
         rel = pts - np.asarray(info.position)
         col = rel @ o[:3] / info.spacing[0] + 0.5
         row = rel @ o[3:] / info.spacing[1] + 0.5
         m.points = np.round(np.stack([col, row], 1), 4).tolist()
         m.referenced_sop_instance_uid = info.sop_instance_uid
+        m.referenced_frame = frame
         return info
 
     def resolve(self, ms: list[Measurement], images: dict[str, ImageInfo]) -> None:
@@ -76,6 +90,13 @@ class Resolver:
         info = images.get(m.referenced_sop_instance_uid)
         if info is None:
             m.exclude("reference_not_found", f"{m.item}: image {m.referenced_sop_instance_uid}")
+            return
+        if info.frames > 1 and m.extra.get("frame_unspecified"):
+            m.exclude("reference_not_found", f"{m.item}: no frame number for {info.location} ({info.frames} frames): frame never guessed")
+            return
+        image, info = info, frame_view(info, m.referenced_frame)  # multi-frame: the frame's own spacing and plane
+        if info is None:
+            m.exclude("reference_not_found", f"{m.item}: frame {m.referenced_frame} of {image.location} ({image.frames} frames)")
             return
         m.referenced_series_uid = info.series_uid
         if info.spacing is None:

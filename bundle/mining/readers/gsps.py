@@ -39,7 +39,10 @@ def display_to_pixel(points: np.ndarray, area: tuple) -> np.ndarray:
 
 
 def _referenced_images(ds: pydicom.Dataset, ann: pydicom.Dataset) -> list[tuple[str, int, str]]:
-    """(SOP Instance UID, frame, series UID) the annotation applies to; all referenced images when absent."""
+    """(SOP Instance UID, frame, series UID) the annotation applies to; all referenced images when absent.
+
+    Frame 0 = no ReferencedFrameNumber: every frame of a multi-frame image, frame 1 of a single-frame one.
+    """
     series_of: dict[str, str] = {}
     all_refs = []
     for s in ds.get("ReferencedSeriesSequence", []):
@@ -54,7 +57,7 @@ def _referenced_images(ds: pydicom.Dataset, ann: pydicom.Dataset) -> list[tuple[
         frames = (
             [int(f) for f in (frames if isinstance(frames, list | pydicom.multival.MultiValue) else [frames])]
             if frames not in (None, "")
-            else [1]
+            else [0]
         )
         for f in frames:
             out.append((uid, f, series_of.get(uid, "")))
@@ -77,7 +80,7 @@ def read_gsps(ds: pydicom.Dataset, source: str) -> list[Measurement]:
     out: list[Measurement] = []
     for a_idx, ann in enumerate(ds.get("GraphicAnnotationSequence", []), start=1):
         for sop, frame, series in _referenced_images(ds, ann):
-            ref = dict(referenced_sop_instance_uid=sop, referenced_frame=frame, referenced_series_uid=series)
+            ref = dict(referenced_sop_instance_uid=sop, referenced_frame=max(frame, 1), referenced_series_uid=series)
             lines, line_items = [], []
             for o_idx, obj in enumerate(ann.get("GraphicObjectSequence", []), start=1):
                 item = f"annotation {a_idx} / object {o_idx}"
@@ -85,6 +88,7 @@ def read_gsps(ds: pydicom.Dataset, source: str) -> list[Measurement]:
                 units = str(obj.get("GraphicAnnotationUnits", "PIXEL")).upper()
                 data = obj.get("GraphicData")
                 m = Measurement(kind="", points=[], item=item, units=units, **common, **ref)
+                m.extra["frame_unspecified"] = frame == 0  # the resolver refuses to guess a frame of a multi-frame image
                 if data is None or len(data) < 2:
                     out.append(m.exclude("unsupported_graphic", f"{item}: no GraphicData"))
                     continue

@@ -47,6 +47,7 @@ def _geometry(m: Measurement, roi) -> Measurement:
         m.referenced_sop_instance_uid = str(src.referenced_sop_instance_uid)
         frames = getattr(src, "referenced_frame_numbers", None)
         m.referenced_frame = int(frames[0]) if frames else 1
+        m.extra["frame_unspecified"] = not frames  # the resolver refuses to guess a frame of a multi-frame image
     if kind == "polyline" and len(pts) == 2:
         kind = "ruler"
     m.kind = kind

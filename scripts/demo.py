@@ -3,7 +3,7 @@
 demo data -> PACS export (DICOM, GSPS, SR) -> de-identification -> mining -> three trainings:
 (a) mined boxes only, (b) self-trained, (c) oracle on complete boxes -> evaluation on held-out,
 fully annotated test patients (F1 with 95% CI, paired bootstrap test of b vs a, FROC, COCO) ->
-inference with the final model -> runs/demo/results.md (docs/results.md is written by scripts/replicate.py).
+inference with the final model -> runs/demo/results.md (docs/results.md is written by scripts/ablation.py, docs/results_key_slices.md by scripts/replicate.py).
 
 Every model step is a plain ``python -m monai.bundle run`` command, printed before it runs.
 """

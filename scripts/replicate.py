@@ -1,7 +1,7 @@
 """The replicate experiment from the command line: configs/experiments/replicate.yaml with the given overrides.
 
 Every option is a key of the config (the plan's defaults live in bundle/demo/replicate.py ReplicatePlan), e.g.
-  python scripts/replicate.py                                   # 3 data seeds x 2 training seeds, docs/results.md
+  python scripts/replicate.py                                   # 3 data seeds x 2 training seeds, docs/results_key_slices.md
   python scripts/replicate.py --plan#epochs 10 --work_dir runs/replicate_short --results None
 """
 

@@ -141,6 +141,9 @@ def build_series(
         image_fields = {k: v for k, v in it.items() if k not in PER_BOX}
         oracle.append(image_fields | {"box": full, "label": [0] * len(full), "box_source": ["oracle"] * len(full)})
     paths = {}
+    truth_map = {it["image"]: o["box"] for it, o in zip(training, oracle)}
+    (out / "series_truth_map.json").write_text(json.dumps(truth_map))
+    paths["series_truth_map"] = str(out / "series_truth_map.json")
     for name, tr in (("series_mined", training), ("series_oracle", oracle)):
         p = out / f"{name}.json"
         p.write_text(json.dumps({"training": tr} | sections, indent=1))

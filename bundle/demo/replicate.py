@@ -35,7 +35,7 @@ METRICS = ("f1", "precision", "recall")
 
 @dataclass
 class ReplicatePlan:
-    """What one replicate run does. The reporting data seeds were never used in development (docs/results.md)."""
+    """What one replicate run does. The reporting data seeds were never used in development (docs/results_key_slices.md)."""
 
     data_seeds: list[int] = field(default_factory=lambda: [2027, 2028, 2029])
     train_seeds: list[int] = field(default_factory=lambda: [0, 1])

@@ -1,4 +1,4 @@
-"""docs/results.md, written by the replicate command from its replicates.json (never by hand)."""
+"""docs/results_key_slices.md, written by the replicate command from its replicates.json (never by hand)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,197 @@
+"""The whole-volume ablation (issue 13): which training change moves the volume-level figures, over replicates.
+
+Arms, each trained on the same mined data of a data seed with the same training seed and evaluated the way
+the model is used (configs/evaluate_volume.yaml: every slice of every test volume, 3D boxes, the operating
+point chosen on validation volumes):
+- ``mined_only``: key slices only (configs/train.yaml on datalist.json), the seed study's setting;
+- ``whole_series``: + every slice of the mined series (configs/train_series.yaml), unmeasured slices as background;
+- ``ignore``: + a measured lesion's reach on neighbouring slices as ignore regions;
+- ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
+- ``context``: ``ignore`` + 2.5D (3 slices as channels);
+- ``self_trained``: ``context`` as teacher over every slice of the training series (confident -> pseudo-box,
+  uncertain band -> ignore region), one student round.
+Why in bundle/demo/: it needs the simulator's truth (fully labelled validation and test volumes).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bundle.demo.experiment import build_series
+from bundle.demo.run import DemoOptions, Paths, deidentify, make_data, mine
+from bundle.demo.volumes import write_volume_datalist
+from bundle.engines.runner import bundle_run
+from bundle.selftrain.loop import Schedule, run_self_training
+from bundle.selftrain.pseudo import PseudoRules
+
+ROOT = Path(__file__).resolve().parents[2]
+SERIES = ["configs/train.yaml", "configs/train_series.yaml"]
+# arm -> (training configs, experiment datalist, train.yaml overrides)
+ARMS: dict[str, tuple[list[str], str, dict]] = {
+    "mined_only": (["configs/train.yaml"], "mined", {}),
+    "whole_series": (SERIES, "series_mined", {"ignore_reach": False}),
+    "ignore": (SERIES, "series_mined", {"ignore_reach": True}),
+    "lopsided": (SERIES, "series_mined", {"ignore_reach": True, "cls_loss": "lopsided_bootstrap"}),
+    "hard_pool": (SERIES, "series_mined", {"ignore_reach": True, "hard_negative_pool_size": 100}),
+    "context": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3}),
+}
+LABELS = {
+    "mined_only": "mined key slices only (seed study)",
+    "whole_series": "+ whole series",
+    "ignore": "+ ignore regions (lesion reach)",
+    "lopsided": "+ ignore + lopsided bootstrap loss",
+    "hard_pool": "+ ignore + hard-negative pool x5",
+    "context": "+ ignore + 2.5D (3 slices)",
+    "self_trained": "+ ignore + 2.5D + self-training",
+}
+INFERENCE_KEYS = ("context_slices", "val_patch_size")
+
+
+@dataclass
+class AblationPlan:
+    """What one ablation run does; the data seeds are the replicate experiment's reporting seeds (docs/results.md)."""
+
+    data_seeds: list[int] = field(default_factory=lambda: [2027, 2028])
+    train_seeds: list[int] = field(default_factory=lambda: [0])
+    size: str = "default"
+    epochs: int = 15
+    arms: list[str] = field(default_factory=lambda: ["mined_only", "whole_series", "ignore", "context", "self_trained"])
+    rounds: int = 1
+    target_precision: float = 0.8  # the teacher's validation precision (on every validation slice) for a pseudo-box
+    ignore_floor: float = 0.3  # teacher scores in [ignore_floor, pseudo threshold) become ignore regions
+    max_pseudo_per_series: int = 50
+    link_min_slices: list[int] = field(default_factory=lambda: [1, 2])  # linking option evaluated on the last arm
+    n_bootstrap: int = 1000
+    train_overrides: dict = field(default_factory=dict)
+
+
+def _cli(overrides: dict) -> dict:
+    return {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in overrides.items()}
+
+
+def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path, seed: int, over: dict, n_bootstrap: int) -> dict:
+    """configs/evaluate_volume.yaml for one model; writes its operating_point.json next to it; its metrics_volume.json."""
+    bundle_run(
+        ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"],
+        ROOT,
+        log,
+        bundle_root=ROOT,
+        ckpt_dir=ckpt_dir,
+        volume_datalist_file=volume_datalist,
+        output_dir=out,
+        seed=seed,
+        n_bootstrap=n_bootstrap,
+        model_name=out.name,
+        **_cli({k: v for k, v in over.items() if k in INFERENCE_KEYS or k.startswith("link_")}),
+    )
+    return json.loads((out / "metrics_volume.json").read_text())
+
+
+def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
+    configs, datalist, arm_over = ARMS[arm]
+    bundle_run(
+        configs,
+        ROOT,
+        rdir / "ablation.log",
+        bundle_root=ROOT,
+        data_list_file_path=exp[datalist],
+        dataset_dir=Path(exp[datalist]).parent,
+        ckpt_dir=rdir / arm / "models",
+        output_dir=rdir / arm / "train_eval",
+        **_cli(over | arm_over),
+    )
+    return rdir / arm / "models"
+
+
+def self_train_arm(plan: AblationPlan, exp: dict, rdir: Path, over: dict) -> dict[str, Path]:
+    """Round 0 is the ``context`` arm (same settings, same seed); the best round is ``self_trained``."""
+    teacher_over = over | ARMS["context"][2]
+    st = run_self_training(
+        str(rdir / "selftrain"),
+        exp["series_mined"],
+        PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series),
+        Schedule(rounds=plan.rounds, target_precision=plan.target_precision, series=True),
+        truth=exp.get("series_truth_map"),
+        train_overrides=teacher_over,
+    )
+    last = Path(st["rounds"][-1]["dir"]) / "models"
+    return {"context": Path(st["rounds"][0]["dir"]) / "models", "self_trained": last, "state": rdir / "selftrain" / "report.json"}
+
+
+def prepare(plan: AblationPlan, work: Path, seed: int) -> dict:
+    """One data seed's demo data, export, de-identification, mining, experiment datalists (reused when present)."""
+    o = DemoOptions(size=plan.size, seed=seed, work=str(work / f"data{seed}" / "prep"), data=str(work / f"data{seed}" / "data"))
+    p = Paths.of(o)
+    done = p.work / "experiment.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    shutil.rmtree(p.work, ignore_errors=True)
+    p.work.mkdir(parents=True)
+    make_data(o, p)
+    deidentify(p, seed)
+    _, exp = mine(p)
+    exp |= build_series(p.data / "demo", p.data / "mined" / "datalist_volumes.json", p.work / "datalists", p.data / "secure" / "linkage.csv")
+    exp["volume_datalist"] = str(write_volume_datalist(p.data / "demo"))
+    done.write_text(json.dumps(exp, indent=1))
+    return exp
+
+
+def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, train_seed: int) -> dict:
+    """Every arm of one (data seed, training seed): trained, evaluated per volume; linking's min_slices on the last arm."""
+    log = rdir / "ablation.log"
+    over = plan.train_overrides | {"epochs": plan.epochs, "seed": train_seed}
+    models: dict[str, Path] = {}
+    for arm in plan.arms:
+        if arm in ("context", "self_trained"):
+            if "context" not in models:
+                models |= {k: v for k, v in self_train_arm(plan, exp, rdir, over).items() if k != "state"}
+        else:
+            models[arm] = train_arm(arm, exp, rdir, over)
+    out: dict = {"data_seed": data_seed, "train_seed": train_seed, "arms": {}}
+    vdl = Path(exp["volume_datalist"])
+    for arm in plan.arms:
+        arm_over = over | (ARMS["context"][2] if arm == "self_trained" else ARMS[arm][2])
+        out["arms"][arm] = evaluate_volumes(models[arm], vdl, rdir / "eval" / arm, log, train_seed, arm_over, plan.n_bootstrap)
+    last = plan.arms[-1]
+    for k in plan.link_min_slices:
+        if k != 1:
+            o = over | (ARMS["context"][2] if last == "self_trained" else ARMS[last][2]) | {"link_min_slices": k}
+            out["arms"][f"{last}_min_slices{k}"] = evaluate_volumes(
+                models[last], vdl, rdir / "eval" / f"{last}_min_slices{k}", log, train_seed, o | {"write_operating_point": False}, plan.n_bootstrap
+            )
+    return out
+
+
+def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:
+    """Every replicate (resumable: a finished replicate's ablation.json is reused), pooled, and the results page."""
+    from bundle.demo.ablation_page import pool, write_page
+
+    work = Path(work_dir) if Path(work_dir).is_absolute() else ROOT / work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    reps = []
+    for ds in plan.data_seeds:
+        exp = None
+        for ts in plan.train_seeds:
+            rdir = work / f"data{ds}" / f"train{ts}"
+            done = rdir / "ablation.json"
+            if done.is_file():
+                reps.append(json.loads(done.read_text()))
+                continue
+            exp = exp or prepare(plan, work, ds)
+            rdir.mkdir(parents=True, exist_ok=True)
+            t = time.time()
+            rep = run_replicate(plan, exp, rdir, ds, ts)
+            rep["seconds"] = round(time.time() - t, 1)
+            done.write_text(json.dumps(rep, indent=1))
+            reps.append(rep)
+    summary = {"plan": asdict(plan), "defaults": asdict(AblationPlan()), "replicates": reps, "pooled": pool(reps), "seconds": round(time.time() - t0, 1)}
+    (work / "ablation.json").write_text(json.dumps(summary, indent=1))
+    if results:
+        page = ROOT / results if not Path(results).is_absolute() else Path(results)
+        write_page(summary, page, work / "ablation.json")
+    return summary

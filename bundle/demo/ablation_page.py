@@ -1,0 +1,135 @@
+"""docs/results.md, written by the ablation command from its ablation.json (never by hand): whole volumes first."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bundle.demo.ablation import LABELS, AblationPlan
+
+GOAL = {"sensitivity_ge10": 0.90, "fp_per_volume": 1.0, "fp_per_normal_volume": 0.5}
+
+
+def _test(m: dict) -> dict:
+    """One arm's test figures at its operating point, with the counts that pool."""
+    a = m["test"]["at_operating_point"]
+    fpn = a["fp_per_normal_volume"]
+    return {
+        "found_ge10": a["found_ge10"],
+        "lesions_ge10": a["lesions_ge10"],
+        "false_positives": a["false_positives"],
+        "volumes": a["volumes"],
+        "normal_volumes": a["normal_volumes"],
+        "fp_normal": round(fpn * a["normal_volumes"]) if fpn is not None else 0,
+        "sensitivity_ge10": a["sensitivity >= 10 mm"] if "sensitivity >= 10 mm" in a else _ratio(a["found_ge10"], a["lesions_ge10"]),
+        "fp_per_volume": a["fp_per_volume"],
+        "fp_per_normal_volume": fpn,
+        "sens_at_1fp": m["test"]["froc"]["sensitivity_at_fp"].get("1"),
+        "sens_ge10_at_1fp": m["test"]["froc_ge_10mm"]["sensitivity_at_fp"].get("1"),
+        "cpm": m["test"]["froc"]["cpm"],
+        "threshold": m["operating_point"]["score_threshold"],
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _ms(values: list) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    return {"mean": float(v.mean()) if len(v) else None, "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def pool(reps: list[dict]) -> dict:
+    """Per arm: counts summed over replicates (the pooled figures) and mean ± SD of each replicate's figures."""
+    out = {}
+    arms = [a for a in reps[0]["arms"]] if reps else []
+    for arm in arms:
+        per = [_test(r["arms"][arm]) for r in reps if arm in r["arms"]]
+        s = {k: sum(p[k] for p in per) for k in ("found_ge10", "lesions_ge10", "false_positives", "volumes", "normal_volumes", "fp_normal")}
+        pooled = {
+            "sensitivity_ge10": _ratio(s["found_ge10"], s["lesions_ge10"]),
+            "fp_per_volume": _ratio(s["false_positives"], s["volumes"]),
+            "fp_per_normal_volume": _ratio(s["fp_normal"], s["normal_volumes"]),
+        }
+        pooled["meets_goal"] = all(
+            pooled[k] is not None and (pooled[k] >= g if k == "sensitivity_ge10" else pooled[k] <= g) for k, g in GOAL.items()
+        )
+        keys = ("sensitivity_ge10", "fp_per_volume", "fp_per_normal_volume", "sens_at_1fp", "sens_ge10_at_1fp", "cpm", "threshold")
+        out[arm] = {"pooled": pooled, "counts": s, "replicates": {k: _ms([p[k] for p in per]) for k in keys}}
+    return out
+
+
+def _f(v: float | None, d: int = 3) -> str:
+    return "-" if v is None else f"{v:.{d}f}"
+
+
+def _msf(v: dict) -> str:
+    return "-" if v["mean"] is None else f"{v['mean']:.3f} ± {v['sd']:.3f}"
+
+
+def command(plan: dict, default: dict) -> str:
+    over = [f"--plan#{k} {json.dumps(v)!r}" for k, v in plan.items() if default.get(k) != v]
+    return " ".join(["python scripts/ablation.py", *over])
+
+
+def page(summary: dict, source: str) -> str:
+    plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
+    lines = [
+        "# Results",
+        "",
+        "## Whole volumes (primary): what a radiologist sees on a series",
+        "",
+        f"Written by `{command(plan, summary.get('defaults', plan))}` from `{source}`. Data seeds {plan['data_seeds']} x training "
+        f"seeds {plan['train_seeds']}, demo size `{plan['size']}`, {plan['epochs']} epochs per training; "
+        f"{sum(r['seconds'] for r in reps) / 60:.0f} min of training and evaluation on the machine the command ran on.",
+        "",
+        "Each model runs over every slice of each held-out, fully labelled test volume through `configs/inference_volume.yaml` "
+        "(the path MONAI Label and the Deploy app use); a lesion is found when a 3D box has IoU >= 0.1 with it or contains its "
+        "centre. The operating point is each model's own, chosen on validation volumes (lowest score with <= 1 false box per "
+        "volume and <= 0.5 per normal volume) and shipped as `operating_point.json`. Pooled = counts summed over replicates.",
+        "",
+        "| arm | sensitivity, lesions >= 10 mm (pooled) | FP / volume (pooled) | FP / normal volume (pooled) | "
+        "meets 0.90 / 1 / 0.5 | sensitivity >= 10 mm, mean ± SD | sensitivity at 1 FP / volume (FROC) | CPM |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for arm, a in pooled.items():
+        p, r = a["pooled"], a["replicates"]
+        label = LABELS.get(arm, arm.replace("_min_slices", ", linking min_slices "))
+        lines.append(
+            f"| {label} | {_f(p['sensitivity_ge10'])} ({a['counts']['found_ge10']}/{a['counts']['lesions_ge10']}) | "
+            f"{_f(p['fp_per_volume'], 2)} | {_f(p['fp_per_normal_volume'], 2)} | {'yes' if p['meets_goal'] else 'no'} | "
+            f"{_msf(r['sensitivity_ge10'])} | {_msf(r['sens_at_1fp'])} | {_msf(r['cpm'])} |"
+        )
+    lines += ["", "### Per replicate", "", "| data seed | training seed | arm | sens >= 10 mm | FP / vol | FP / normal vol | threshold | CPM |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for rep in reps:
+        for arm, m in rep["arms"].items():
+            t = _test(m)
+            lines.append(
+                f"| {rep['data_seed']} | {rep['train_seed']} | {arm} | {_f(t['sensitivity_ge10'])} | {_f(t['fp_per_volume'], 2)} | "
+                f"{_f(t['fp_per_normal_volume'], 2)} | {_f(t['threshold'], 4)} | {_f(t['cpm'])} |"
+            )
+    lines += [
+        "",
+        "Each replicate's full report (CIs by patient bootstrap, sensitivity by size, FROC plot) is "
+        "`<work_dir>/data<seed>/train<seed>/eval/<arm>/summary_volume.md`.",
+        "",
+        "## Key slices (the seed study's comparison)",
+        "",
+        "Precision, recall and F1 on the measured key slices, replicated over data and training seeds, with the paired "
+        "two-level bootstrap of self-training against mined-only: [results_key_slices.md](results_key_slices.md).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_page(summary: dict, path: Path, source: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page(summary, os.path.relpath(source, path.parent) if source.is_absolute() else str(source)))
+    return path
+
+
+__all__ = ["AblationPlan", "pool", "page", "write_page"]

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bundle.io.errors import InputError
+
 SECTIONS = ("training", "validation", "test")
 PER_BOX = ("long_mm", "z_half_extent_slices", "provenance", "box_source", "box_score", "box_round")
 
 
-class DatalistError(ValueError):
+class DatalistError(InputError):
     """A datalist that breaks the schema; the message names the file, the item and the field."""
 
 

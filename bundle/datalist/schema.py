@@ -18,14 +18,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bundle.io.errors import InputError, install_excepthook  # re-exported: train.yaml installs it
+
+__all__ = ["IGNORE_LABEL", "DatalistError", "DatalistItem", "install_excepthook", "load_datalist", "read_datalist", "write_datalist"]
+
 SECTIONS = ("training", "validation", "test")
 # Training pipelines carry an item's `ignore_box` regions beside its boxes with this label (never written to a
 # datalist): neither positive nor negative in the loss (bundle/networks/detector.py).
 IGNORE_LABEL = -1
+BOX_MODES = ("xyxy", "xyzxyz", "ccwh", "cccwhd")  # the modes validate() knows: array corners, world centre-size
 PER_BOX = ("long_mm", "z_half_extent_slices", "provenance", "box_source", "box_score", "box_round")
 
 
-class DatalistError(ValueError):
+class DatalistError(InputError):
     """A datalist that breaks the schema; the message names the file, the item and the field."""
 
 
@@ -115,10 +120,14 @@ def read_datalist(path: str | Path, box_mode: str = "xyxy", labelled: bool = Tru
     Sections are `training`, `validation`, `test` and any other list of items; other keys are metadata.
     """
     path = Path(path)
+    if box_mode not in BOX_MODES:
+        raise DatalistError(f"{path}: box mode {box_mode!r} is not one of {list(BOX_MODES)}")
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise DatalistError(f"{path}: datalist not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise DatalistError(f"{path}: cannot be read as a datalist ({type(exc).__name__})") from None
     except json.JSONDecodeError as exc:
         raise DatalistError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):

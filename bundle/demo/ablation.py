@@ -134,7 +134,9 @@ def prepare(plan: AblationPlan, work: Path, seed: int) -> dict:
     make_data(o, p)
     deidentify(p, seed)
     _, exp = mine(p)
-    exp |= build_series(p.data / "demo", p.data / "mined" / "datalist_volumes.json", p.work / "datalists", p.data / "secure" / "linkage.csv")
+    exp |= build_series(
+        p.data / "demo", p.data / "mined" / "datalist_volumes.json", p.work / "datalists", p.data / "secure" / "linkage.csv"
+    )
     exp["volume_datalist"] = str(write_volume_datalist(p.data / "demo"))
     done.write_text(json.dumps(exp, indent=1))
     return exp
@@ -161,7 +163,13 @@ def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, tra
         if k != 1:
             o = over | (ARMS["context"][2] if last == "self_trained" else ARMS[last][2]) | {"link_min_slices": k}
             out["arms"][f"{last}_min_slices{k}"] = evaluate_volumes(
-                models[last], vdl, rdir / "eval" / f"{last}_min_slices{k}", log, train_seed, o | {"write_operating_point": False}, plan.n_bootstrap
+                models[last],
+                vdl,
+                rdir / "eval" / f"{last}_min_slices{k}",
+                log,
+                train_seed,
+                o | {"write_operating_point": False},
+                plan.n_bootstrap,
             )
     return out
 
@@ -189,7 +197,13 @@ def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:
             rep["seconds"] = round(time.time() - t, 1)
             done.write_text(json.dumps(rep, indent=1))
             reps.append(rep)
-    summary = {"plan": asdict(plan), "defaults": asdict(AblationPlan()), "replicates": reps, "pooled": pool(reps), "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "plan": asdict(plan),
+        "defaults": asdict(AblationPlan()),
+        "replicates": reps,
+        "pooled": pool(reps),
+        "seconds": round(time.time() - t0, 1),
+    }
     (work / "ablation.json").write_text(json.dumps(summary, indent=1))
     if results:
         page = ROOT / results if not Path(results).is_absolute() else Path(results)

@@ -104,7 +104,12 @@ def page(summary: dict, source: str) -> str:
             f"{_f(p['fp_per_volume'], 2)} | {_f(p['fp_per_normal_volume'], 2)} | {'yes' if p['meets_goal'] else 'no'} | "
             f"{_msf(r['sensitivity_ge10'])} | {_msf(r['sens_at_1fp'])} | {_msf(r['cpm'])} |"
         )
-    lines += ["", "### Per replicate", "", "| data seed | training seed | arm | sens >= 10 mm | FP / vol | FP / normal vol | threshold | CPM |"]
+    lines += [
+        "",
+        "### Per replicate",
+        "",
+        "| data seed | training seed | arm | sens >= 10 mm | FP / vol | FP / normal vol | threshold | CPM |",
+    ]
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for rep in reps:
         for arm, m in rep["arms"].items():

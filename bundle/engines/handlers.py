@@ -58,6 +58,7 @@ class DetectionSaver:
         self.coordinates = coordinates
         self.keep_keys = keep_keys
         self.records: list[dict] = []
+        self.skipped: list[dict] = []  # inputs screened out as unusable (bundle.engines.inputs.screen_inputs)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, lambda e: self.records.clear())
@@ -81,5 +82,5 @@ class DetectionSaver:
 
     def _write(self, engine: Engine) -> None:
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"box_mode": self.box_mode, "coordinates": self.coordinates, "predictions": self.records}
+        doc = {"box_mode": self.box_mode, "coordinates": self.coordinates, "predictions": self.records, "skipped": self.skipped}
         self.output_path.write_text(json.dumps(doc, indent=1))

@@ -48,6 +48,17 @@ def load_predictions(path: str | Path) -> dict[str, dict]:
     return out
 
 
+def skipped_images(path: str | Path) -> set[str]:
+    """Images the run screened out as unusable (the predictions file's ``skipped``): scored as absent, not as misses."""
+    doc = json.loads(Path(path).read_text())
+    return {_key(r["image"]) for r in doc.get("skipped", [])}
+
+
+def _usable_truth(datalist, key: str, predictions) -> list[dict]:
+    skipped = skipped_images(predictions)
+    return [t for t in load_truth(datalist, key) if t["image"] not in skipped]
+
+
 def load_truth(datalist_path: str | Path, key: str) -> list[dict]:
     """Datalist section as records with absolute image paths."""
     p = Path(datalist_path)
@@ -123,8 +134,8 @@ class Scored:
 def score_model(
     datalist, val_predictions, test_predictions, criterion="iou", iou_threshold=0.5, val_key="validation", test_key="test"
 ) -> Scored:
-    val_pairs = pair(load_predictions(val_predictions), load_truth(datalist, val_key), str(val_predictions))
-    test_pairs = pair(load_predictions(test_predictions), load_truth(datalist, test_key), str(test_predictions))
+    val_pairs = pair(load_predictions(val_predictions), _usable_truth(datalist, val_key, val_predictions), str(val_predictions))
+    test_pairs = pair(load_predictions(test_predictions), _usable_truth(datalist, test_key, test_predictions), str(test_predictions))
     val_matches = match_all(val_pairs, criterion, iou_threshold)
     threshold, val_best = best_f1_threshold(val_matches)
     _, vs, va = study.study_scores(

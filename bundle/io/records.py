@@ -12,7 +12,6 @@ REASONS = {
     "corrupt": "DICOM file is truncated or cannot be parsed",
     "empty_file": "zero-byte file",
     "dicomdir": "DICOMDIR media directory (an index of the export, not an image or annotation)",
-    "encapsulated_document": "encapsulated document (PDF, CDA, STL...) in DICOM: no pixels, no measurements",
     "undecodable_pixels": "image whose Pixel Data cannot be decoded (damaged or truncated stream)",
     "unsupported_transfer_syntax": "image in a transfer syntax no installed decoder handles",
     "conversion_failed": "image decoded but its NIfTI slice could not be made or written",

@@ -159,3 +159,14 @@ def test_deidentification_keeps_every_transfer_syntax_and_its_pixels(reference, 
         got, want = pydicom.dcmread(out), pydicom.dcmread(inp / name)
         assert got.file_meta.TransferSyntaxUID == syntax, name
         np.testing.assert_array_equal(got.pixel_array, want.pixel_array, err_msg=name)
+
+
+def test_a_syntax_without_a_decoder_is_one_clear_reason(reference):
+    """MPEG-2 video (no installed plugin decodes it) is named, not a traceback."""
+    from bundle.io.pixels import decode_frame
+
+    ds = pydicom.dcmread(reference["images"][0])
+    ds.file_meta.TransferSyntaxUID = U.MPEG2MPML
+    with pytest.raises(UnreadableError) as err:
+        decode_frame(ds)
+    assert err.value.reason == "unsupported_transfer_syntax" and "MPEG2" in err.value.detail and "\n" not in err.value.detail

@@ -79,8 +79,10 @@ def deidentify_folder(
         rel = planned.path.relative_to(input_dir).as_posix()
         if not ok:
             plan.errors.append(value)
-            plan.file_map.append((rel, f"error:deidentify_failed:{value['error']}"))
-            logger.warning("de-identification failed for input sha256 %s: %s", value["input_sha256"][:12], value["error"])
+            plan.file_map.append((rel, f"error:{value['reason']}:{value['error']}"))
+            logger.warning(
+                "de-identification failed for input sha256 %s: %s %s", value["input_sha256"][:12], value["reason"], value.get("detail", "")
+            )
             continue
         blanked += planned.rule is not None
         planned.patient.files += 1
@@ -102,7 +104,9 @@ def deidentify_folder(
     output_dir.mkdir(parents=True, exist_ok=True)
     report_path = Path(report_file) if report_file is not None else output_dir / "deid_report.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(report, indent=2))
+    tmp = report_path.with_name(f".{report_path.name}.partial")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, report_path)  # a reader never sees half a report
     if linkage_file is not None:
         write_linkage(Path(linkage_file), plan.patients.values(), plan.file_map)
     logger.info("de-identification: %s", report["summary"])

@@ -21,6 +21,7 @@ from bundle.deid.patients import Patient, patient_of
 from bundle.deid.pixels import blank_rule, burned_in_reason
 from bundle.deid.report import file_sha256
 from bundle.deid.scrub import collect_identity_tokens
+from bundle.io.dicom import DICOMDIR_CLASS
 
 
 @dataclass
@@ -53,7 +54,11 @@ def _read_header(path: Path) -> Dataset:
     """The header of one file to de-identify; _Skip or the reader's error when it is not one."""
     if path.name.upper() == "DICOMDIR":
         raise _Skip("dicomdir")
+    if path.stat().st_size == 0:
+        raise _Skip("empty_file")
     ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+        raise _Skip("dicomdir")  # a DICOMDIR under another name
     if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
         raise _Skip("missing_sop_uids")
     return ds
@@ -89,9 +94,10 @@ def _plan_one(plan: Plan, path: Path, rel: str, ds: Dataset, patient: Patient, k
     reason = burned_in_reason(ds, opts)
     rule = None
     if reason is not None:
-        rule = blank_rule(ds, opts) if opts.burned_in == "blank" else None
+        blank = opts.burned_in == "blank" and reason != "encapsulated_document"  # a document has no regions to blank
+        rule = blank_rule(ds, opts) if blank else None
         if rule is None:
-            suffix = "_no_blank_region" if opts.burned_in == "blank" else ""
+            suffix = "_no_blank_region" if blank else ""
             plan.excluded.append(
                 {
                     "input_sha256": file_sha256(path),

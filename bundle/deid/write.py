@@ -8,6 +8,7 @@ on the number of workers.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ from pydicom.sr.codedict import codes
 from bundle.deid.elements import ElementEngine
 from bundle.deid.keying import Keyed
 from bundle.deid.options import DeidOptions
-from bundle.deid.pixels import blank_regions
+from bundle.deid.pixels import blank_regions, check_pixels
 from bundle.deid.plan import PlannedFile
 from bundle.deid.profile import AnnexETable
 from bundle.deid.report import file_sha256
 from bundle.deid.scrub import Scrubber
+from bundle.io.dicom import UnreadableError
 
 # (True, output path relative to output_dir) or (False, the error record)
 Result = tuple[bool, Any]
@@ -62,6 +64,7 @@ def write_one(engine: ElementEngine, planned: PlannedFile, opts: DeidOptions, ou
     path, patient, rule = planned.path, planned.patient, planned.rule
     try:
         ds = pydicom.dcmread(path)
+        check_pixels(ds)
         if rule is not None:
             blank_regions(ds, rule["regions"])
         engine.patient = patient
@@ -78,11 +81,34 @@ def write_one(engine: ElementEngine, planned: PlannedFile, opts: DeidOptions, ou
         meta.TransferSyntaxUID = old_meta.TransferSyntaxUID
         ds.file_meta = meta
         out = output_dir / patient.pseudonym / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(out, enforce_file_format=True)
+        save_atomic(ds, out)
+    except UnreadableError as exc:  # pixels that cannot be decoded (damaged stream, no decoder): reported, not copied on
+        return False, {"input_sha256": file_sha256(path), "reason": exc.reason, "error": type(exc).__name__, "detail": exc.detail}
     except Exception as exc:  # one broken file never stops the export
         return False, {"input_sha256": file_sha256(path), "reason": "deidentify_failed", "error": type(exc).__name__}
     return True, out.relative_to(output_dir).as_posix()
+
+
+PARTIAL = ".partial"  # suffix of a file being written; only a complete file ever carries its final name
+
+
+def save_atomic(ds: Dataset, out: Path) -> None:
+    """Write beside the target, then rename: a run killed mid-write leaves no half file under a final name."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}{PARTIAL}")
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_partials(output_dir: Path) -> int:
+    """Files a killed run left half-written; a rerun removes them, then rewrites every file (same keyed names)."""
+    stale = sorted(output_dir.rglob(f".*{PARTIAL}")) if output_dir.is_dir() else []
+    for p in stale:
+        p.unlink()
+    return len(stale)
 
 
 _FORKED: dict[str, Any] = {}  # what pool workers inherit by fork instead of by pickling
@@ -98,7 +124,12 @@ def _write_chunk(indices: list[int]) -> tuple[list[tuple[int, Result]], Counter]
 def write_all(
     plan: list[PlannedFile], table: AnnexETable, keyed: Keyed, opts: DeidOptions, scrub: Scrubber, output_dir: Path, workers: int
 ) -> tuple[list[Result], Counter]:
-    """Pass 2 over the plan, in `workers` forked processes; results in plan order and the summed attribute counts."""
+    """Pass 2 over the plan, in `workers` forked processes; results in plan order and the summed attribute counts.
+
+    Rerun after an interruption: every planned file is rewritten (keyed names and values are the same), so
+    the output and the report equal an uninterrupted run's; half-written files of the killed run are removed.
+    """
+    remove_partials(output_dir)
     _FORKED.update(plan=plan, table=table, keyed=keyed, opts=opts, scrub=scrub, output_dir=output_dir)
     try:
         chunks = [list(range(k, len(plan), workers)) for k in range(max(1, workers))]

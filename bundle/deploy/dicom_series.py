@@ -1,4 +1,5 @@
-"""A minimal NIfTI -> MR DICOM series writer, for feeding the Deploy app and PACS tests with demo volumes.
+"""A minimal NIfTI -> MR DICOM series writer (demo volumes for the Deploy app and PACS tests), and the
+screening of a series read back (`screen_slices`: damaged slices skipped and reported, or the series refused).
 
 Why: the Deploy app takes DICOM, the demo data is NIfTI. This writes a standard axial series
 (rows along patient posterior, columns along patient left: LPS identity orientation), one
@@ -13,14 +14,18 @@ DICOM column c is array index ``nx - 1 - c`` and row r is ``ny - 1 - r``; slice 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from bundle.io import dicom_write as dw
+from bundle.io.dicom import UnreadableError
+from bundle.io.pixels import decode_frame
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 PATIENT = dw.Patient(name="Demo^Synthetic", patient_id="DEMO-000")
@@ -122,3 +127,61 @@ def write_mr_series(
     sop_uids = [generate_uid() for _ in slices]
     dw.write_mr_series(slices, planes, paths, sop_uids, replace(PATIENT, patient_id=patient_id), study, series, ACQUISITION)
     return paths
+
+
+# -- reading a series back (the Deploy app's input) -------------------------------------------------
+
+
+class SeriesError(ValueError):
+    """A series that cannot form a volume; the message is the one line the user sees."""
+
+
+@dataclass
+class SkippedSlice:
+    """A slice left out of the volume, and why (a bundle.io.records REASONS key or `grid_mismatch`)."""
+
+    sop_instance_uid: str
+    reason: str
+    detail: str
+
+
+def _grid(ds: Dataset) -> tuple:
+    """What every slice of one volume must share: matrix, pixel spacing, orientation (rounded against float noise)."""
+    iop = tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient") or ())
+    ps = tuple(round(float(v), 4) for v in ds.get("PixelSpacing") or ())
+    return int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), ps, iop
+
+
+def screen_slices(datasets: list[Dataset], series_uid: str = "", min_slices: int = 2) -> tuple[list[int], list[SkippedSlice]]:
+    """Indices of the slices that decode and share the series' grid; the others with their reasons.
+
+    Why before the SDK builds the volume: its DICOM -> volume step stops at the first slice whose pixels
+    cannot be decoded. A damaged slice is skipped and reported; a series with fewer than `min_slices`
+    usable slices is refused with one SeriesError line instead.
+    """
+    usable: list[int] = []
+    skipped: list[SkippedSlice] = []
+    for i, ds in enumerate(datasets):
+        sop = str(ds.get("SOPInstanceUID", f"slice {i + 1}"))
+        try:
+            decode_frame(ds)
+        except UnreadableError as exc:
+            skipped.append(SkippedSlice(sop, exc.reason, exc.detail))
+            continue
+        if "ImagePositionPatient" not in ds:
+            skipped.append(SkippedSlice(sop, "grid_mismatch", "no ImagePositionPatient"))
+            continue
+        usable.append(i)
+    grids = Counter(_grid(datasets[i]) for i in usable)
+    if grids:
+        grid = grids.most_common(1)[0][0]
+        for i in [i for i in usable if _grid(datasets[i]) != grid]:
+            skipped.append(SkippedSlice(str(datasets[i].SOPInstanceUID), "grid_mismatch", f"{_grid(datasets[i])} != series {grid}"))
+        usable = [i for i in usable if _grid(datasets[i]) == grid]
+    if len(usable) < min_slices:
+        why = ", ".join(f"{r} {n}" for r, n in sorted(Counter(s.reason for s in skipped).items())) or "none skipped"
+        raise SeriesError(
+            f"series {series_uid or '?'}: cannot form a volume: {len(usable)} of {len(datasets)} slices usable "
+            f"(need {min_slices}; skipped: {why})"
+        )
+    return usable, sorted(skipped, key=lambda s: s.sop_instance_uid)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import data_element_generator
 
 from bundle.io.frames import acquisition_attributes, frame_planes
 from bundle.io.records import ImageInfo
 
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 GSPS_CLASSES = {"1.2.840.10008.5.1.4.1.1.11.1"}
 SR_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
@@ -34,13 +35,13 @@ class UnreadableError(Exception):
         self.detail = detail
 
 
-def _check_complete(raw: bytes) -> None:
+def _check_complete(raw: bytes, implicit_vr: bool, little_endian: bool) -> None:
     """pydicom reads truncated files silently; walk the raw elements and demand every declared length."""
     fp = io.BytesIO(raw)
     try:
         pydicom.filereader.read_preamble(fp, force=False)
         pydicom.filereader._read_file_meta_info(fp)
-        for elem in data_element_generator(fp, is_implicit_VR=False, is_little_endian=True, defer_size=None):
+        for elem in data_element_generator(fp, is_implicit_VR=implicit_vr, is_little_endian=little_endian, defer_size=None):
             if elem.length != 0xFFFFFFFF and elem.value is not None and len(elem.value) < elem.length:
                 raise UnreadableError("corrupt", f"element {elem.tag} declares {elem.length} bytes, file has {len(elem.value)}")
     except UnreadableError:
@@ -49,20 +50,59 @@ def _check_complete(raw: bytes) -> None:
         raise UnreadableError("corrupt", f"{type(exc).__name__}: {exc}") from exc
 
 
+def _syntax_layout(ds: pydicom.Dataset) -> tuple[bool, bool] | None:
+    """(implicit VR, little endian) of the dataset's raw stream; None for deflated streams (no raw walk possible)."""
+    uid = pydicom.uid.UID(str(ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ExplicitVRLittleEndian)))
+    if uid.is_deflated or not uid.is_transfer_syntax:
+        return None
+    return uid.is_implicit_VR, uid.is_little_endian
+
+
 def read_dataset(data: bytes | str | Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
-    """Parse a DICOM Part 10 object or raise UnreadableError('not_dicom' | 'corrupt', why)."""
+    """Parse a DICOM Part 10 object in any transfer syntax or raise UnreadableError(REASONS key, why).
+
+    Reasons: empty_file, not_dicom, dicomdir (an index, not an object to mine), corrupt (truncated or unparseable).
+    The text elements are decoded with the object's SpecificCharacterSet (pydicom), so names and
+    descriptions in ISO_IR 100 / 192 / ISO 2022 arrive as proper str.
+    """
     raw = Path(data).read_bytes() if not isinstance(data, bytes | bytearray) else bytes(data)
+    if not raw:
+        raise UnreadableError("empty_file", "zero-byte file")
     if len(raw) < 132 or raw[128:132] != b"DICM":
         raise UnreadableError("not_dicom", "no DICM prefix at byte 128")
     try:
         ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=stop_before_pixels)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - InvalidDicomError, EOFError, zlib.error (deflated), ...: all mean damage
         raise UnreadableError("corrupt", f"{type(exc).__name__}: {exc}") from exc
-    if ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.ExplicitVRLittleEndian:
-        _check_complete(raw)
+    if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+        raise UnreadableError("dicomdir", "DICOMDIR (Media Storage Directory): an index of the export, its objects are read on their own")
+    layout = _syntax_layout(ds)
+    if layout is not None:
+        _check_complete(raw, *layout)
     if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
         raise UnreadableError("corrupt", "missing SOPClassUID/SOPInstanceUID")
+    if layout == (False, False) and "PixelData" not in ds:
+        ds = _as_little_endian(ds)
     return ds
+
+
+_WORD_VRS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _as_little_endian(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A big endian annotation object (GSPS, SR) re-encoded in memory as Explicit VR Little Endian.
+
+    Why: highdicom's SR parsing (and other tools) accept little endian only; values are the same, the
+    word-sized binary values (OW, OL, OF, OD, OV) are byte-swapped by hand as pydicom asks.
+    """
+    for elem in ds.iterall():
+        size = _WORD_VRS.get(elem.VR)
+        if size and isinstance(elem.value, bytes) and len(elem.value) % size == 0:
+            elem.value = np.frombuffer(elem.value, dtype=f">u{size}").astype(f"<u{size}").tobytes()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buf.getvalue()))
 
 
 def image_info(ds: pydicom.Dataset, location: str) -> ImageInfo:

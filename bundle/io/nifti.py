@@ -8,6 +8,8 @@ converts back to arrays identical to the demo slices.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -15,15 +17,15 @@ import numpy as np
 import pydicom
 
 from bundle.io.frames import frame_plane, frame_rescale
+from bundle.io.pixels import decode_frame
 
 
 def slice_array(ds: pydicom.Dataset, frame: int = 1) -> np.ndarray:
-    """Pixel data of one frame as (x, y); applies Modality LUT rescale only when it is not identity."""
-    arr = ds.pixel_array
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        arr = arr[frame - 1]
-    if arr.ndim != 2:
-        raise ValueError(f"{ds.SOPInstanceUID}: PixelData is not a single grey plane (shape {arr.shape})")
+    """Pixel data of one frame as (x, y), in any transfer syntax; applies Modality LUT rescale only when it is not identity.
+
+    Raises UnreadableError ('undecodable_pixels' / 'unsupported_transfer_syntax') with a one-line reason.
+    """
+    arr = decode_frame(ds, frame)
     slope, intercept = frame_rescale(ds, frame)  # enhanced images keep it in the frame's functional groups
     if slope != 1 or intercept != 0:
         arr = arr.astype(np.float32) * slope + intercept
@@ -47,8 +49,18 @@ def write_dicom_slice(ds: pydicom.Dataset, path: str | Path, spacing: list[float
     plane = frame_plane(ds, frame)  # enhanced multi-frame: this frame's position and thickness
     thick = float(thick) if thick not in (None, "") else plane["slice_thickness"]
     aff = slice_affine(spacing, thick, [float(v) for v in ipp] if ipp is not None else plane["position"])
-    nib.save(nib.Nifti1Image(slice_array(ds, frame), aff), path)
+    _save_atomic(nib.Nifti1Image(slice_array(ds, frame), aff), path)
     return path
+
+
+def _save_atomic(img: nib.Nifti1Image, path: Path) -> None:
+    """Write beside the target, then rename: a killed or failed write never leaves a half file under the final name."""
+    tmp = path.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{path.name}")  # same suffix: nibabel picks the format by it
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_png_slice(png: bytes | str | Path, path: str | Path, spacing: list[float], thickness: float | None = None) -> Path:
@@ -57,5 +69,5 @@ def write_png_slice(png: bytes | str | Path, path: str | Path, spacing: list[flo
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(png_hu(png).T), slice_affine(spacing, thickness, None)), path)
+    _save_atomic(nib.Nifti1Image(np.ascontiguousarray(png_hu(png).T), slice_affine(spacing, thickness, None)), path)
     return path

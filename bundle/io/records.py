@@ -10,6 +10,12 @@ from typing import Any
 REASONS = {
     "not_dicom": "file is not DICOM (no preamble/DICM prefix and no parseable header)",
     "corrupt": "DICOM file is truncated or cannot be parsed",
+    "empty_file": "zero-byte file",
+    "dicomdir": "DICOMDIR media directory (an index of the export, not an image or annotation)",
+    "undecodable_pixels": "image whose Pixel Data cannot be decoded (damaged or truncated stream)",
+    "unsupported_transfer_syntax": "image in a transfer syntax no installed decoder handles",
+    "conversion_failed": "image decoded but its NIfTI slice could not be made or written",
+    "image_not_converted": "measurement whose referenced image could not be decoded, converted or written (see file_issues)",
     "malformed_xml": "XML file (AIM) that is not well-formed and cannot be parsed",
     "unsupported_object": "object of a class no reader handles (e.g. KOS, XML that is not AIM) or without annotations",
     "unsupported_graphic": "graphic type that carries no size (POINT, MULTIPOINT, TEXT, INTERPOLATED)",

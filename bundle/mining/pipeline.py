@@ -18,7 +18,7 @@ from bundle.datalist.rules import from_config
 from bundle.datalist.schema import DatalistItem, write_datalist
 from bundle.datalist.split import assign_splits, load_split
 from bundle.io.records import FileIssue, ImageInfo, Measurement, ObjectResult
-from bundle.mining.convert import convert_items
+from bundle.mining.convert import convert_datalist
 from bundle.mining.inspect import inspector
 from bundle.mining.items import build_items, group_by_image
 from bundle.mining.readers.overlay import OverlayRules
@@ -111,9 +111,8 @@ class Miner:
         datalist = self._datalist(ms, images)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         t1 = time.perf_counter()
-        if self.convert:
-            items = [it for v in datalist.values() for it in v]
-            convert_items(items, images, self.source, self.output_dir, self.workers, self.progress)
+        if self.convert:  # an image that cannot be converted leaves the datalist, reported; the rest go on
+            issues += convert_datalist(datalist, ms, images, self.source, self.output_dir, self.workers, self.progress)
         t_convert = time.perf_counter() - t1
         write_datalist(datalist, self.output_dir / self.datalist_name)
         volume_issues = self._volumes(datalist, images) if self.volumes else None

@@ -74,6 +74,27 @@ def series_affine_lps(sources) -> np.ndarray:
     return aff
 
 
+class ScreenedSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
+    """The SDK's DICOM -> volume, after leaving out slices that cannot be decoded or do not share the grid.
+
+    Why: the SDK stops at the first undecodable slice. Skipped slices are logged and land in detections.json
+    (`skipped_slices`); a series that cannot form a volume is refused with one line (SeriesError).
+    """
+
+    def prepare_series(self, series):
+        from dataclasses import asdict
+
+        from bundle.deploy.dicom_series import screen_slices
+
+        instances = list(series.get_sop_instances())
+        keep, skipped = screen_slices([s.get_native_sop_instance() for s in instances], str(series.SeriesInstanceUID))
+        series._sop_instances = [instances[i] for i in keep]  # the SDK keeps them in this list; it has no setter
+        series.skipped_slices = [asdict(s) for s in skipped]
+        for s in skipped:
+            logger.warning("series %s: slice %s skipped: %s (%s)", series.SeriesInstanceUID, s.sop_instance_uid, s.reason, s.detail)
+        super().prepare_series(series)
+
+
 class BoxDetectionOperator(Operator):
     """Volume -> 3D boxes with the bundle's volume config (2D model slice by slice, linked)."""
 
@@ -157,6 +178,7 @@ class BoxDetectionOperator(Operator):
                 "model": model_file,
                 "version": json.loads((self.bundle_root / "configs" / "metadata.json").read_text())["version"],
                 "counts": {**detector.last_counts[0], "score_threshold": threshold, "kept": int(keep.sum())},
+                "skipped_slices": getattr(series, "skipped_slices", []),
             },
             "detections",
         )
@@ -200,6 +222,7 @@ class DICOMDetectionWriterOperator(Operator):
                 for b, w, s, lab in zip(det["boxes"], det["world_lps_cccwhd"], det["scores"], det["labels"])
             ],
             "files": [p.name for p in written],
+            "skipped_slices": det.get("skipped_slices", []),
         }
         if self.stow_url:
             from dicomweb_client.api import DICOMwebClient
@@ -223,7 +246,7 @@ class TumorDetectionApp(Application):
         overrides = json.loads(os.environ.get("BUNDLE_OVERRIDES", "{}"))
         loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(ctx.input_path), name="dicom_loader")
         selector = DICOMSeriesSelectorOperator(self, rules=rules, name="series_selector")
-        to_volume = DICOMSeriesToVolumeOperator(self, name="series_to_volume")
+        to_volume = ScreenedSeriesToVolumeOperator(self, name="series_to_volume")
         detect = BoxDetectionOperator(self, model_path=Path(ctx.model_path), overrides=overrides, name="box_detection")
         writer = DICOMDetectionWriterOperator(self, output_folder=Path(ctx.output_path), stow_url=self.stow_url, name="dicom_writer")
         self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bundle.io.dicom import GSPS_CLASSES, SR_CLASSES, UnreadableError, image_info, is_image, read_dataset
 from bundle.io.records import FileIssue, ObjectResult
-from bundle.mining.header import HEAD, fast_image_info, read_head
+from bundle.mining.header import BIG_HEAD, HEAD, fast_image_info, read_head, study_key
 from bundle.mining.readers.aim import looks_like_xml, read_aim
 from bundle.mining.readers.deeplesion import looks_like_deeplesion_csv, read_deeplesion
 from bundle.mining.readers.gsps import read_gsps
@@ -45,10 +45,15 @@ class ObjectInspector:
 
     def from_file(self, path: Path, location: str) -> ObjectResult | None:
         head, size = read_head(path)
+        if len(head) < size and self.shard_count > 1 and study_key(head) is None:
+            head, size = read_head(path, BIG_HEAD)
         whole = head if len(head) >= size else None
         if self._foreign(head, location, whole if whole is not None else _LazyBytes(path)):
             return None
         info = None if looks_like_deeplesion_csv(head) else fast_image_info(head, size, location)
+        if info is None and whole is None and len(head) < BIG_HEAD:  # a long header: once more, with more of it
+            head, size = read_head(path, BIG_HEAD)
+            info = None if looks_like_deeplesion_csv(head) else fast_image_info(head, size, location)
         if info is not None:
             return ObjectResult(location, "image", image=info)
         return inspect_object(whole if whole is not None else path.read_bytes(), location, self.overlay_rules)

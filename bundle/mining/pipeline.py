@@ -133,6 +133,7 @@ class Miner:
             items = [it for v in datalist.values() for it in v]
             todo = [it for it in items if not staging.reuse(staging.dir / it.image)]
             convert_items(todo, images, self.source, staging.dir, self.workers, self.progress)
+            staging.commit()  # finished slices are kept by a resumed run even if the volumes step is killed
         t_convert = time.perf_counter() - t1
         volume_issues = self._volumes(datalist, images, staging) if self.volumes else None
         n_objects = sum(objects.values())

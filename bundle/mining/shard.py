@@ -42,6 +42,9 @@ def study_of(head: bytes, location: str, rest: bytes | _Readable | None = None) 
         return key
     if len(head) >= 132 and head[128:132] == b"DICM" and rest is not None:
         raw = rest if isinstance(rest, bytes | bytearray) else rest.read()
+        key = study_key(bytes(raw))
+        if key:
+            return key
         try:
             uid = str(read_dataset(bytes(raw), stop_before_pixels=True).get("StudyInstanceUID", ""))
         except UnreadableError:

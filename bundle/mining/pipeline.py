@@ -55,6 +55,11 @@ def _gather(results: list[ObjectResult]) -> tuple[dict[str, ImageInfo], list[Mea
     return images, ms, issues, objects
 
 
+def flag(v: bool | str) -> bool:
+    """A yes/no key: `--convert false` on the bundle command line arrives as the string 'false' (truthy)."""
+    return v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
+
+
 class Miner:
     """Mine a source (folder export, DICOMweb server, DeepLesion release) into a detection datalist plus a report."""
 
@@ -92,12 +97,12 @@ class Miner:
         self.box_rules = from_config(BoxRules, box_rules)
         self.overlay_rules = from_config(OverlayRules, overlay_rules)
         self.split_file, self.split_seed = split_file, split_seed
-        self.workers, self.convert, self.progress = workers, convert, progress
+        self.workers, self.convert, self.progress = workers, flag(convert), flag(progress)
         self.datalist_name, self.report_name = datalist_name, report_name
-        self.volumes, self.volumes_datalist_name = volumes, volumes_datalist_name
+        self.volumes, self.volumes_datalist_name = flag(volumes), volumes_datalist_name
         self.shard_index, self.shard_count = check_shard(shard_index, shard_count)
         # converted files taken as they are: the shards' (merge), this folder's own (resume: after a killed run)
-        self.reuse_dirs = [Path(d) for d in reuse_dirs or []] + ([self.output_dir] if resume else [])
+        self.reuse_dirs = [Path(d) for d in reuse_dirs or []] + ([self.output_dir] if flag(resume) else [])
 
     def _datalist(self, ms: list[Measurement], images: dict[str, ImageInfo]) -> dict[str, list[DatalistItem]]:
         """Kept boxes grouped per image, each patient in one split (split file, else the source's own, else seeded)."""

@@ -7,6 +7,7 @@ datalist, its measurements are excluded with `image_not_converted`, and everythi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,9 +62,13 @@ def convert_datalist(
     output_dir: Path,
     workers: int,
     progress: bool,
+    done: Callable[[Path], bool] | None = None,
 ) -> list[FileIssue]:
-    """Convert every datalist item; drop the ones that failed and exclude their measurements. Returns the issues."""
-    items = [it for v in datalist.values() for it in v]
+    """Convert every datalist item; drop the ones that failed and exclude their measurements. Returns the issues.
+
+    done(path): True when the item's output already exists (a resumed or merged run), so it is not converted again.
+    """
+    items = [it for v in datalist.values() for it in v if done is None or not done(output_dir / it.image)]
     failed = convert_items(items, images, source, output_dir, workers, progress)
     if not failed:
         return []

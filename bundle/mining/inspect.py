@@ -6,21 +6,72 @@ file under `readers/`) turns them into measurements. It never raises: a failure 
 
 from __future__ import annotations
 
-from functools import partial
+from dataclasses import dataclass
+from pathlib import Path
 
 from bundle.io.dicom import GSPS_CLASSES, SR_CLASSES, UnreadableError, image_info, is_image, read_dataset
 from bundle.io.records import FileIssue, ObjectResult
+from bundle.mining.header import BIG_HEAD, HEAD, fast_image_info, read_head, study_key
 from bundle.mining.readers.aim import looks_like_xml, read_aim
 from bundle.mining.readers.deeplesion import looks_like_deeplesion_csv, read_deeplesion
 from bundle.mining.readers.gsps import read_gsps
 from bundle.mining.readers.overlay import OverlayRules, overlay_groups, read_overlays
 from bundle.mining.readers.sr import read_sr
-from bundle.pacs.source import Inspector
+from bundle.mining.shard import shard_of, study_of
 
 
-def inspector(overlay_rules: OverlayRules | None = None) -> Inspector:
-    """The inspector a miner hands its source (a partial of a module function, so it pickles to workers)."""
-    return partial(inspect_object, overlay_rules=overlay_rules)
+@dataclass(frozen=True)
+class ObjectInspector:
+    """What a miner hands its source: `(bytes, location) -> ObjectResult`, plus `from_file` for folder sources.
+
+    Why a class (it pickles to worker processes like the partial it replaces): `from_file` reads only a
+    file's first bytes, and a plain image whose header the fast path (`bundle/mining/header.py`) is sure of is
+    never read further; everything else goes through `inspect_object`. With `shard_count` > 1 an object of
+    another shard's study gives None (the source drops it) after reading only its first bytes.
+    """
+
+    overlay_rules: OverlayRules | None = None
+    shard_index: int = 0
+    shard_count: int = 1
+
+    def _foreign(self, head: bytes, location: str, raw: bytes | None = None) -> bool:
+        return self.shard_count > 1 and shard_of(study_of(head, location, raw), self.shard_count) != self.shard_index
+
+    def __call__(self, raw: bytes, location: str) -> ObjectResult | None:
+        if self._foreign(raw[:HEAD], location, raw):
+            return None
+        info = None if looks_like_deeplesion_csv(raw) else fast_image_info(raw, len(raw), location)
+        return ObjectResult(location, "image", image=info) if info is not None else inspect_object(raw, location, self.overlay_rules)
+
+    def from_file(self, path: Path, location: str) -> ObjectResult | None:
+        head, size = read_head(path)
+        if len(head) < size and self.shard_count > 1 and study_key(head) is None:
+            head, size = read_head(path, BIG_HEAD)
+        whole = head if len(head) >= size else None
+        if self._foreign(head, location, whole if whole is not None else _LazyBytes(path)):
+            return None
+        info = None if looks_like_deeplesion_csv(head) else fast_image_info(head, size, location)
+        if info is None and whole is None and len(head) < BIG_HEAD:  # a long header: once more, with more of it
+            head, size = read_head(path, BIG_HEAD)
+            info = None if looks_like_deeplesion_csv(head) else fast_image_info(head, size, location)
+        if info is not None:
+            return ObjectResult(location, "image", image=info)
+        return inspect_object(whole if whole is not None else path.read_bytes(), location, self.overlay_rules)
+
+
+class _LazyBytes:
+    """The rest of a file, read only if the study key was not in its first bytes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def inspector(overlay_rules: OverlayRules | None = None, shard_index: int = 0, shard_count: int = 1) -> ObjectInspector:
+    """The inspector a miner hands its source."""
+    return ObjectInspector(overlay_rules, shard_index, shard_count)
 
 
 def _inspect_text(raw: bytes, location: str) -> ObjectResult | None:

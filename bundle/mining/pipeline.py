@@ -2,15 +2,19 @@
 
 Why one class: `configs/mine.yaml` instantiates `Miner` with a `Source` (built there with `_target_`) and
 every rule overridable, and calls `run()`. Output order is deterministic (sorted by source location, then
-position inside the object), so running twice gives identical files.
+position inside the object), so running twice gives identical files; every file is written whole or not at
+all (`bundle/mining/outputs.py`), so a killed run run again gives them too. With `shard_count` > 1 the miner
+reads only its shard's studies and leaves their readings for `bundle/mining/merge.py` (docs/mining.md).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +25,13 @@ from bundle.io.records import FileIssue, ImageInfo, Measurement, ObjectResult
 from bundle.mining.convert import convert_datalist
 from bundle.mining.inspect import inspector
 from bundle.mining.items import build_items, group_by_image
+from bundle.mining.outputs import Staging
 from bundle.mining.readers.overlay import OverlayRules
 from bundle.mining.report import build_report, write_report
 from bundle.mining.resolve import Resolver
 from bundle.mining.rules.boxes import BoxRules
 from bundle.mining.rules.series import SeriesRules
+from bundle.mining.shard import atomic_write_text, check_shard, write_state
 from bundle.mining.volumes import series_volumes
 from bundle.pacs.source import Source
 
@@ -49,6 +55,11 @@ def _gather(results: list[ObjectResult]) -> tuple[dict[str, ImageInfo], list[Mea
     return images, ms, issues, objects
 
 
+def flag(v: bool | str) -> bool:
+    """A yes/no key: `--convert false` on the bundle command line arrives as the string 'false' (truthy)."""
+    return v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
+
+
 class Miner:
     """Mine a source (folder export, DICOMweb server, DeepLesion release) into a detection datalist plus a report."""
 
@@ -61,7 +72,7 @@ class Miner:
         series_rules: SeriesRules | dict | None = None,
         box_rules: BoxRules | dict | None = None,
         overlay_rules: OverlayRules | dict | None = None,
-        split_file: str | None = None,
+        split_file: str | dict[str, str] | None = None,
         split_seed: int = 0,
         workers: int = 2,
         convert: bool = True,
@@ -70,6 +81,10 @@ class Miner:
         report_name: str = "mining_report",
         volumes: bool = True,
         volumes_datalist_name: str = "datalist_volumes.json",
+        shard_index: int = 0,
+        shard_count: int = 1,
+        resume: bool = False,
+        reuse_dirs: list[str] | None = None,
     ):
         if not isinstance(source, Source):
             raise TypeError(
@@ -82,14 +97,17 @@ class Miner:
         self.box_rules = from_config(BoxRules, box_rules)
         self.overlay_rules = from_config(OverlayRules, overlay_rules)
         self.split_file, self.split_seed = split_file, split_seed
-        self.workers, self.convert, self.progress = workers, convert, progress
+        self.workers, self.convert, self.progress = workers, flag(convert), flag(progress)
         self.datalist_name, self.report_name = datalist_name, report_name
-        self.volumes, self.volumes_datalist_name = volumes, volumes_datalist_name
+        self.volumes, self.volumes_datalist_name = flag(volumes), volumes_datalist_name
+        self.shard_index, self.shard_count = check_shard(shard_index, shard_count)
+        # converted files taken as they are: the shards' (merge), this folder's own (resume: after a killed run)
+        self.reuse_dirs = [Path(d) for d in reuse_dirs or []] + ([self.output_dir] if flag(resume) else [])
 
     def _datalist(self, ms: list[Measurement], images: dict[str, ImageInfo]) -> dict[str, list[DatalistItem]]:
         """Kept boxes grouped per image, each patient in one split (split file, else the source's own, else seeded)."""
         per_image = group_by_image([m for m in ms if m.status == "kept"])
-        given = load_split(self.split_file)
+        given = dict(self.split_file) if isinstance(self.split_file, dict) else load_split(self.split_file)
         own: dict[str, str] = {}  # DeepLesion: the CSV's own Train_Val_Test (patient-level) unless a split file is given
         if not given:
             for m in ms:
@@ -104,18 +122,37 @@ class Miner:
 
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        results = self.source.collect(inspector(self.overlay_rules), self.workers, self.progress)
+        inspect = inspector(self.overlay_rules, self.shard_index, self.shard_count)
+        results = [r for r in self.source.collect(inspect, self.workers, self.progress) if r is not None]
         t_read = time.perf_counter() - t0
+        if self.shard_count > 1:
+            shard_results = list(results)  # serialised after conversion, before anything else changes them
+            results = [copy.deepcopy(r) for r in results]
         images, ms, issues, objects = _gather(results)
         Resolver(self.series_rules, self.box_rules, self.date_from, self.date_to).resolve(ms, images)
         datalist = self._datalist(ms, images)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        staging = Staging(self.output_dir, self.reuse_dirs)
         t1 = time.perf_counter()
         if self.convert:  # an image that cannot be converted leaves the datalist, reported; the rest go on
-            issues += convert_datalist(datalist, ms, images, self.source, self.output_dir, self.workers, self.progress)
+            issues += convert_datalist(datalist, ms, images, self.source, staging.dir, self.workers, self.progress, staging.reuse)
+            staging.commit()  # finished slices are kept by a resumed run even if the volumes step is killed
         t_convert = time.perf_counter() - t1
-        write_datalist(datalist, self.output_dir / self.datalist_name)
-        volume_issues = self._volumes(datalist, images) if self.volumes else None
+        volume_issues = self._volumes(datalist, images, staging) if self.volumes else None
+        n_objects = sum(objects.values())
+        if self.shard_count > 1:  # the merge writes the datalists and the report, from every shard's readings
+            staging.commit()
+            write_state(self.output_dir, self.shard_index, self.shard_count, self.settings(), shard_results)
+            timing = self._timing(t0, t_read, t_convert, n_objects)
+            log.info(
+                "shard %d of %d: %d objects read (%.1f objects/s)",
+                self.shard_index,
+                self.shard_count,
+                n_objects,
+                timing["objects_per_s"] or 0,
+            )
+            return {"shard": [self.shard_index, self.shard_count], "objects": len(results), "timing": timing}
+        write_datalist(datalist, staging.dir / self.datalist_name)
         # DeepLesion key slices carry no series attributes (modality, description, orientation): no series rules
         series = "not applied (DeepLesion CSV: no series attributes)" if self.source.kind == "deeplesion" else self.series_rules
         rules = {"series": series, "boxes": self.box_rules, "overlay": self.overlay_rules}
@@ -123,8 +160,8 @@ class Miner:
         report = build_report(self.source.kind, date_range, rules, len(results), objects, len(images), issues, ms, datalist)
         if volume_issues is not None:
             report["series_volumes"] = volume_issues
-        write_report(report, self.output_dir / self.report_name)
-        n_objects = sum(objects.values())
+        write_report(report, staging.dir / self.report_name)
+        staging.commit()
         timing = self._timing(t0, t_read, t_convert, n_objects)
         kept = report["counts"]["boxes_kept"]
         log.info(
@@ -132,10 +169,34 @@ class Miner:
         )
         return {"report": report, "datalist": {k: [it.to_dict() for it in v] for k, v in datalist.items()}, "timing": timing}
 
-    def _volumes(self, datalist: dict[str, list[DatalistItem]], images: dict[str, ImageInfo]) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """What a merge needs to resolve, split and report the shards' readings as this miner would (split file by content)."""
+        given = dict(self.split_file) if isinstance(self.split_file, dict) else load_split(self.split_file)
+        return {
+            "source_kind": self.source.kind,
+            "date_from": self.date_from,
+            "date_to": self.date_to,
+            "series_rules": asdict(self.series_rules),
+            "box_rules": asdict(self.box_rules),
+            "overlay_rules": asdict(self.overlay_rules),
+            "split_file": given,
+            "split_seed": self.split_seed,
+            "datalist_name": self.datalist_name,
+            "report_name": self.report_name,
+            "convert": self.convert,
+            "volumes": self.volumes,
+            "volumes_datalist_name": self.volumes_datalist_name,
+        }
+
+    def _volumes(self, datalist: dict[str, list[DatalistItem]], images: dict[str, ImageInfo], staging: Staging) -> dict[str, Any]:
         """The whole-series datalist beside the key-slice one (bundle/mining/volumes.py); what did not stack is reported."""
-        vols, issues = series_volumes(datalist, images, self.source, self.output_dir, self.workers, self.progress, self.convert)
-        write_datalist(vols, self.output_dir / self.volumes_datalist_name)
+        vols, issues = series_volumes(
+            datalist, images, self.source, staging.dir, self.workers, self.progress, self.convert, done=staging.reuse
+        )
+        for i in issues:
+            i.source = staging.final_path(i.source)
+        if self.shard_count == 1:
+            write_datalist(vols, staging.dir / self.volumes_datalist_name)
         return {
             "datalist": self.volumes_datalist_name,
             "series": {k: len(v) for k, v in vols.items()},
@@ -150,5 +211,5 @@ class Miner:
             "objects_per_s": round(n_objects / t_read, 1) if t_read > 0 else None,
             "workers": self.workers,
         }
-        (self.output_dir / "mining_timing.json").write_text(json.dumps(timing, indent=1))
+        atomic_write_text(self.output_dir / "mining_timing.json", json.dumps(timing, indent=1))
         return timing

@@ -13,6 +13,7 @@ the plane normal), so a key-slice box keeps its x, y coordinates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,8 +114,11 @@ def series_volumes(
     workers: int,
     progress: bool,
     convert: bool = True,
+    done: Callable[[Path], bool] | None = None,
 ) -> tuple[dict[str, list[DatalistItem]], list[FileIssue]]:
-    """One volume item per mined series, in the key-slice datalist's sections and order; series that do not stack are reported."""
+    """One volume item per mined series, in the key-slice datalist's sections and order; series that do not stack are reported.
+
+    `done(path)` True: the volume is already there (reused by a merge or a resumed run), not converted again."""
     by_series: dict[str, list[ImageInfo]] = {}
     for info in images.values():
         by_series.setdefault(info.series_uid, []).append(info)
@@ -138,7 +142,8 @@ def series_volumes(
 
         def one(job: tuple[list[ImageInfo], Path, list[float]]) -> FileIssue | None:
             try:
-                write_volume(job[0], source, job[1], job[2])
+                if done is None or not done(job[1]):
+                    write_volume(job[0], source, job[1], job[2])
             except Exception as exc:  # one series that cannot be decoded or written never stops the others
                 return FileIssue(str(job[1]), "series_not_a_volume", f"cannot convert: {type(exc).__name__}: {exc}")
             return None

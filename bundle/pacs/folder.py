@@ -10,7 +10,11 @@ from bundle.io.records import ObjectResult
 from bundle.pacs.source import Inspector, pool_map
 
 
-def _inspect_file(root: str, inspect: Inspector, location: str) -> ObjectResult:
+def _inspect_file(root: str, inspect: Inspector, location: str) -> ObjectResult | None:
+    """An inspector with `from_file` reads what it needs of the file (a header only, often); others get the bytes."""
+    from_file = getattr(inspect, "from_file", None)
+    if from_file is not None:
+        return from_file(Path(root) / location, location)
     return inspect((Path(root) / location).read_bytes(), location)
 
 
@@ -36,5 +40,8 @@ class FolderSource:
         return (self.root / location).read_bytes()
 
     def collect(self, inspect: Inspector, workers: int = 1, progress: bool = False) -> list[ObjectResult]:
-        """Every file through the inspector, in worker processes (parsing is CPU-bound); `inspect` must pickle."""
-        return pool_map(partial(_inspect_file, str(self.root), inspect), self.locations(), workers, "mining", progress)
+        """Every file through the inspector, in worker processes (parsing is CPU-bound); `inspect` must pickle.
+
+        An inspector may return None for an object it leaves to another shard; those are dropped here."""
+        results = pool_map(partial(_inspect_file, str(self.root), inspect), self.locations(), workers, "mining", progress)
+        return [r for r in results if r is not None]

@@ -8,13 +8,14 @@ one way: io <- pacs <- mining.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from bundle.io.records import ObjectResult
 
-Inspector = Callable[[bytes, str], ObjectResult]
+Inspector = Callable[[bytes, str], ObjectResult | None]  # None: the object belongs to another shard
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -32,6 +33,14 @@ class Source(Protocol):
         ...
 
 
+def cpu_count() -> int:
+    """CPU cores this process may run on (the affinity mask a scheduler such as SLURM sets), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def progress_bar(iterable: Iterable[T], total: int, desc: str, enabled: bool) -> Iterable[T]:
     """tqdm over an iterable when enabled; the iterable itself otherwise."""
     if not enabled:
@@ -42,10 +51,16 @@ def progress_bar(iterable: Iterable[T], total: int, desc: str, enabled: bool) ->
 
 
 def pool_map(
-    fn: Callable[[T], R], jobs: list[T], workers: int, desc: str, progress: bool, processes: bool = True, chunksize: int = 8
+    fn: Callable[[T], R], jobs: list[T], workers: int, desc: str, progress: bool, processes: bool = True, chunksize: int | None = None
 ) -> list[R]:
-    """`map` in order over a process (CPU-bound parsing) or thread (network-bound) pool; in-line for one worker."""
-    if workers <= 1:
+    """`map` in order over a process (CPU-bound parsing) or thread (network-bound) pool; in-line for one worker.
+
+    `workers` 0 (or None) = one per CPU core this process may use. Process chunks are large (jobs / workers / 8):
+    a header read takes well under a millisecond, so small chunks would spend the time on inter-process traffic."""
+    workers = workers or cpu_count()
+    if chunksize is None:
+        chunksize = max(8, len(jobs) // (workers * 8))
+    if workers <= 1 or len(jobs) <= 1:
         return [fn(j) for j in progress_bar(jobs, len(jobs), desc, progress)]
     pool_cls: Any = ProcessPoolExecutor if processes else ThreadPoolExecutor
     with pool_cls(workers) as pool:

@@ -40,6 +40,11 @@ T = {  # the fields image_info reads (group << 16 | element)
     "SeriesDescription": 0x0008103E,
     "PatientID": 0x00100020,
     "SliceThickness": 0x00180050,
+    "ContrastBolusAgent": 0x00180010,
+    "ScanningSequence": 0x00180020,
+    "MRAcquisitionType": 0x00180023,
+    "SequenceName": 0x00180024,
+    "ProtocolName": 0x00181030,
     "StudyInstanceUID": 0x0020000D,
     "SeriesInstanceUID": 0x0020000E,
     "InstanceNumber": 0x00200013,
@@ -53,6 +58,8 @@ T = {  # the fields image_info reads (group << 16 | element)
     "BitsAllocated": 0x00280100,
 }
 WANTED = set(T.values())
+# what bundle.io.frames.acquisition_attributes may read from elsewhere: the full path decides
+DECLINE = {0x00180012, 0x00189005, 0x00189008}  # ContrastBolusAgentSequence, PulseSequenceName, EchoPulseSequence
 HEAD = 4096  # headers of ordinary images are 1-2 KiB; longer ones are read again with BIG_HEAD
 BIG_HEAD = 65536
 
@@ -83,7 +90,7 @@ def _walk(buf: bytes, pos: int, end: int, out: dict[int, bytes] | None, stop_at_
             pos += 8
         if tag == PIXEL_DATA and stop_at_pixels:
             return pos, length
-        if group & 0xFF01 == 0x6000 or tag == 0x52009229:  # overlays, enhanced multi-frame: the full path
+        if group & 0xFF01 == 0x6000 or tag == 0x52009229 or tag in DECLINE:  # overlays, enhanced multi-frame: the full path
             raise Unsure
         if length == UNDEFINED:
             if vr != b"SQ":
@@ -223,7 +230,21 @@ def info_from_head(v: dict[int, bytes], location: str) -> ImageInfo:
         study_date=_text(v.get(T["StudyDate"])),
         instance_number=int(_number(v.get(T["InstanceNumber"]), int) or 0),
         location=location,
+        protocol_name=_text(v.get(T["ProtocolName"])),
+        sequence_name=_text(v.get(T["SequenceName"])),
+        scanning_sequence=_scanning(v.get(T["ScanningSequence"])),
+        acquisition_type=_text(v.get(T["MRAcquisitionType"])),
+        contrast_agent=_text(v.get(T["ContrastBolusAgent"])),
     )
+
+
+def _scanning(v: bytes | None) -> list[str]:
+    """ScanningSequence as acquisition_attributes gives it: one value or several, always a list."""
+    if v is None or not v.rstrip(b"\0 "):
+        return []
+    if b"\\" in v:
+        return _multi(v) or []
+    return [_text(v)]
 
 
 def read_head(path: Path, n: int = HEAD) -> tuple[bytes, int]:

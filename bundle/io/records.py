@@ -30,6 +30,7 @@ REASONS = {
     "image_missing": "the image file a CSV row names does not exist",
     "image_unreadable": "the image file a CSV row names cannot be decoded as a single grey plane",
     "overlay_glyph": "overlay component is text, a marker or a frame, not a lesion outline",
+    "retrieve_failed": "object the archive listed but did not deliver (WADO-RS error, C-GET/C-MOVE sub-operation failed)",
 }
 
 

@@ -17,8 +17,27 @@ from pathlib import Path
 
 import requests
 
+ARCHIVE_NEVER_SEES = ("corrupt", "not_dicom")  # push_folder skips the truncated file and the text file
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 HAVE_ORTHANC = shutil.which("Orthanc") is not None and PLUGIN.exists()
+
+
+def boxes(datalist: dict) -> list:
+    """Every mined box with its image, in a stable order: what two sources must agree on."""
+    return sorted((it["sop_instance_uid"], it["box"]) for items in datalist.values() for it in items)
+
+
+def stored_exclusions(exclusions: dict) -> dict:
+    """The folder source's exclusion counts less the files an archive never stores."""
+    return {k: v for k, v in exclusions.items() if k not in ARCHIVE_NEVER_SEES}
+
+
+def mine_folder(pacs_export: Path, tiny_demo: Path, out: Path) -> dict:
+    """The reference: the same export mined from its folder (boxes, reasons and converted slices)."""
+    from bundle.mining.pipeline import Miner
+    from bundle.pacs.folder import FolderSource
+
+    return Miner(str(out), source=FolderSource(pacs_export / "dicom"), split_file=str(tiny_demo / "truth.json"), progress=False).run()
 
 
 def free_port() -> int:

@@ -17,31 +17,20 @@ import pytest
 
 from bundle.mining.pipeline import Miner
 from bundle.pacs.dicomweb import DICOMwebSource, push_folder
-from bundle.pacs.folder import FolderSource
 from bundle.pacs.source import ArchiveError
-from tests.orthanc_server import HAVE_ORTHANC, gateway, make_certs, run_orthanc
+from tests.orthanc_server import ARCHIVE_NEVER_SEES, HAVE_ORTHANC, boxes, gateway, make_certs, mine_folder, run_orthanc, stored_exclusions
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not HAVE_ORTHANC, reason="Debian orthanc/orthanc-dicomweb not installed (.ci/run installs them)"),
 ]
 USER, PASSWORD, TOKEN = "miner", "pw-0f9e8d", "token-7c6b5a"
-ARCHIVE_NEVER_SEES = ("corrupt", "not_dicom")  # push_folder skips the truncated file and the text file
-
-
-def boxes(datalist: dict) -> list:
-    return sorted((it["sop_instance_uid"], it["box"]) for items in datalist.values() for it in items)
-
-
-def stored_exclusions(exclusions: dict) -> dict:
-    return {k: v for k, v in exclusions.items() if k not in ARCHIVE_NEVER_SEES}
 
 
 @pytest.fixture(scope="module")
 def folder_run(pacs_export, tiny_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("folder_mined")
-    res = Miner(str(out), source=FolderSource(pacs_export / "dicom"), split_file=str(tiny_demo / "truth.json"), progress=False).run()
-    return out, res
+    return out, mine_folder(pacs_export, tiny_demo, out)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ REASONS = {
     "image_unreadable": "the image file a CSV row names cannot be decoded as a single grey plane",
     "series_not_a_volume": "mined series whose images do not stack into one volume (its key slices are still mined)",
     "overlay_glyph": "overlay component is text, a marker or a frame, not a lesion outline",
+    "retrieve_failed": "object the archive listed but did not deliver (WADO-RS error, C-GET/C-MOVE sub-operation failed)",
 }
 
 

@@ -16,8 +16,26 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from bundle.io.records import ObjectResult
 
 Inspector = Callable[[bytes, str], ObjectResult | None]  # None: the object belongs to another shard
+# Series that hold measurements and key images (GSPS and SR live in their own series, Modality PR / SR).
+ANNOTATION_MODALITIES = frozenset({"PR", "SR", "KO", "SEG", "RTSTRUCT", "DOC", "OT_ANN"})
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class ArchiveError(SystemExit):
+    """An archive that cannot be used at all (unreachable, refused, wrong credentials, nothing matches): one line.
+
+    Why a SystemExit: `python -m monai.bundle run` has no error handler of ours; Python prints a SystemExit's
+    message as one line on stderr and exits 1, with no traceback. Python callers catch it by name
+    (`except ArchiveError`); `except Exception` does not. One object that fails is an issue in the report, never this.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @runtime_checkable

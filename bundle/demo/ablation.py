@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bundle.demo.ablation_page import pool, write_page
 from bundle.demo.experiment import build_series
 from bundle.demo.run import DemoOptions, Paths, deidentify, make_data, mine
 from bundle.demo.volumes import write_volume_datalist
@@ -38,15 +39,6 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "lopsided": (SERIES, "series_mined", {"ignore_reach": True, "cls_loss": "lopsided_bootstrap"}),
     "hard_pool": (SERIES, "series_mined", {"ignore_reach": True, "hard_negative_pool_size": 100}),
     "context": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3}),
-}
-LABELS = {
-    "mined_only": "mined key slices only (seed study)",
-    "whole_series": "+ whole series",
-    "ignore": "+ ignore regions (lesion reach)",
-    "lopsided": "+ ignore + lopsided bootstrap loss",
-    "hard_pool": "+ ignore + hard-negative pool x5",
-    "context": "+ ignore + 2.5D (3 slices)",
-    "self_trained": "+ ignore + 2.5D + self-training",
 }
 INFERENCE_KEYS = ("context_slices", "val_patch_size")
 
@@ -176,8 +168,6 @@ def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, tra
 
 def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:
     """Every replicate (resumable: a finished replicate's ablation.json is reused), pooled, and the results page."""
-    from bundle.demo.ablation_page import pool, write_page
-
     work = Path(work_dir) if Path(work_dir).is_absolute() else ROOT / work_dir
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

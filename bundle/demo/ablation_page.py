@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bundle.demo.ablation import LABELS, AblationPlan
+LABELS = {
+    "mined_only": "mined key slices only (seed study)",
+    "whole_series": "+ whole series",
+    "ignore": "+ ignore regions (lesion reach)",
+    "lopsided": "+ ignore + lopsided bootstrap loss",
+    "hard_pool": "+ ignore + hard-negative pool x5",
+    "context": "+ ignore + 2.5D (3 slices)",
+    "self_trained": "+ ignore + 2.5D + self-training",
+}
 
 GOAL = {"sensitivity_ge10": 0.90, "fp_per_volume": 1.0, "fp_per_normal_volume": 0.5}
 
@@ -135,6 +143,3 @@ def write_page(summary: dict, path: Path, source: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page(summary, os.path.relpath(source, path.parent) if source.is_absolute() else str(source)))
     return path
-
-
-__all__ = ["AblationPlan", "pool", "page", "write_page"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +167,148 @@ def test_operating_point_file_and_stale_model(tmp_path, caplog):
     assert len(stale) == 2 and all("\n" not in m for m in stale)
     (tmp_path / "operating_point.json").write_text("{")
     assert operating_point.load(tmp_path, default=0.3)["source"] == "default"
+
+
+def test_demo_volume_datalist_holds_every_lesion(tiny_demo, tmp_path):
+    from bundle.datalist.schema import load_datalist
+    from bundle.demo.volumes import write_volume_datalist
+
+    path = write_volume_datalist(tiny_demo)
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    for section in ("validation", "test"):
+        items = load_datalist(path, section, tiny_demo, box_mode="xyzxyz")
+        want = [p for p in truth["patients"] if truth["split"][p["patient_id"]] == section]
+        # (MONAI's loader also resolves "patient" here: demo-000 is a folder beside the datalist)
+        assert [Path(it["patient"]).name for it in items] == [p["patient_id"] for p in want]
+        for it, p in zip(items, want):
+            assert it["box"] == [les["box_vox"] for les in p["lesions"]] and it["long_mm"] == [les["diameter_mm"] for les in p["lesions"]]
+            assert it["image"] == str(tiny_demo / p["image"])
+    with pytest.raises(ValueError, match="must sit in"):
+        write_volume_datalist(tiny_demo, tmp_path / "elsewhere.json")
+
+
+def _normal_volume_study(tmp_path, demo_spacing):
+    """A lesion-free demo volume (the simulator with p_normal 1), as NIfTI and as a DICOM series."""
+    from bundle.demo.synth import generate_patient
+    from bundle.deploy.dicom_series import write_mr_series
+
+    p = generate_patient(np.random.default_rng([1, 900]), "demo-900", tuple(demo_spacing), tmp_path / "data", p_normal=1.0)
+    assert p.lesions == []
+    image = tmp_path / "data" / p.image
+    write_mr_series(image, tmp_path / "dicom" / "t1c_ax", "AX T1 POST GAD", 1)
+    return image
+
+
+def _monailabel_boxes(package_dir, image) -> tuple[float, int]:
+    """What MONAI Label's bundle infer task does with the package: detector on the volume, then `postprocessing`."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(package_dir / "configs" / "inference.yaml"))
+    parser.update({"bundle_root": str(package_dir), "device": "$torch.device('cpu')", "slice_sliding_window": False})
+    detector = parser.get_parsed_content("detector")
+    detector.network.load_state_dict(torch.load(package_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
+    parser.get_parsed_content("detector_ops")
+    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
+    detector.eval()
+    with torch.no_grad():
+        (pred,) = detector([data["image"]], use_inferer=True)
+    out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
+    return float(parser.get_parsed_content("score_threshold")), len(out["box"])
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served_bundle, tiny_demo, tmp_path):
+    """evaluate_volume.yaml writes operating_point.json; the MONAI Label package and the Deploy app then show on a
+    normal volume exactly the boxes scoring >= it (none here: validation holds that normal volume, 0.5 FP allowed)."""
+    import os
+    import shutil
+    import subprocess
+
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.datalist.schema import write_datalist
+    from bundle.demo.volumes import volume_items
+    from scripts.package_bundle import package
+
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    normal = _normal_volume_study(tmp_path, truth["patients"][0]["spacing"])
+    # validation: the demo's validation volume and the normal one; test: the normal one (volume inference is the cost)
+    items = [it.to_dict() | {"image": str(tiny_demo / it.image)} for it in volume_items(truth, "validation")]
+    normal_item = {"image": str(normal), "box": [], "label": [], "patient": "demo-900"}
+    doc = {"validation": items + [normal_item], "test": [normal_item]}
+    dl = write_datalist(doc, tmp_path / "datalist_volume.json")
+    models = tmp_path / "bundle" / "models"  # a copy: the session's served_bundle stays without an operating point
+    models.mkdir(parents=True)
+    shutil.copy(served_bundle / "models" / "model.pt", models / "model.pt")
+    cfg = [str(repo_root / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
+    wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / "bundle"), volume_datalist_file=str(dl),
+                        output_dir=str(tmp_path / "eval"), slice_sliding_window=False, n_bootstrap=100)  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    metrics = json.loads((tmp_path / "eval" / "metrics_volume.json").read_text())
+    op = json.loads((models / "operating_point.json").read_text())
+    thr = op["score_threshold"]
+    assert thr == metrics["operating_point"]["score_threshold"] and op["model_md5"]
+    assert op["validation"]["fp_per_normal_volume"] <= 0.5 and op["validation"]["fp_per_volume"] <= 1.0
+    assert (tmp_path / "eval" / "summary_volume.md").is_file() and (tmp_path / "eval" / "froc_volume.png").is_file()
+    raw = {
+        p["image"]: np.asarray(p["score"])
+        for p in json.loads((tmp_path / "eval" / "predictions_volume_test.json").read_text())["predictions"]
+    }
+    scores = raw[str(normal)]
+    expected = int((scores >= thr).sum())
+    assert expected == 0  # validation held this volume and allowed 0.5 FP on its one normal volume
+    # MONAI Label: the package's models/ carries the file, its inference.yaml defaults to the threshold
+    pkg = tmp_path / "ml" / "brain_mri_tumor_detection"
+    package(pkg, root=repo_root, target="monailabel", make_zip=False, models_dir=models)
+    shipped = json.loads((pkg / "models" / "operating_point.json").read_text())
+    assert shipped["score_threshold"] == thr and shipped["model_md5_by_file"].keys() == {"model.pt", "model.ts"}
+    assert f"default={thr!r})" in (pkg / "configs" / "inference.yaml").read_text()
+    assert _monailabel_boxes(pkg, normal) == (thr, expected)
+    # Deploy app: reads the file beside the model it loads (-m)
+    from scripts.make_venv import make_venv
+
+    py = make_venv(repo_root / "deploy" / "app" / "requirements.txt", repo_root / ".venv-deploy")
+    env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False}))
+    run = subprocess.run([str(py), str(repo_root / "deploy" / "app" / "app.py"), "-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"),
+                          "-m", str(models)], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    summary = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert summary["counts"]["score_threshold"] == pytest.approx(thr)
+    # the DICOM round trip (uint16 pixels) may move a score by a hair: compare away from the threshold
+    assert int((scores >= thr + 1e-3).sum()) <= len(summary["detections"]) <= int((scores >= thr - 1e-3).sum())
+    assert all(d["score"] >= thr for d in summary["detections"])
+
+
+def test_sr_of_a_volume_without_boxes_says_neoplasm_absent(tiny_demo, tmp_path):
+    """At the shipped operating point a normal volume gets no box: the Deploy app's SR must still be written."""
+    import shutil
+    import subprocess
+
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from bundle.deploy.dicom_series import write_mr_series
+    from bundle.deploy.dicom_sr import build_gsps, build_sr, read_sr_boxes
+
+    patient = json.loads((tiny_demo / "truth.json").read_text())["patients"][0]
+    paths = write_mr_series(tiny_demo / patient["image"], tmp_path / "s", "AX T1 POST GAD", 1)
+    sources = sorted((pydicom.dcmread(p) for p in paths), key=lambda d: float(d.ImagePositionPatient[2]))
+    build_sr(sources, np.zeros((0, 6)), np.zeros(0), "0").save_as(tmp_path / "sr.dcm")
+    build_gsps(sources, np.zeros((0, 6)), np.zeros(0), "0").save_as(tmp_path / "gsps.dcm")
+    sr = hd.sr.srread(tmp_path / "sr.dcm")
+    assert read_sr_boxes(sr) == []
+    # no ROI group: the report's one group is the qualitative "neoplasm: absent"
+    assert sr.content.get_planar_roi_measurement_groups() == [] and sr.content.get_volumetric_roi_measurement_groups() == []
+    evaluations = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]  # Imaging Measurements
+    assert evaluations and "272519000" in str(evaluations[0])  # SCT Absent
+    assert codes.SCT.Absent.value == "272519000"
+    if shutil.which("dciodvfy"):
+        for name in ("sr.dcm", "gsps.dcm"):
+            out = subprocess.run(["dciodvfy", str(tmp_path / name)], capture_output=True, text=True)
+            assert not [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")], name

@@ -195,12 +195,12 @@ def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 1.0
     feasible candidate keeps the most lesions within the targets. Without normal volumes the per-normal
     target cannot be checked and is recorded as such.
     """
+    if not volumes:
+        raise ValueError("operating point: no validation volumes")
     scores = np.concatenate([v.match.scores for v in volumes] + [np.zeros(0)])
     fp = np.concatenate([~v.match.tp for v in volumes] + [np.zeros(0, dtype=bool)])
     normal = np.concatenate([np.full(len(v.match.scores), v.normal) for v in volumes] + [np.zeros(0, dtype=bool)])
     n_vol, n_norm = len(volumes), sum(v.normal for v in volumes)
-    if not len(volumes):
-        raise ValueError("operating point: no validation volumes")
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
     cum_fp, cum_fpn = np.cumsum(fp[order]), np.cumsum((fp & normal)[order])

@@ -269,6 +269,12 @@ def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served
     assert shipped["score_threshold"] == thr and shipped["model_md5_by_file"].keys() == {"model.pt", "model.ts"}
     assert f"default={thr!r})" in (pkg / "configs" / "inference.yaml").read_text()
     assert _monailabel_boxes(pkg, normal) == (thr, expected)
+    # and on the validation volume with lesions, exactly its boxes scoring >= the threshold (at least the one it sits on)
+    val_raw = json.loads((tmp_path / "eval" / "predictions_volume_validation.json").read_text())["predictions"]
+    lesion_volume = next(p for p in val_raw if p["image"] == items[0]["image"])
+    kept = int((np.asarray(lesion_volume["score"]) >= thr).sum())
+    assert kept >= 1 or op["keeps_nothing_on_validation"]
+    assert _monailabel_boxes(pkg, items[0]["image"]) == (thr, kept)
     # Deploy app: reads the file beside the model it loads (-m)
     from scripts.make_venv import make_venv
 

@@ -157,6 +157,37 @@ def write_large_files(out: Path, url_base: str = "") -> list[dict]:
     return entries
 
 
+_THRESHOLD_LINE = re.compile(r"^(score_threshold: \"\$operating_point\.load\(@ckpt_dir, default=)[^)]*(\)\['score_threshold'\]\")$", re.M)
+
+
+def ship_operating_point(models: Path, out: Path) -> dict | None:
+    """models/operating_point.json in the package: md5s of the packaged model files, its threshold baked in.
+
+    The package's model.pt may be converted and model.ts is exported here, so their md5s are recorded
+    anew (restamp), unless the source file was already stale for its model: then it stays as it was, and
+    inference warns as it would have. The volume config's default becomes the shipped threshold, so a
+    package whose models/ lacks the file at run time (weights fetched elsewhere) still uses it.
+    """
+    from bundle.engines import operating_point
+
+    src = models / operating_point.FILENAME
+    if not src.is_file():
+        return None
+    doc = json.loads(src.read_text())
+    current = operating_point.is_current(models, doc)
+    if current is False:
+        print(f"{src}: chosen for another model (md5); packaged as is, re-run configs/evaluate_volume.yaml", file=sys.stderr)
+    else:
+        doc = operating_point.restamp(out / "models", doc.get("model_md5")) or doc
+    thr = repr(float(doc["score_threshold"]))
+    for cfg in ("inference_volume.yaml", "inference.yaml"):
+        path = out / "configs" / cfg
+        text = path.read_text() if path.is_file() else ""
+        if _THRESHOLD_LINE.search(text):
+            path.write_text(_THRESHOLD_LINE.sub(lambda m: m.group(1) + thr + m.group(2), text))
+    return doc
+
+
 def package(
     out: Path,
     root: Path = ROOT,
@@ -169,6 +200,7 @@ def package(
 
     ``models_dir`` (default ``<root>/models``) is where model.pt (or, without it, model.ts) is taken from.
     """
+    from bundle.engines import operating_point
     from bundle.engines.checkpoints import convert
 
     if out.exists():
@@ -185,6 +217,8 @@ def package(
         files.append(models / "model.pt")
     elif (models / "model.ts").is_file():
         files.append(models / "model.ts")
+    if (models / operating_point.FILENAME).is_file():  # the validated threshold travels with its model
+        files.append(models / operating_point.FILENAME)
     for f in files:
         rel = Path("models") / f.name if f.parent == models else f.relative_to(root)
         dst = out / rel
@@ -210,6 +244,7 @@ def package(
         if convert(out / "models" / "model.pt"):
             print(f"{models / 'model.pt'} is in the pre-0.5.0 format; the package holds its weights alone", file=sys.stderr)
         export_torchscript(out)
+    ship_operating_point(models, out)
     write_large_files(out, large_files_url)
     manifest = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     missing = [r for r in REQUIRED if r not in manifest]

@@ -92,6 +92,16 @@ def build_sr(
                 measurements=measurements,
             )
         )
+    if not groups:  # TID 1500 needs a group: say "neoplasm absent" (no box at the operating point), not nothing
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="No lesion detected"),
+                finding_type=codes.SCT.Neoplasm,
+                finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain)],
+                algorithm_id=algorithm,
+                qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=codes.SCT.Neoplasm, value=codes.SCT.Absent)],
+            )
+        )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(), name=ALGORITHM),
@@ -100,7 +110,7 @@ def build_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=MR_BRAIN,
         imaging_measurements=groups,
-        referenced_images=None if groups else list(sources),
+        referenced_images=None if len(boxes) else list(sources),
     )
     return hd.sr.Comprehensive3DSR(
         evidence=list(sources),

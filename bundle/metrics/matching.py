@@ -55,7 +55,6 @@ def match_image(
         raise ValueError(f"{where}: {len(p)} predicted boxes but {len(s)} scores")
     if len(p) and len(g) and p.shape[1] != g.shape[1]:
         raise ValueError(f"{where}: predictions are {p.shape[1] // 2}D boxes but truth is {g.shape[1] // 2}D")
-    order = np.argsort(-s, kind="stable")
     tp = np.zeros(len(p), dtype=bool)
     matched = np.full(len(p), -1, dtype=int)
     if len(p) and len(g):
@@ -69,15 +68,27 @@ def match_image(
             quality = ok.astype(np.float64)
         else:
             raise ValueError(f"unknown matching criterion {criterion!r}: use 'iou' or 'center'")
-        free = np.ones(len(g), dtype=bool)
-        for i in order:
-            cand = np.nonzero(ok[i] & free)[0]
-            if len(cand):
-                j = cand[np.argmax(quality[i, cand])]
-                free[j] = False
-                tp[i] = True
-                matched[i] = j
+        tp, matched = greedy(ok, quality, s)
     return ImageMatch(scores=s, tp=tp, n_truth=len(g), matched_truth=matched)
+
+
+def greedy(ok: np.ndarray, quality: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions in descending score (stable) take the free truth they may match with the best quality.
+
+    ok, quality: (predictions, truths). Returns (tp per prediction, matched truth index or -1).
+    Shared by the 2D matching here and the 3D volume matching (bundle.metrics.volume).
+    """
+    tp = np.zeros(len(scores), dtype=bool)
+    matched = np.full(len(scores), -1, dtype=int)
+    free = np.ones(ok.shape[1], dtype=bool)
+    for i in np.argsort(-np.asarray(scores), kind="stable"):
+        cand = np.nonzero(ok[i] & free)[0]
+        if len(cand):
+            j = cand[np.argmax(quality[i, cand])]
+            free[j] = False
+            tp[i] = True
+            matched[i] = j
+    return tp, matched
 
 
 def counts_at(matches: list[ImageMatch], threshold: float) -> tuple[int, int, int]:

@@ -12,6 +12,8 @@ series selection and DICOM -> volume are the SDK's; detection runs the bundle's 
 
 Settings from the environment: BUNDLE_ROOT (default: this repository), BUNDLE_OVERRIDES (JSON of
 config keys, e.g. '{"score_threshold": 0.5}'), SERIES_RULES (selector JSON, default below).
+Without a score_threshold override the operating point shipped beside the model is used
+(<model folder>/operating_point.json, bundle/engines/operating_point.py).
 """
 
 from __future__ import annotations
@@ -116,12 +118,15 @@ class BoxDetectionOperator(Operator):
         parser = ConfigParser()
         parser.read_config(str(self.bundle_root / "configs" / "inference_volume.yaml"))
         parser.read_meta(str(self.bundle_root / "configs" / "metadata.json"))
-        parser.update({"bundle_root": str(self.bundle_root), "device": "$torch.device('cpu')", **self.overrides})
         path = self.model_path
         if path.is_dir():
             path = next((path / n for n in ("model.ts", "model.pt") if (path / n).is_file()), path / "model.ts")
         if not path.is_file():
             raise FileNotFoundError(f"no model.ts or model.pt at {self.model_path}")
+        # ckpt_dir = the model's folder: score_threshold defaults to the operating point shipped beside it
+        parser.update(
+            {"bundle_root": str(self.bundle_root), "ckpt_dir": str(path.parent), "device": "$torch.device('cpu')", **self.overrides}
+        )
         detector = parser.get_parsed_content("detector")
         if path.suffix == ".ts":
             detector.network = torch.jit.load(str(path), map_location="cpu")

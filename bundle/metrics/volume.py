@@ -1,0 +1,252 @@
+"""Volume-level evaluation (the primary result): 3D boxes per volume against every lesion of the volume.
+
+Why: a radiologist sees every box the model draws on a series, so lesion sensitivity and false boxes
+per volume (and per normal volume) decide whether the tool is usable; key-slice figures cannot see
+the boxes on the slices nobody measured. Predictions come from configs/evaluate_volume.yaml, i.e. the
+detector MONAI Label and the Deploy app run (configs/inference_volume.yaml).
+
+Rules (docs/evaluation.md, "Volume level"):
+- a predicted 3D box matches a lesion when their 3D IoU >= `iou_threshold` (0.1) or the predicted box
+  contains the lesion's centre (criterion "iou_or_center"; "iou" or "center" alone on request);
+  greedy by descending score, each lesion matched once, the best IoU among the allowed lesions wins;
+- the operating point is chosen on validation volumes (`choose_operating_point`) and applied unchanged
+  to test; a threshold keeps every box with score >= it (ties kept or dropped together);
+- CIs and the paired test resample patients (bundle.metrics.volume_stats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from monai.data.box_utils import box_iou
+
+from bundle.metrics import froc, volume_stats
+from bundle.metrics.breakdown import SIZE_BINS_MM, long_axis_mm
+from bundle.metrics.matching import ImageMatch, _as_boxes, greedy
+from bundle.metrics.report import load_predictions, load_truth, pair, spacing_of
+
+LARGE_MM = 10.0
+GE_LABEL = ">=10 mm"
+BIN_LABELS = [lbl for _, _, lbl in SIZE_BINS_MM]
+
+
+@dataclass
+class MatchRule:
+    """How a predicted 3D box finds its lesion (configs/evaluate_volume.yaml: volume_match_criterion, volume_iou_threshold)."""
+
+    criterion: str = "iou_or_center"  # "iou", "center" (lesion centre inside the predicted box), or either
+    iou_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.criterion not in ("iou_or_center", "iou", "center"):
+            raise ValueError(f"volume matching criterion {self.criterion!r}: use 'iou_or_center', 'iou' or 'center'")
+
+    def label(self) -> str:
+        iou = f"3D IoU >= {self.iou_threshold:g}"
+        centre = "the predicted box contains the lesion's centre"
+        return {"iou": iou, "center": centre, "iou_or_center": f"{iou} or {centre}"}[self.criterion]
+
+
+def match_volume(pred_boxes, pred_scores, gt_boxes, rule: MatchRule | None = None, where: str = "volume") -> ImageMatch:
+    """One volume's 3D predictions (xyzxyz) against its lesions, greedy by score (matching.greedy)."""
+    rule = rule or MatchRule()
+    p, g = _as_boxes(pred_boxes, f"{where} predictions"), _as_boxes(gt_boxes, f"{where} truth")
+    s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    if len(s) != len(p):
+        raise ValueError(f"{where}: {len(p)} predicted boxes but {len(s)} scores")
+    for arr, what in ((p, "predictions"), (g, "truth")):
+        if len(arr) and arr.shape[1] != 6:
+            raise ValueError(f"{where}: {what} must be 3D boxes [x0, y0, z0, x1, y1, z1], got {arr.shape[1]} numbers per box")
+    if not (len(p) and len(g)):
+        return ImageMatch(scores=s, tp=np.zeros(len(p), dtype=bool), n_truth=len(g), matched_truth=np.full(len(p), -1))
+    iou = np.asarray(box_iou(p, g), dtype=np.float64)
+    centre = (g[:, :3] + g[:, 3:]) / 2
+    contains = np.all((p[:, None, :3] <= centre[None]) & (centre[None] <= p[:, None, 3:]), axis=2)
+    ok = {"iou": iou >= rule.iou_threshold, "center": contains, "iou_or_center": (iou >= rule.iou_threshold) | contains}[rule.criterion]
+    tp, matched = greedy(ok, iou + 1e-9 * contains, s)  # among allowed lesions: highest IoU; a contained centre breaks ties
+    return ImageMatch(scores=s, tp=tp, n_truth=len(g), matched_truth=matched)
+
+
+@dataclass
+class Volume:
+    """One scored volume: its match, patient and each lesion's long axis (mm)."""
+
+    image: str
+    patient: str
+    match: ImageMatch
+    long_mm: np.ndarray
+
+    @property
+    def normal(self) -> bool:
+        return self.match.n_truth == 0
+
+
+def to_detector_grid(boxes, stored_affine, detector_affine) -> np.ndarray:
+    """Truth boxes in the stored file's array coordinates -> the detector's grid (after its reorientation).
+
+    Box corners are voxel edges (max exclusive), so they move as edge coordinates (index - 0.5).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 6)
+    t = np.linalg.inv(np.asarray(detector_affine, dtype=np.float64)) @ np.asarray(stored_affine, dtype=np.float64)
+    if np.allclose(t, np.eye(4), atol=1e-4) or not len(b):
+        return b
+    corners = np.stack([b[:, [i, j + 1, k + 2]] for i in (0, 3) for j in (0, 3) for k in (0, 3)], axis=1) - 0.5  # (N, 8, 3)
+    moved = corners @ t[:3, :3].T + t[:3, 3] + 0.5
+    return np.round(np.concatenate([moved.min(1), moved.max(1)], axis=1), 6)
+
+
+def _truth_boxes(item: dict, pred: dict) -> np.ndarray:
+    boxes = np.asarray(item["box"], dtype=np.float64).reshape(-1, 6) if len(item["box"]) else np.zeros((0, 6))
+    if "affine" in pred and len(boxes):
+        boxes = to_detector_grid(boxes, nib.load(item["image"]).affine, pred["affine"])
+    return boxes
+
+
+def score_volumes(datalist: str, predictions: str, key: str, rule: MatchRule | None = None) -> list[Volume]:
+    """Every volume of a datalist section matched to its saved predictions (VolumeDetectionSaver JSON)."""
+    out = []
+    for item, pred in pair(load_predictions(predictions), load_truth(datalist, key), str(predictions)):
+        where = item["image"]
+        boxes = _truth_boxes(item, pred)
+        if "long_mm" in item:
+            long_mm = np.asarray(item["long_mm"], dtype=np.float64)
+        else:
+            long_mm = long_axis_mm(np.asarray(item["box"], dtype=float).reshape(-1, 6), spacing_of(item, 3)) if len(boxes) else np.zeros(0)
+        m = match_volume(pred["box"], pred["score"], boxes, rule, where)
+        out.append(Volume(where, str(item.get("patient", where)), m, long_mm))
+    return out
+
+
+def _kept(v: Volume, t: float) -> tuple[np.ndarray, set[int]]:
+    keep = v.match.scores >= t
+    return keep, set(v.match.matched_truth[keep & v.match.tp].tolist())
+
+
+COLUMNS = [
+    "tp",
+    "n",
+    "tp_ge10",
+    "n_ge10",
+    *[f"{k}_{b}" for b in BIN_LABELS for k in ("tp", "n")],
+    "fp",
+    "fp_normal",
+    "boxes",
+    "volumes",
+    "normal",
+]
+
+
+def volume_counts(volumes: list[Volume], t: float) -> np.ndarray:
+    """(V, len(COLUMNS)) counts at threshold t: found/all lesions overall, >= 10 mm and per size bin; FPs; volume flags."""
+    out = np.zeros((len(volumes), len(COLUMNS)))
+    col = {c: i for i, c in enumerate(COLUMNS)}
+    for r, v in enumerate(volumes):
+        keep, hit = _kept(v, t)
+        found = np.array([j in hit for j in range(v.match.n_truth)], dtype=bool)
+        ge = v.long_mm >= LARGE_MM
+        fp = int((~v.match.tp[keep]).sum())
+        row = {"tp": found.sum(), "n": len(found), "tp_ge10": found[ge].sum(), "n_ge10": ge.sum(), "fp": fp, "boxes": int(keep.sum())}
+        for lo, hi, lbl in SIZE_BINS_MM:
+            inb = (v.long_mm >= lo) & (v.long_mm < hi)
+            row |= {f"tp_{lbl}": found[inb].sum(), f"n_{lbl}": inb.sum()}
+        row |= {"fp_normal": fp if v.normal else 0, "volumes": 1, "normal": int(v.normal)}
+        for k, val in row.items():
+            out[r, col[k]] = val
+    return out
+
+
+def figures(sums: np.ndarray) -> dict[str, np.ndarray]:
+    """Figures from summed counts (..., len(COLUMNS)): sensitivities, FP per volume and per normal volume."""
+    c = {k: sums[..., i] for i, k in enumerate(COLUMNS)}
+    out = {"sensitivity": volume_stats.ratio(c["tp"], c["n"]), f"sensitivity {GE_LABEL}": volume_stats.ratio(c["tp_ge10"], c["n_ge10"])}
+    out |= {f"sensitivity {b}": volume_stats.ratio(c[f"tp_{b}"], c[f"n_{b}"]) for b in BIN_LABELS}
+    out |= {
+        "fp_per_volume": volume_stats.ratio(c["fp"], c["volumes"]),
+        "fp_per_normal_volume": volume_stats.ratio(c["fp_normal"], c["normal"]),
+        "boxes_per_volume": volume_stats.ratio(c["boxes"], c["volumes"]),
+    }
+    return out
+
+
+def at_threshold(volumes: list[Volume], t: float) -> dict:
+    """Point figures and counts at one threshold (NaN -> None where a population is empty)."""
+    s = volume_counts(volumes, t).sum(0)
+    f = {k: (float(v) if np.isfinite(v) else None) for k, v in figures(s).items()}
+    c = dict(zip(COLUMNS, (int(x) for x in s)))
+    return f | {
+        "lesions": c["n"],
+        "lesions_ge10": c["n_ge10"],
+        "found": c["tp"],
+        "found_ge10": c["tp_ge10"],
+        "false_positives": c["fp"],
+        "volumes": c["volumes"],
+        "normal_volumes": c["normal"],
+        "by_size": {b: {"lesions": c[f"n_{b}"], "found": c[f"tp_{b}"]} for b in BIN_LABELS},
+    }
+
+
+def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 1.0, max_fp_per_normal_volume: float = 0.5) -> dict:
+    """The lowest score threshold whose FPs per volume and per normal volume stay within the targets (validation).
+
+    Candidates are the distinct scores (a threshold keeps every tie of its score, as in matching.py) and one
+    just above the highest score (keeps nothing). FPs only fall as the threshold rises, so the lowest
+    feasible candidate keeps the most lesions within the targets. Without normal volumes the per-normal
+    target cannot be checked and is recorded as such.
+    """
+    if not volumes:
+        raise ValueError("operating point: no validation volumes")
+    scores = np.concatenate([v.match.scores for v in volumes] + [np.zeros(0)])
+    fp = np.concatenate([~v.match.tp for v in volumes] + [np.zeros(0, dtype=bool)])
+    normal = np.concatenate([np.full(len(v.match.scores), v.normal) for v in volumes] + [np.zeros(0, dtype=bool)])
+    n_vol, n_norm = len(volumes), sum(v.normal for v in volumes)
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    cum_fp, cum_fpn = np.cumsum(fp[order]), np.cumsum((fp & normal)[order])
+    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, dtype=bool)
+    ok = last & (cum_fp <= max_fp_per_volume * n_vol + 1e-9)
+    if n_norm:
+        ok &= cum_fpn <= max_fp_per_normal_volume * n_norm + 1e-9
+    feasible = np.flatnonzero(ok)
+    # feasibility is monotone in the threshold: the last feasible position before the first infeasible tie group
+    first_bad = np.flatnonzero(last & ~ok)
+    feasible = feasible[feasible < first_bad[0]] if len(first_bad) else feasible
+    if len(feasible):
+        thr = float(s[feasible[-1]])
+    else:
+        thr = float(np.nextafter(s[0], np.inf)) if len(s) else 0.0
+    rule = (
+        f"lowest score threshold with validation FP per volume <= {max_fp_per_volume:g} and FP per normal volume <= "
+        f"{max_fp_per_normal_volume:g} (a threshold keeps every box with score >= it; ties together)"
+    )
+    return {
+        "score_threshold": thr,
+        "rule": rule,
+        "targets": {"max_fp_per_volume": max_fp_per_volume, "max_fp_per_normal_volume": max_fp_per_normal_volume},
+        "normal_target_checked": bool(n_norm),
+        "keeps_nothing_on_validation": not len(feasible),
+        "validation": at_threshold(volumes, thr),
+    }
+
+
+def froc_figures(volumes: list[Volume], min_long_mm: float = 0.0) -> dict:
+    """Sensitivity at 0.25 ... 8 FP per volume and CPM (MONAI's curve and reading, bundle.metrics.froc).
+
+    min_long_mm > 0: smaller lesions are ignore regions (not targets; a box matched to one is neither TP nor FP).
+    """
+    matches = [restrict(v, min_long_mm) for v in volumes]
+    at = froc.sensitivity_at(matches, volume_stats.VOLUME_FP_RATES)
+    return {"sensitivity_at_fp": at, "cpm": float(np.mean(list(at.values()))), "fp_rates": list(volume_stats.VOLUME_FP_RATES)}
+
+
+def restrict(v: Volume, min_long_mm: float) -> ImageMatch:
+    """The volume's match with lesions under min_long_mm turned into ignore regions."""
+    m = v.match
+    if min_long_mm <= 0:
+        return m
+    inside = v.long_mm >= min_long_mm
+    keep = ~m.tp | inside[np.maximum(m.matched_truth, 0)] if len(inside) else np.ones(len(m.scores), dtype=bool)
+    new_index = np.cumsum(inside) - 1
+    matched = np.where(m.tp[keep], new_index[np.maximum(m.matched_truth[keep], 0)] if len(inside) else -1, -1)
+    return ImageMatch(scores=m.scores[keep], tp=m.tp[keep], n_truth=int(inside.sum()), matched_truth=matched)

@@ -1,0 +1,320 @@
+"""Volume-level evaluation: 3D matching, FROC per volume, the operating point and its shipping to every serving path."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bundle.engines import operating_point
+from bundle.metrics import froc, volume_stats
+from bundle.metrics.matching import ImageMatch
+from bundle.metrics.volume import MatchRule, Volume, at_threshold, choose_operating_point, froc_figures, match_volume, to_detector_grid
+
+LESION = [10, 10, 10, 20, 20, 20]  # 10 voxels a side, centre (15, 15, 15)
+
+
+def _vol(scores, tp, n_truth, long_mm=None, patient="p", matched=None) -> Volume:
+    tp = np.asarray(tp, dtype=bool)
+    if matched is None:
+        matched = np.where(tp, np.cumsum(tp) - 1, -1)
+    m = ImageMatch(np.asarray(scores, float), tp, n_truth, np.asarray(matched, int))
+    return Volume(f"{patient}.nii.gz", patient, m, np.asarray(long_mm if long_mm is not None else [15.0] * n_truth, float))
+
+
+def test_match_iou_or_centre():
+    # IoU of [10..20]^3 with [12..22]^3: 8^3 / (2 * 10^3 - 8^3) = 0.344
+    assert match_volume([[12, 12, 12, 22, 22, 22]], [0.9], [LESION]).tp.tolist() == [True]
+    # a huge box holds the centre, IoU 1000 / 64000 = 0.016 < 0.1: matched by the centre rule only
+    big = [[0, 0, 0, 40, 40, 40]]
+    assert match_volume(big, [0.9], [LESION]).tp.tolist() == [True]
+    assert match_volume(big, [0.9], [LESION], MatchRule("iou", 0.1)).tp.tolist() == [False]
+    # a small box beside the centre, overlapping a corner: IoU 1/1007 and no centre -> FP
+    corner = [[9, 9, 9, 11, 11, 11]]
+    assert match_volume(corner, [0.9], [LESION]).tp.tolist() == [False]
+    # a box around the lesion's centre but tiny: IoU 8 / 1000 < 0.1; the centre rule alone accepts it
+    tiny = [[14, 14, 14, 16, 16, 16]]
+    assert match_volume(tiny, [0.9], [LESION], MatchRule("center")).tp.tolist() == [True]
+    assert match_volume(tiny, [0.9], [LESION], MatchRule("iou", 0.1)).tp.tolist() == [False]
+
+
+def test_each_lesion_matched_once_greedy_by_score():
+    m = match_volume([[10, 10, 10, 20, 20, 20], [11, 11, 11, 21, 21, 21]], [0.3, 0.8], [LESION])
+    assert m.tp.tolist() == [False, True] and m.matched_truth.tolist() == [-1, 0]
+    with pytest.raises(ValueError, match="3D boxes"):
+        match_volume([[0, 0, 5, 5]], [0.5], [LESION])
+    with pytest.raises(ValueError, match="negative size"):
+        match_volume([[5, 5, 5, 1, 9, 9]], [0.5], [LESION])
+
+
+def test_truth_moves_to_the_detector_grid():
+    """A volume stored with x reversed: truth written on the stored array lands on the RAS array the detector sees."""
+    stored = np.diag([-2.0, 2.0, 3.0, 1.0])
+    stored[0, 3] = 2.0 * 29  # 30 voxels along x
+    ras = np.diag([2.0, 2.0, 3.0, 1.0])
+    got = to_detector_grid([[0, 5, 1, 4, 8, 3]], stored, ras)
+    np.testing.assert_allclose(got, [[26, 5, 1, 30, 8, 3]])
+    np.testing.assert_allclose(to_detector_grid([LESION], ras, ras), [LESION])
+
+
+def test_sensitivity_by_size_and_fp_per_normal_volume():
+    vols = [
+        _vol([0.9, 0.8, 0.4], [True, False, True], 3, long_mm=[5.0, 15.0, 45.0], matched=[0, -1, 2], patient="a"),
+        _vol([0.7, 0.2], [False, False], 0, patient="n1"),  # normal volumes
+        _vol([], [], 0, patient="n2"),
+    ]
+    at = at_threshold(vols, 0.5)
+    assert at["sensitivity"] == pytest.approx(1 / 3)  # only the 5 mm lesion (score 0.9) kept
+    assert at["sensitivity >=10 mm"] == 0.0 and at["by_size"]["<10 mm"] == {"lesions": 1, "found": 1}
+    assert at["false_positives"] == 2 and at["fp_per_volume"] == pytest.approx(2 / 3)
+    assert at["fp_per_normal_volume"] == pytest.approx(0.5) and at["normal_volumes"] == 2
+    at = at_threshold(vols, 0.0)
+    assert at["sensitivity >=10 mm"] == 0.5 and at["by_size"][">40 mm"]["found"] == 1 and at["fp_per_normal_volume"] == 1.0
+
+
+def test_froc_per_volume_numbers():
+    # 4 lesions in 2 volumes; FP scores 0.95, 0.6, 0.3, 0.1; TP scores 0.9, 0.7, 0.4 (one missed)
+    vols = [
+        _vol([0.95, 0.9, 0.3], [False, True, False], 2, patient="a"),
+        _vol([0.7, 0.6, 0.4, 0.1], [True, False, True, False], 2, patient="b"),
+    ]
+    fr = froc_figures(vols)
+    # curve (FP/volume, sensitivity): (0.5, .25) at .9, (0.5, .5) at .7, (1, .5) at .6, (1, .75) at .4, (1.5, .75), (2, .75)
+    s = fr["sensitivity_at_fp"]
+    assert s["0.5"] == pytest.approx(0.5) and s["1"] == pytest.approx(0.75) and s["2"] == pytest.approx(0.75)
+    assert s["0.25"] == pytest.approx(0.0)  # below the curve's first point (0.5 FP, sensitivity 0 at score 0.95)
+    assert fr["cpm"] == pytest.approx(np.mean(list(s.values())))
+    # the vectorised resample curve gives MONAI's numbers exactly (weights 1 = the data itself)
+    d = volume_stats.froc_data([v.match for v in vols])
+    cpm, at = volume_stats.weighted_cpm(d, np.ones((1, 2)))
+    assert cpm[0] == pytest.approx(fr["cpm"]) and at[0].tolist() == pytest.approx(list(s.values()))
+    # and with a volume drawn twice: the same as listing it twice
+    cpm2, _ = volume_stats.weighted_cpm(d, np.array([[2.0, 1.0]]))
+    twice = froc.sensitivity_at([vols[0].match, vols[0].match, vols[1].match], volume_stats.VOLUME_FP_RATES)
+    assert cpm2[0] == pytest.approx(np.mean(list(twice.values())))
+
+
+def test_operating_point_lowest_threshold_within_both_targets():
+    vols = [
+        _vol([0.9, 0.8, 0.5, 0.3], [True, False, True, False], 2, patient="a"),
+        _vol([0.6, 0.5, 0.2], [False, False, False], 0, patient="n"),  # normal: FP 0.6, 0.5 (tied with a TP), 0.2
+    ]
+    # FP per volume <= 1 (2 FPs over 2 volumes) and per normal volume <= 1: 0.8 and 0.6 kept, 0.5 tie would add one more
+    op = choose_operating_point(vols, max_fp_per_volume=1.0, max_fp_per_normal_volume=1.0)
+    assert op["score_threshold"] == 0.6 and op["validation"]["false_positives"] == 2
+    # per normal volume <= 0.5: the normal volume may show no box -> above 0.6
+    op = choose_operating_point(vols, max_fp_per_volume=1.0, max_fp_per_normal_volume=0.5)
+    assert op["score_threshold"] == 0.8 and op["validation"]["fp_per_normal_volume"] == 0.0
+    # the tie at 0.5 (a TP and a normal-volume FP) goes together: never 0.5 with loose FP per volume alone
+    op = choose_operating_point(vols, max_fp_per_volume=1.5, max_fp_per_normal_volume=1.0)
+    assert op["score_threshold"] == 0.6
+    # nothing allowed at all: just above the top score
+    op = choose_operating_point([_vol([0.9], [False], 0)], 0.0, 0.0)
+    assert op["score_threshold"] > 0.9 and op["keeps_nothing_on_validation"]
+
+
+def test_paired_test_identical_models_gives_p_1(tmp_path):
+    from bundle.metrics.volume_report import compare
+
+    img = tmp_path / "v"
+    img.mkdir()
+    truth = {"validation": [], "test": []}
+    preds = {"validation": [], "test": []}
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        sec = "validation" if k < 3 else "test"
+        lesions = [] if k % 3 == 0 else [[10, 10, 10, 20, 20, 20], [30, 30, 5, 36, 36, 8]]
+        truth[sec].append(
+            {
+                "image": f"v/{k}.nii.gz",
+                "box": lesions,
+                "label": [0] * len(lesions),
+                "patient": f"p{k}",
+                "long_mm": [20.0, 12.0][: len(lesions)],
+                "spacing": [2, 2, 3],
+            }
+        )
+        boxes = [[11, 11, 11, 21, 21, 21], [0, 0, 0, 4, 4, 4]]
+        preds[sec].append(
+            {"image": str(tmp_path / f"v/{k}.nii.gz"), "box": boxes, "score": rng.uniform(0.1, 1, 2).tolist(), "label": [0, 0]}
+        )
+    (tmp_path / "dl.json").write_text(json.dumps(truth))
+    for sec in preds:
+        (tmp_path / f"{sec}.json").write_text(json.dumps({"predictions": preds[sec]}))
+    pair = (str(tmp_path / "validation.json"), str(tmp_path / "test.json"))
+    r = compare(str(tmp_path / "dl.json"), pair, pair, str(tmp_path / "cmp"), names=("A", "B"), n_bootstrap=200)
+    for k, p in r["paired"].items():
+        assert p["difference"] == 0.0 and p["p_value"] == 1.0, k
+    assert (tmp_path / "cmp" / "compare_volume.md").read_text().count("P = 1.0000") == 4
+
+
+def test_operating_point_file_and_stale_model(tmp_path, caplog):
+    assert operating_point.load(tmp_path, default=0.4) == {"score_threshold": 0.4, "source": "default"}
+    (tmp_path / "model.pt").write_bytes(b"weights one")
+    operating_point.write(tmp_path, {"score_threshold": 0.87, "rule": "r"})
+    doc = json.loads((tmp_path / "operating_point.json").read_text())
+    assert doc["model_md5"] == operating_point.file_md5(tmp_path / "model.pt") and doc["model_file"] == "model.pt"
+    got = operating_point.load(tmp_path)
+    assert got["score_threshold"] == 0.87 and got["current"] is True
+    (tmp_path / "model.pt").write_bytes(b"weights two")  # retrained: the file is stale
+    with caplog.at_level(logging.WARNING):
+        assert operating_point.load(tmp_path)["score_threshold"] == 0.87
+        assert operating_point.load(tmp_path, default=0.3, on_stale="default")["score_threshold"] == 0.3
+    stale = [r.getMessage() for r in caplog.records if "chosen for another model" in r.getMessage()]
+    assert len(stale) == 2 and all("\n" not in m for m in stale)
+    (tmp_path / "operating_point.json").write_text("{")
+    assert operating_point.load(tmp_path, default=0.3)["source"] == "default"
+
+
+def test_demo_volume_datalist_holds_every_lesion(tiny_demo, tmp_path):
+    from bundle.datalist.schema import load_datalist
+    from bundle.demo.volumes import write_volume_datalist
+
+    path = write_volume_datalist(tiny_demo)
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    for section in ("validation", "test"):
+        items = load_datalist(path, section, tiny_demo, box_mode="xyzxyz")
+        want = [p for p in truth["patients"] if truth["split"][p["patient_id"]] == section]
+        # (MONAI's loader also resolves "patient" here: demo-000 is a folder beside the datalist)
+        assert [Path(it["patient"]).name for it in items] == [p["patient_id"] for p in want]
+        for it, p in zip(items, want):
+            assert it["box"] == [les["box_vox"] for les in p["lesions"]] and it["long_mm"] == [les["diameter_mm"] for les in p["lesions"]]
+            assert it["image"] == str(tiny_demo / p["image"])
+    with pytest.raises(ValueError, match="must sit in"):
+        write_volume_datalist(tiny_demo, tmp_path / "elsewhere.json")
+
+
+def _normal_volume_study(tmp_path, demo_spacing):
+    """A lesion-free demo volume (the simulator with p_normal 1), as NIfTI and as a DICOM series."""
+    from bundle.demo.synth import generate_patient
+    from bundle.deploy.dicom_series import write_mr_series
+
+    p = generate_patient(np.random.default_rng([1, 900]), "demo-900", tuple(demo_spacing), tmp_path / "data", p_normal=1.0)
+    assert p.lesions == []
+    image = tmp_path / "data" / p.image
+    write_mr_series(image, tmp_path / "dicom" / "t1c_ax", "AX T1 POST GAD", 1)
+    return image
+
+
+def _monailabel_boxes(package_dir, image) -> tuple[float, int]:
+    """What MONAI Label's bundle infer task does with the package: detector on the volume, then `postprocessing`."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(package_dir / "configs" / "inference.yaml"))
+    parser.update({"bundle_root": str(package_dir), "device": "$torch.device('cpu')", "slice_sliding_window": False})
+    detector = parser.get_parsed_content("detector")
+    detector.network.load_state_dict(torch.load(package_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
+    parser.get_parsed_content("detector_ops")
+    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
+    detector.eval()
+    with torch.no_grad():
+        (pred,) = detector([data["image"]], use_inferer=True)
+    out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
+    return float(parser.get_parsed_content("score_threshold")), len(out["box"])
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served_bundle, tiny_demo, tmp_path):
+    """evaluate_volume.yaml writes operating_point.json; the MONAI Label package and the Deploy app then show on a
+    normal volume exactly the boxes scoring >= it (none here: validation holds that normal volume, 0.5 FP allowed)."""
+    import os
+    import shutil
+    import subprocess
+
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.datalist.schema import write_datalist
+    from bundle.demo.volumes import volume_items
+    from scripts.package_bundle import package
+
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    normal = _normal_volume_study(tmp_path, truth["patients"][0]["spacing"])
+    # validation: the demo's validation volume and the normal one; test: the normal one (volume inference is the cost)
+    items = [it.to_dict() | {"image": str(tiny_demo / it.image)} for it in volume_items(truth, "validation")]
+    normal_item = {"image": str(normal), "box": [], "label": [], "patient": "demo-900"}
+    doc = {"validation": items + [normal_item], "test": [normal_item]}
+    dl = write_datalist(doc, tmp_path / "datalist_volume.json")
+    models = tmp_path / "bundle" / "models"  # a copy: the session's served_bundle stays without an operating point
+    models.mkdir(parents=True)
+    shutil.copy(served_bundle / "models" / "model.pt", models / "model.pt")
+    cfg = [str(repo_root / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
+    wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / "bundle"), volume_datalist_file=str(dl),
+                        output_dir=str(tmp_path / "eval"), slice_sliding_window=False, n_bootstrap=100)  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    metrics = json.loads((tmp_path / "eval" / "metrics_volume.json").read_text())
+    op = json.loads((models / "operating_point.json").read_text())
+    thr = op["score_threshold"]
+    assert thr == metrics["operating_point"]["score_threshold"] and op["model_md5"]
+    assert op["validation"]["fp_per_normal_volume"] <= 0.5 and op["validation"]["fp_per_volume"] <= 1.0
+    assert (tmp_path / "eval" / "summary_volume.md").is_file() and (tmp_path / "eval" / "froc_volume.png").is_file()
+    raw = {
+        p["image"]: np.asarray(p["score"])
+        for p in json.loads((tmp_path / "eval" / "predictions_volume_test.json").read_text())["predictions"]
+    }
+    scores = raw[str(normal)]
+    expected = int((scores >= thr).sum())
+    assert expected == 0  # validation held this volume and allowed 0.5 FP on its one normal volume
+    # MONAI Label: the package's models/ carries the file, its inference.yaml defaults to the threshold
+    pkg = tmp_path / "ml" / "brain_mri_tumor_detection"
+    package(pkg, root=repo_root, target="monailabel", make_zip=False, models_dir=models)
+    shipped = json.loads((pkg / "models" / "operating_point.json").read_text())
+    assert shipped["score_threshold"] == thr and shipped["model_md5_by_file"].keys() == {"model.pt", "model.ts"}
+    assert f"default={thr!r})" in (pkg / "configs" / "inference.yaml").read_text()
+    assert _monailabel_boxes(pkg, normal) == (thr, expected)
+    # and on the validation volume with lesions, exactly its boxes scoring >= the threshold (at least the one it sits on)
+    val_raw = json.loads((tmp_path / "eval" / "predictions_volume_validation.json").read_text())["predictions"]
+    lesion_volume = next(p for p in val_raw if p["image"] == items[0]["image"])
+    kept = int((np.asarray(lesion_volume["score"]) >= thr).sum())
+    assert kept >= 1 or op["keeps_nothing_on_validation"]
+    assert _monailabel_boxes(pkg, items[0]["image"]) == (thr, kept)
+    # Deploy app: reads the file beside the model it loads (-m)
+    from scripts.make_venv import make_venv
+
+    py = make_venv(repo_root / "deploy" / "app" / "requirements.txt", repo_root / ".venv-deploy")
+    env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False}))
+    run = subprocess.run([str(py), str(repo_root / "deploy" / "app" / "app.py"), "-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"),
+                          "-m", str(models)], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    summary = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert summary["counts"]["score_threshold"] == pytest.approx(thr)
+    # the DICOM round trip (uint16 pixels) may move a score by a hair: compare away from the threshold
+    assert int((scores >= thr + 1e-3).sum()) <= len(summary["detections"]) <= int((scores >= thr - 1e-3).sum())
+    assert all(d["score"] >= thr for d in summary["detections"])
+
+
+def test_sr_of_a_volume_without_boxes_says_neoplasm_absent(tiny_demo, tmp_path):
+    """At the shipped operating point a normal volume gets no box: the Deploy app's SR must still be written."""
+    import shutil
+    import subprocess
+
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from bundle.deploy.dicom_series import write_mr_series
+    from bundle.deploy.dicom_sr import build_gsps, build_sr, read_sr_boxes
+
+    patient = json.loads((tiny_demo / "truth.json").read_text())["patients"][0]
+    paths = write_mr_series(tiny_demo / patient["image"], tmp_path / "s", "AX T1 POST GAD", 1)
+    sources = sorted((pydicom.dcmread(p) for p in paths), key=lambda d: float(d.ImagePositionPatient[2]))
+    build_sr(sources, np.zeros((0, 6)), np.zeros(0), "0").save_as(tmp_path / "sr.dcm")
+    build_gsps(sources, np.zeros((0, 6)), np.zeros(0), "0").save_as(tmp_path / "gsps.dcm")
+    sr = hd.sr.srread(tmp_path / "sr.dcm")
+    assert read_sr_boxes(sr) == []
+    # no ROI group: the report's one group is the qualitative "neoplasm: absent"
+    assert sr.content.get_planar_roi_measurement_groups() == [] and sr.content.get_volumetric_roi_measurement_groups() == []
+    evaluations = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]  # Imaging Measurements
+    assert evaluations and "272519000" in str(evaluations[0])  # SCT Absent
+    assert codes.SCT.Absent.value == "272519000"
+    if shutil.which("dciodvfy"):
+        for name in ("sr.dcm", "gsps.dcm"):
+            out = subprocess.run(["dciodvfy", str(tmp_path / name)], capture_output=True, text=True)
+            assert not [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")], name

@@ -222,10 +222,11 @@ def _loop(loader, iters: int, parser=None) -> float:
 def bench_deid(data: Path, pacs: Path, workers: int) -> dict:
     """De-identification files per second vs a plain pydicom read + write of the same files (the I/O floor)."""
     import pydicom
+    from pydicom.misc import is_dicom
 
     from bundle.deid.deidentify import deidentify_folder
 
-    files = sorted(p for p in pacs.rglob("*") if p.is_file() and p.suffix in ("", ".dcm"))
+    files = sorted(p for p in pacs.rglob("*") if p.is_file() and is_dicom(p))
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         for i, f in enumerate(files):

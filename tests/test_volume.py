@@ -167,3 +167,80 @@ def test_world_labels_come_back_as_truth_boxes_in_training(tiny_demo, tmp_path):
     torch.testing.assert_close(s["image"], torch.as_tensor(np.asarray(img.dataobj)[None, :, :, z], dtype=s["image"].dtype))
     crossing = truth[(truth[:, 2] <= z) & (truth[:, 5] > z)][:, [0, 1, 3, 4]]
     np.testing.assert_allclose(np.asarray(s["box"]), crossing, atol=1e-4)
+
+
+def _volume_detector(repo_root, **overrides):
+    """The detector and preprocessing of inference_volume.yaml with a seeded, untrained network."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(repo_root / "configs" / "inference_volume.yaml"))
+    parser["slice_sliding_window"] = False
+    parser["score_thresh"] = 0.0  # an untrained network scores low: keep its boxes so there is something to compare
+    for k, v in overrides.items():
+        parser[k] = v
+    torch.manual_seed(0)
+    det = parser.get_parsed_content("detector")
+    parser.get_parsed_content("detector_ops")
+    det.eval()
+    return det, parser.get_parsed_content("preprocessing")
+
+
+def _same_boxes(a: dict, b: dict) -> None:
+    import torch
+
+    assert len(a["box"]) == len(b["box"]) > 0
+    torch.testing.assert_close(a["box"], b["box"], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(a["label_scores"], b["label_scores"], atol=1e-4, rtol=1e-4)
+    assert torch.equal(a["label"], b["label"])
+
+
+def test_per_slice_scaling_vectorised_equals_monai_slice_by_slice(repo_root, tiny_demo):
+    _, pre = _volume_detector(repo_root)
+    image = str(tiny_demo / "demo-000" / "t1c.nii.gz")
+    pre.transforms[-1].vectorised = True
+    new = pre({"image": image})["image"]
+    pre.transforms[-1].vectorised = False
+    old = pre({"image": image})["image"]
+    assert type(new) is type(old) and new.shape == old.shape and float(new.max()) == pytest.approx(1.0)
+    np.testing.assert_allclose(np.asarray(new), np.asarray(old), atol=1e-5)
+    flat = np.zeros((1, 4, 5, 3), np.float32)  # a blank slice is only shifted, as MONAI does
+    flat[0, :, :, 1] = 7.0
+    out = type(pre.transforms[-1])(keys="image")({"image": flat})["image"]
+    np.testing.assert_allclose(out, type(pre.transforms[-1])(keys="image", vectorised=False)({"image": flat})["image"])
+
+
+def test_batched_channels_last_path_gives_the_previous_boxes(repo_root, tiny_demo):
+    """Batched (B, C, H, W) slices in channels-last, TorchScript too, give the boxes of the list path."""
+    import torch
+
+    det, pre = _volume_detector(repo_root)
+    vol = pre({"image": str(tiny_demo / "demo-000" / "t1c.nii.gz")})["image"]
+    det.stack, det.slice_batch = False, 8  # the path this replaces
+    (old,) = det([vol])
+    det.stack, det.slice_batch, det.channels_last = True, 13, True  # chunks that do not divide the slice count
+    (new,) = det([vol])
+    _same_boxes(old, new)
+    det.network = torch.jit.script(det.network)  # what ckpt_export writes to models/model.ts
+    (scripted,) = det([vol])
+    _same_boxes(old, scripted)
+
+
+def test_context_slices_stack_neighbours_as_channels(repo_root, tiny_demo):
+    import torch
+
+    det, pre = _volume_detector(repo_root, context_slices=3)
+    assert det.network.feature_extractor.body.conv1.in_channels == 3
+    vol = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    stack = det.slice_stack(vol)
+    assert stack.shape == (4, 3, 2, 3)
+    for z in range(4):  # channel order z-1, z, z+1; the edges repeat the edge slice
+        for c, src in enumerate((max(z - 1, 0), z, min(z + 1, 3))):
+            assert torch.equal(stack[z, c], vol[0, :, :, src])
+    (pred,) = det([pre({"image": str(tiny_demo / "demo-000" / "t1c.nii.gz")})["image"]])
+    assert len(pred["box"]) > 0 and pred["box"].shape[1] == 6
+    with pytest.raises(ValueError, match="odd"):
+        type(det)(det.detector, context_slices=2)
+    det1, _ = _volume_detector(repo_root)
+    assert det1.context_slices == 1 and det1.network.feature_extractor.body.conv1.in_channels == 1

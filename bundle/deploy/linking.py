@@ -133,12 +133,26 @@ class SliceToVolumeDetector:
         nms_thresh: float = 0.2,
         max_boxes: int = 50,
         use_inferer: bool | None = None,
+        context_slices: int = 1,
+        amp: bool | None = None,
+        channels_last: bool | None = None,
+        stack: bool = True,
     ) -> None:
+        """``context_slices`` k (odd): each slice goes in with its k//2 neighbours each side as k channels
+        (z-k//2 ... z+k//2, edges repeated), as the 2.5D model was trained. ``amp`` / ``channels_last``:
+        None means on where they pay (AMP on CUDA; channels-last on CUDA and CPU). ``stack=False`` is
+        the previous path (a list of slices, contiguous layout), kept for the benchmark's side-by-side."""
+        if context_slices < 1 or context_slices % 2 == 0:
+            raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
         self.detector = detector
         # None: do what the caller asks; False: whole slices (faster when a slice fits the network)
         self.use_inferer = use_inferer
         self.slice_axis = slice_axis
-        self.slice_batch = slice_batch
+        self.slice_batch = max(1, int(slice_batch))
+        self.context_slices = int(context_slices)
+        self.amp = amp
+        self.channels_last = channels_last
+        self.stack = stack
         self.link_kwargs = dict(
             link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
         )
@@ -178,24 +192,44 @@ class SliceToVolumeDetector:
         self.last_counts = []
         return [self._one(v, use_inferer) for v in vols]
 
+    def slice_stack(self, vol: torch.Tensor) -> torch.Tensor:
+        """(C, X, Y, Z) volume -> (n_slices, k*C, a, b): every slice with its context as channels, in one gather."""
+        v = vol.as_subclass(torch.Tensor).movedim(self.slice_axis + 1, 0)  # (n, C, a, b)
+        n, half = v.shape[0], self.context_slices // 2
+        if half == 0:
+            return v
+        idx = (torch.arange(n, device=v.device)[:, None] + torch.arange(-half, half + 1, device=v.device)[None, :]).clamp_(0, n - 1)
+        return v[idx].flatten(1, 2)  # (n, k, C, a, b) -> (n, k*C, a, b), channel order z-half ... z+half
+
+    def _run_slices(self, slices: torch.Tensor, use_inferer: bool) -> list[dict]:
+        """Chunks of ``slice_batch`` slices through the 2D detector as (B, C, H, W) batches."""
+        det, dev = self.detector, slices.device
+        amp = self.amp if self.amp is not None else dev.type == "cuda"
+        cl = self.channels_last if self.channels_last is not None else dev.type in ("cuda", "cpu")
+        preds: list[dict] = []
+        for start in range(0, slices.shape[0], self.slice_batch):
+            chunk = slices[start : start + self.slice_batch]
+            if not self.stack:  # the previous path: a list of contiguous slices
+                preds.extend(det(list(chunk.unbind(0)), use_inferer=use_inferer))
+                continue
+            if cl:
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"):
+                preds.extend(det(chunk, use_inferer=use_inferer))
+        return preds
+
     def _one(self, vol: torch.Tensor, use_inferer: bool) -> dict:
         if vol.ndim != 4:
             raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
-        axis = self.slice_axis + 1
-        n = vol.shape[axis]
-        per_slice = []
         det = self.detector
-        for start in range(0, n, self.slice_batch):
-            chunk = [vol.select(axis, z).as_subclass(torch.Tensor) for z in range(start, min(n, start + self.slice_batch))]
-            preds = det(chunk, use_inferer=use_inferer)
-            for p in preds:
-                per_slice.append(
-                    (
-                        p[det.target_box_key].detach().float().cpu().numpy(),
-                        p[det.target_label_key].detach().cpu().numpy(),
-                        p[det.pred_score_key].detach().float().cpu().numpy(),
-                    )
-                )
+        per_slice = [
+            (
+                p[det.target_box_key].detach().float().cpu().numpy(),
+                p[det.target_label_key].detach().cpu().numpy(),
+                p[det.pred_score_key].detach().float().cpu().numpy(),
+            )
+            for p in self._run_slices(self.slice_stack(vol), use_inferer)
+        ]
         boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs)
         if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs
             boxes = _reinsert_axis(boxes, self.slice_axis)
@@ -223,7 +257,9 @@ class ScaleIntensityPerSliced:
     """Percentile intensity scaling per slice, as each 2D training slice was scaled on its own.
 
     Why: the model saw every slice scaled by its own 0-99.5 percentiles; scaling a whole volume at
-    once would give edge slices (little brain) a different contrast than the model learnt.
+    once would give edge slices (little brain) a different contrast than the model learnt. All
+    slices' percentiles come from one ``np.percentile`` call (same linear interpolation as MONAI's
+    ``ScaleIntensityRangePercentiles``); ``vectorised=False`` is MONAI's transform slice by slice.
     """
 
     def __init__(
@@ -235,15 +271,41 @@ class ScaleIntensityPerSliced:
         b_min: float = 0.0,
         b_max: float = 1.0,
         clip: bool = True,
+        vectorised: bool = True,
     ) -> None:
         self.keys = [keys] if isinstance(keys, str) else list(keys)
         self.slice_axis = slice_axis
+        self.lower, self.upper, self.b_min, self.b_max, self.clip = lower, upper, b_min, b_max, clip
+        self.vectorised = vectorised
         self.scaler = ScaleIntensityRangePercentiles(lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=clip)
+
+    def _scale_all(self, img):
+        """Every slice (all its channels together, as MONAI's transform sees it) scaled by its own percentiles at once."""
+        axis = self.slice_axis + 1
+        arr = img.detach().cpu().numpy() if torch.is_tensor(img) else np.asarray(img)
+        moved = np.moveaxis(arr, axis, 0)  # (n, C, a, b)
+        flat = moved.reshape(moved.shape[0], -1).astype(np.float32, copy=False)
+        lo, hi = np.percentile(flat, [self.lower, self.upper], axis=1).astype(np.float32)
+        width = hi - lo
+        # MONAI's ScaleIntensityRange: a flat slice is only shifted (x - a_min + b_min)
+        gain = np.where(width == 0, 1.0, (self.b_max - self.b_min) / np.where(width == 0, 1.0, width)).astype(np.float32)
+        out = (flat - lo[:, None]) * gain[:, None] + np.float32(self.b_min)
+        if self.clip:
+            np.clip(out, self.b_min, self.b_max, out=out)
+        out = np.moveaxis(out.reshape(moved.shape), 0, axis)
+        if torch.is_tensor(img):
+            res = img.clone()
+            res.copy_(torch.from_numpy(np.ascontiguousarray(out)).to(res.dtype))
+            return res
+        return out.astype(arr.dtype, copy=False)
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         for k in self.keys:
             img = d[k]
+            if self.vectorised:
+                d[k] = self._scale_all(img)
+                continue
             axis = self.slice_axis + 1
             out = img.clone() if torch.is_tensor(img) else np.array(img, copy=True)
             for z in range(img.shape[axis]):

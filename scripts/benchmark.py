@@ -1,0 +1,393 @@
+"""Benchmarks written to docs/benchmarks.md: every figure a ratio measured side by side in one run.
+
+Why ratios: the reference machine is a shared 2-core CPU whose load changes by the minute, so an
+absolute time says more about the neighbours than about the code; the new and the old path run
+interleaved, on the same data, in the same process. Absolute times are printed only on a GPU.
+Each section runs in its own subprocess so that its peak memory (max RSS) is its own.
+
+    python scripts/benchmark.py --size small                 # CPU, a few minutes
+    python scripts/benchmark.py --size default --device cuda # GPU: adds ms per 512x512 slice
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+PATIENTS = {"tiny": 4, "small": 3, "default": 6}
+
+
+def machine(device: str) -> str:
+    import torch
+
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" and torch.cuda.is_available() else "none used"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, {os.cpu_count()} cores (load average {load:.1f} at start), torch {torch.__version__}, CUDA: {gpu}"
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _volume_parser(device: str, model: str):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "inference_volume.yaml"))
+    parser["slice_sliding_window"] = False
+    parser["device"] = f"$torch.device('{device}')"
+    parser["amp"] = device == "cuda"
+    return parser
+
+
+def _detector(parser, model: str):
+    import torch
+
+    torch.manual_seed(0)
+    det = parser.get_parsed_content("detector")
+    if model:
+        det.network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    parser.get_parsed_content("detector_ops")
+    return det.eval()
+
+
+def bench_volume(data: Path, device: str, repeats: int, model: str) -> dict:
+    """Slices per second, previous path (a list of slices, per-slice MONAI scaling) vs the new one.
+
+    Why this long: one interleaved loop times both paths on the same volumes and checks their boxes."""
+    import torch
+
+    parser = _volume_parser(device, model)
+    det, pre = _detector(parser, model), parser.get_parsed_content("preprocessing")
+    scale = pre.transforms[-1]
+    images = sorted(str(p) for p in data.glob("*/t1c.nii.gz"))
+    new_cfg = dict(stack=True, slice_batch=det.slice_batch, channels_last=det.channels_last, vectorised=True)
+    old_cfg = dict(stack=False, slice_batch=8, channels_last=False, vectorised=False)
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    boxes: dict[str, list] = {}
+    n_slices = 0
+    for rep in range(repeats + 1):  # the first round warms up both paths and is not timed
+        for name, cfg in (("old", old_cfg), ("new", new_cfg)):
+            det.stack, det.slice_batch, det.channels_last, scale.vectorised = (
+                cfg["stack"],
+                cfg["slice_batch"],
+                cfg["channels_last"],
+                cfg["vectorised"],
+            )
+            t = time.perf_counter()
+            outs = []
+            for img in images:
+                vol = pre({"image": img})["image"].to(device)
+                outs.append(det([vol])[0])
+                n_slices += vol.shape[-1] if (rep == 1 and name == "new") else 0
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if rep:
+                times[name].append(time.perf_counter() - t)
+            boxes[name] = [{k: v.cpu() for k, v in o.items()} for o in outs]
+    same = all(
+        len(a["box"]) == len(b["box"])
+        and torch.allclose(a["box"], b["box"], atol=1e-3)
+        and torch.allclose(a["label_scores"], b["label_scores"], atol=1e-4)
+        for a, b in zip(boxes["old"], boxes["new"])
+    )
+    old, new = statistics.median(times["old"]), statistics.median(times["new"])
+    out = {
+        "slices": n_slices,
+        "volumes": len(images),
+        "ratio": old / new,
+        "identical_boxes": same,
+        "n_boxes": sum(len(b["box"]) for b in boxes["new"]),
+    }
+    out["old_slices_per_s"], out["new_slices_per_s"] = n_slices / old, n_slices / new
+    out["startup_s"] = _startup_seconds(device)
+    out["startup_in_volumes"] = out["startup_s"] / (new / len(images))
+    out["per_slice"] = _per_slice_512(det, device)
+    return out
+
+
+def _startup_seconds(device: str) -> float:
+    """A fresh interpreter: imports, config parsing and building the detector (what every command pays once)."""
+    code = (
+        "import sys; sys.path.insert(0, '.'); from scripts.benchmark import _volume_parser, _detector;"
+        f"_detector(_volume_parser('{device}', ''), '')"
+    )
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def _per_slice_512(det, device: str, n: int = 16) -> dict:
+    """Network time per 512x512 slice: fp32, AMP (CUDA only) and TorchScript, batches of 16."""
+    import torch
+
+    net = det.network
+    x = torch.rand(n, net.feature_extractor.body.conv1.in_channels, 512, 512, device=device)
+    scripted = torch.jit.script(net)
+
+    def once(fn, amp: bool = False) -> float:
+        with torch.inference_mode(), torch.autocast(device, enabled=amp):
+            fn(x)  # warm-up
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn(x)
+            if device == "cuda":
+                torch.cuda.synchronize()
+        return (time.perf_counter() - t) / n * 1000
+
+    fp32, ts = once(net), once(scripted)
+    res = {"torchscript_over_fp32": fp32 / ts}
+    if device == "cuda":
+        res.update(fp32_ms=fp32, torchscript_ms=ts, amp_ms=once(net, amp=True))
+    return res
+
+
+def bench_training(data: Path, device: str, iters: int, workers: list[int]) -> dict:
+    """Iterations per second of the training data loader alone and with the network, cached vs plain Dataset."""
+    out = {}
+    for cached in (True, False):
+        for w in workers:
+            parser = _train_parser(data, device, w, cached)
+            loader = parser.get_parsed_content("train#dataloader")
+            out[f"loader_{'cache' if cached else 'plain'}_w{w}"] = iters / _loop(loader, iters)
+        parser = _train_parser(data, device, workers[0], cached)
+        out[f"step_{'cache' if cached else 'plain'}_w{workers[0]}"] = iters / _loop(
+            parser.get_parsed_content("train#dataloader"), iters, parser
+        )
+    return out
+
+
+def _train_parser(data: Path, device: str, workers: int, cached: bool):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "train.yaml"))
+    parser.update({"dataset_dir": str(data), "num_workers": workers, "device": f"$torch.device('{device}')", "amp": device == "cuda"})
+    if not cached:
+        parser["train#dataset"] = {"_target_": "Dataset", "data": "@train_datalist", "transform": "@train#preprocessing"}
+    return parser
+
+
+def _loop(loader, iters: int, parser=None) -> float:
+    """Seconds for `iters` batches (after one warm-up batch); with a parser, a full training step on each."""
+    from bundle.engines.detection import flatten_batch, split_inputs
+
+    step = None
+    if parser is not None:
+        import torch
+
+        torch.manual_seed(0)
+        det, opt = parser.get_parsed_content("detector"), parser.get_parsed_content("optimizer")
+        parser.get_parsed_content("detector_ops")
+        det.train()
+
+        def step(batch):
+            images, targets = split_inputs(flatten_batch(batch), next(det.network.parameters()).device, "box", "label")
+            losses = det(images, targets)
+            opt.zero_grad()
+            (losses[det.cls_key] + losses[det.box_reg_key]).backward()
+            opt.step()
+
+    done, t = -1, 0.0
+    while done < iters:
+        for batch in loader:
+            if done == 0:
+                t = time.perf_counter()
+            if step is not None:
+                step(batch)
+            done += 1
+            if done >= iters:
+                break
+    return time.perf_counter() - t
+
+
+def bench_deid(data: Path, pacs: Path, workers: int) -> dict:
+    """De-identification files per second vs a plain pydicom read + write of the same files (the I/O floor)."""
+    import pydicom
+    from pydicom.misc import is_dicom
+
+    from bundle.deid.deidentify import deidentify_folder
+
+    files = sorted(p for p in pacs.rglob("*") if p.is_file() and is_dicom(p))
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        for i, f in enumerate(files):
+            pydicom.dcmread(f).save_as(Path(tmp) / f"{i}.dcm")
+        plain = time.perf_counter() - t
+        t = time.perf_counter()
+        deidentify_folder(pacs, Path(tmp) / "deid", key=b"benchmark-key-0123456789abcdef", workers=workers)
+        deid = time.perf_counter() - t
+    return {"files": len(files), "ratio": plain / deid, "deid_files_per_s": len(files) / deid, "plain_files_per_s": len(files) / plain}
+
+
+def bench_mining(pacs: Path, out: Path) -> dict:
+    try:
+        from bundle.mining.bench import mining_throughput  # written on another branch; guarded until merged
+    except ImportError:
+        return {"skipped": "bundle.mining.bench is not in this tree"}
+    return mining_throughput(pacs / "dicom" if (pacs / "dicom").is_dir() else pacs, out)
+
+
+def run_section(args) -> None:
+    """Child process: one section, its figures and peak memory as JSON on stdout."""
+    warnings.filterwarnings("ignore")
+    data, work = Path(args.data), Path(args.work)
+    if args.section == "volume":
+        res = bench_volume(data, args.device, args.repeats, args.model)
+    elif args.section == "training":
+        res = bench_training(data, args.device, args.iters, [0] if args.size == "tiny" else [0, 1, 2])
+    elif args.section == "deid":
+        res = bench_deid(data, work / "pacs" / "dicom", workers=min(2, os.cpu_count() or 1))
+    else:
+        res = bench_mining(work / "pacs", work / "mined")
+    res["peak_rss_mib"] = _peak_mib()
+    print("BENCH " + json.dumps(res))
+
+
+def prepare(size: str, work: Path) -> Path:
+    from bundle.demo.pacs_export import export
+    from bundle.demo.synth import generate
+
+    data = work / "demo"
+    if not (data / "datalist.json").is_file():
+        generate(data, size=size, seed=1, n_patients=PATIENTS[size])
+        export(data, work / "pacs", seed=0)
+    return data
+
+
+def child(args, section: str, data: Path, work: Path) -> dict:
+    cmd = [sys.executable, "-W", "ignore", __file__, "--section", section, "--data", str(data), "--work", str(work), "--size", args.size]
+    cmd += ["--device", args.device, "--repeats", str(args.repeats), "--iters", str(args.iters), "--model", args.model]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if proc.returncode or line is None:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    res = json.loads(line[6:])
+    res["wall_s"] = time.perf_counter() - t
+    return res
+
+
+def _f(res: dict, key: str, fmt: str = "{:.2f}") -> str:
+    return fmt.format(res[key]) if key in res else "not measured"
+
+
+def render(results: dict, machine_line: str, args, command: str) -> str:
+    """The markdown page. Why this long: one table row per figure, each with its own caveat."""
+    gpu = args.device == "cuda"
+    v, tr, m, d = (results.get(k, {"error": "not run"}) for k in ("volume", "training", "mining", "deid"))
+    rows = ["| what | new vs previous (ratio, > 1 = faster) | detail | peak RSS (MiB) |", "|---|---|---|---|"]
+    if "ratio" in v:
+        detail = f"{v['slices']} slices in {v['volumes']} volumes; identical boxes: {'yes' if v['identical_boxes'] else 'NO'} ({v['n_boxes']} boxes)"
+        if gpu:
+            detail += f"; {v['new_slices_per_s']:.0f} vs {v['old_slices_per_s']:.0f} slices/s"
+        rows.append(
+            f"| volume inference, slices/s (batched channels-last slices + vectorised scaling vs list of slices + per-slice MONAI scaling) | {v['ratio']:.2f}x | {detail} | {v['peak_rss_mib']:.0f} |"
+        )
+        su = f"start-up (imports, config, detector) = {v['startup_in_volumes']:.1f} volumes of inference" + (
+            f" ({v['startup_s']:.1f} s)" if gpu else ""
+        )
+        rows.append(f"| process start-up, reported apart | - | {su} | - |")
+        ps = v["per_slice"]
+        line = f"TorchScript / eager fp32 speed {ps['torchscript_over_fp32']:.2f}x"
+        if gpu:
+            line += f"; ms per 512x512 slice: fp32 {ps['fp32_ms']:.2f}, AMP {ps['amp_ms']:.2f}, TorchScript {ps['torchscript_ms']:.2f}"
+        rows.append(f"| network on 512x512 slices (batch 16) | {ps['torchscript_over_fp32']:.2f}x | {line} | - |")
+    else:
+        rows.append(f"| volume inference | not measured | {v.get('error', '')} | - |")
+    if "error" not in tr:
+        w = sorted(int(k.rsplit("w", 1)[1]) for k in tr if k.startswith("loader_cache_w"))
+        loaders = (
+            ", ".join(f"{n} workers: cached {tr[f'loader_cache_w{n}']:.1f}, plain {tr[f'loader_plain_w{n}']:.1f}" for n in w) if gpu else ""
+        )
+        rel = ", ".join(f"{n} workers {tr[f'loader_cache_w{n}'] / tr[f'loader_plain_w{n}']:.2f}x" for n in w)
+        share = tr[f"step_cache_w{w[0]}"] / tr[f"loader_cache_w{w[0]}"]
+        rows.append(
+            f"| training data loader alone, it/s (CacheDataset vs plain Dataset) | {rel} | {loaders or 'ratios only on a CPU'} | {tr['peak_rss_mib']:.0f} |"
+        )
+        rows.append(
+            f"| training step (loader + network), it/s (cached vs plain, {w[0]} workers) | {tr[f'step_cache_w{w[0]}'] / tr[f'step_plain_w{w[0]}']:.2f}x | "
+            f"loading takes {share:.0%} of a cached step's time (the rest is the network) | - |"
+        )
+    else:
+        rows.append(f"| training | not measured | {tr['error']} | - |")
+    if "objects_per_s" in str(m):
+        rows.append(
+            f"| mining, objects/s | see detail | {json.dumps({k: x for k, x in m.items() if k != 'peak_rss_mib'})} | {m.get('peak_rss_mib', 0):.0f} |"
+        )
+    else:
+        rows.append(f"| mining, objects/s | not measured in this run | {m.get('skipped') or m.get('error', '')} | - |")
+    if "ratio" in d:
+        detail = f"{d['files']} files" + (f"; {d['deid_files_per_s']:.0f} files/s" if gpu else "")
+        rows.append(
+            f"| de-identification, files/s (vs a plain pydicom read + write of the same files) | {d['ratio']:.2f}x | {detail} | {d['peak_rss_mib']:.0f} |"
+        )
+    else:
+        rows.append(f"| de-identification | not measured | {d.get('error', '')} | - |")
+    head = [
+        "# Benchmarks",
+        "",
+        f"Written by `{command}`; do not edit by hand. Every ratio was measured side by side in this one run",
+        "(the two paths interleaved, same data, same process; medians of the timed rounds). Absolute times are",
+        "given only on a GPU: on the shared 2-core CPU they follow the neighbours' load, ratios much less so.",
+        "",
+        f"Machine: {machine_line}. Data: `--size {args.size}` demo generated into a temp dir. Volume inference uses",
+        f"{'the weights in ' + args.model if args.model else 'a seeded untrained network (speed does not depend on the weights; the box count does)'}.",
+        "",
+    ]
+    return "\n".join(head + rows) + "\n\n" + NOTES
+
+
+NOTES = """Notes
+- Time to a given validation F1 is not measured here: it needs whole trainings (about 3 minutes each
+  for the demo on this CPU), several per arm to say anything; scripts/replicate.py is the harness for that.
+- Peak RSS is each section's own subprocess (`resource.getrusage` max RSS), start-up included.
+- GPU figures (ms per 512x512 slice with fp32, AMP and TorchScript) appear only with `--device cuda`.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=list(PATIENTS), default="small")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds per path (medians are compared)")
+    ap.add_argument("--iters", type=int, default=20, help="training iterations per measurement")
+    ap.add_argument("--model", default="", help="weights for the volume section (default: a seeded untrained network)")
+    ap.add_argument("--sections", default="volume,training,mining,deid")
+    ap.add_argument("--work", default="", help="keep the generated data here (default: a temp dir)")
+    ap.add_argument("--section", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.section:
+        return run_section(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        data = prepare(args.size, work)
+        results = {s: child(args, s, data, work) for s in args.sections.split(",")}
+    Path(args.out).write_text(
+        render(results, machine(args.device), args, " ".join(["python", "scripts/benchmark.py", *(argv or sys.argv[1:])]))
+    )
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,9 @@
 """The README's main job, end to end on the built-in demo data (the steps are bundle/demo/run.py).
 
 demo data -> PACS export (DICOM, GSPS, SR) -> de-identification -> mining -> three trainings:
-(a) mined boxes only, (b) self-trained, (c) oracle on complete boxes -> evaluation on held-out,
-fully annotated test patients (F1 with 95% CI, paired bootstrap test of b vs a, FROC, COCO) ->
+(a) mined key slices only, (b) whole mined series with ignore regions, self-trained over every slice,
+(c) oracle on complete boxes -> evaluation on held-out, fully annotated test patients: per volume
+(sensitivity, false boxes per volume, paired test), then key slices (F1 with 95% CI, FROC, COCO) ->
 inference with the final model -> runs/demo/results.md (docs/results.md is written by scripts/ablation.py, docs/results_key_slices.md by scripts/replicate.py).
 
 Every model step is a plain ``python -m monai.bundle run`` command, printed before it runs.
@@ -40,6 +41,18 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
         "--target_precision", type=float, default=d.target_precision, help="with 'auto' (docs/selftraining.md explains the choice)"
     )
     ap.add_argument("--n_bootstrap", type=int, default=d.n_bootstrap)
+    ap.add_argument(
+        "--series",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=d.series,
+        help="(b) on whole series with ignore regions (false: key slices)",
+    )
+    ap.add_argument("--context_slices", type=int, default=d.context_slices, help="(b)'s input slices: 1 = 2D, 3 = 2.5D")
+    ap.add_argument(
+        "--ignore_floor", type=float, default=d.ignore_floor, help="series self-training: lowest teacher score made an ignore region"
+    )
+    ap.add_argument("--series_target_precision", type=float, default=d.series_target_precision)
+    ap.add_argument("--max_pseudo_per_series", type=int, default=d.max_pseudo_per_series)
     ap.add_argument("--work", default=d.work, help="where every artefact goes (relative to the repository)")
     ap.add_argument("--results", default=d.results, help="the results page this run writes")
     ap.add_argument("--model_dir", default=d.model_dir, help="where the self-trained model is copied as model.pt (the bundle's model)")

@@ -32,7 +32,7 @@ def _test(m: dict) -> dict:
         "volumes": a["volumes"],
         "normal_volumes": a["normal_volumes"],
         "fp_normal": round(fpn * a["normal_volumes"]) if fpn is not None else 0,
-        "sensitivity_ge10": a["sensitivity >= 10 mm"] if "sensitivity >= 10 mm" in a else _ratio(a["found_ge10"], a["lesions_ge10"]),
+        "sensitivity_ge10": a["sensitivity >=10 mm"] if "sensitivity >=10 mm" in a else _ratio(a["found_ge10"], a["lesions_ge10"]),
         "fp_per_volume": a["fp_per_volume"],
         "fp_per_normal_volume": fpn,
         "sens_at_1fp": m["test"]["froc"]["sensitivity_at_fp"].get("1"),

@@ -84,6 +84,35 @@ def assemble(
     }
 
 
+def _volume_lines(v: dict | None) -> list[str]:
+    """The primary figure: whole test volumes at each model's validation operating point (configs/evaluate_volume.yaml)."""
+    if not v:
+        return []
+    lines = [
+        "## Whole volumes (primary)",
+        "",
+        "Every slice of each test volume through configs/inference_volume.yaml; a lesion is found when a 3D box has IoU >= 0.1 "
+        "with it or contains its centre; operating point: lowest score with <= 1 false box per validation volume and <= 0.5 per "
+        "normal validation volume.",
+        "",
+        "| model | sensitivity, lesions >= 10 mm | FP / volume | FP / normal volume | operating score | CPM |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in ("mined_only", "self_trained"):
+        x = v[n]
+        lines.append(
+            f"| {LABELS[n]} | {_f(x['sensitivity >=10 mm'])} ({x['found_ge10']}/{x['lesions_ge10']}) | {_f(x['fp_per_volume'])} | "
+            f"{_f(x['fp_per_normal_volume'])} | {x['threshold']:.4f} | {_f(x['cpm'])} |"
+        )
+    d = v["b_vs_a"]
+    lines += [""] + [
+        f"(b) - (a), {k}: {_f(c['value'])} (95% CI {_f(c.get('ci_low'))} to {_f(c.get('ci_high'))}, P = {_f(c.get('p_value'))})"
+        for k, c in d.items()
+        if isinstance(c, dict)
+    ]
+    return lines + ["", "## Key slices (the seed study's comparison)", ""]
+
+
 def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/results.json") -> str:
     """Write the results page for results.json ``r`` at ``path``; returns its markdown."""
     m = r["models"]
@@ -99,6 +128,9 @@ def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/res
         f"(round {r.get('self_training_best_round', '-')}). Test: {r['test_images']} images of {r['test_patients']} held-out, "
         "fully annotated patients that never entered the PACS export; operating point of each model chosen on the fully annotated validation patients.",
         "",
+    ]
+    lines += _volume_lines(r.get("volume"))
+    lines += [
         "Mining: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["mining"].items() if not isinstance(v, dict)) + ".",
         f"Training images: {r['experiment']['training_images']}, with {r['experiment']['mined_boxes']} mined boxes; "
         f"the complete truth has {r['experiment']['complete_boxes']} lesion boxes on them.",

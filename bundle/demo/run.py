@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundle.demo import volume_steps
 from bundle.demo.experiment import build, load_linkage, split_by_pseudonym
 from bundle.demo.pacs_export import export
 from bundle.demo.results import assemble, write_results
@@ -47,6 +48,11 @@ class DemoOptions:
     results: str = "runs/demo/results.md"  # this run's page (docs/results.md is the replicate command's)
     model_dir: str = "models"  # the self-trained model is copied here as model.pt (the bundle's model)
     data: str = "data"  # demo data, export, de-identified copy and mined datalist
+    series: bool = True  # (b) on whole mined series with ignore regions, self-trained over every slice; False: key slices as the seed study
+    context_slices: int = 1  # (b)'s input: 1 = 2D, 3 = 2.5D (docs/results.md's ablation)
+    ignore_floor: float = 0.3  # series self-training: teacher scores in [floor, pseudo threshold) become ignore regions
+    series_target_precision: float = 0.8  # series self-training: the teacher's precision on every validation slice
+    max_pseudo_per_series: int = 50
 
 
 @dataclass
@@ -185,7 +191,7 @@ def train_oracle(o: DemoOptions, p: Paths, exp: dict) -> None:
     )
 
 
-def evaluate_models(o: DemoOptions, p: Paths, st: dict, exp: dict) -> tuple[dict[str, Path], dict, dict, dict]:
+def evaluate_models(o: DemoOptions, p: Paths, st: dict, exp: dict, a_model: Path | None = None) -> tuple[dict[str, Path], dict, dict, dict]:
     """Step 6: every model on the held-out test patients, and the paired tests (b) vs (a), (c) vs (a).
 
     Returns (model checkpoints, metrics per model, b_vs_a, c_vs_a).
@@ -194,7 +200,7 @@ def evaluate_models(o: DemoOptions, p: Paths, st: dict, exp: dict) -> tuple[dict
 
     work = p.work
     models = {
-        "mined_only": Path(st["rounds"][0]["dir"]) / "models" / "model.pt",
+        "mined_only": a_model or Path(st["rounds"][0]["dir"]) / "models" / "model.pt",
         # (b) is the round validation chose; with no improving round it is (a) itself, as the loop ships it
         "self_trained": Path(st["best_model"]),
         "oracle": work / "oracle" / "models" / "model.pt",
@@ -266,26 +272,55 @@ def run(o: DemoOptions, command: str) -> dict:
     clock.start(2, "de-identify the export (PS3.15 Annex E; key and linkage table kept apart from the data)")
     deidentify(p, o.seed)
     clock.stop("deidentify")
-    clock.start(3, "mine the de-identified export into a detection datalist")
+    clock.start(3, "mine the de-identified export into a detection datalist (key slices and whole series)")
     mining, exp = mine(p)
+    series = volume_steps.series_datalists(p) if o.series else None
     clock.stop("mine")
-    clock.start(4, f"self-training: round 0 = (a) mined only; {o.rounds} round(s) of pseudo-boxes = (b)")
-    st = self_train(o, p, exp)
+    a_model = None
+    if series is not None:
+        clock.start(4, f"(a) mined key slices only; (b) whole series + ignore regions, then {o.rounds} round(s) over every slice")
+        a_model = volume_steps.train_key_slices(o, p, exp["mined"])
+        st = volume_steps.self_train_series(o, p, series)
+    else:
+        clock.start(4, f"self-training: round 0 = (a) mined only; {o.rounds} round(s) of pseudo-boxes = (b)")
+        st = self_train(o, p, exp)
     clock.stop("self_training")
     clock.start(5, "(c) oracle: the same training images with every lesion boxed")
     train_oracle(o, p, exp)
     clock.stop("oracle")
-    clock.start(6, "evaluate on the held-out, fully annotated test patients")
-    models, metrics, b_vs_a, c_vs_a = evaluate_models(o, p, st, exp)
+    clock.start(6, "evaluate on the held-out, fully annotated test patients: per volume, then on key slices")
+    models, metrics, b_vs_a, c_vs_a = evaluate_models(o, p, st, exp, a_model)
+    volume = volume_figures(o, p, models, series["volume_datalist"]) if series is not None else None
     clock.stop("evaluate")
     clock.start(7, f"the self-trained model becomes {rel(p.model_out)}; inference on the test split")
-    infer(p, models["self_trained"], exp["mined"])
+    if series is not None:
+        volume_steps.ship(models["self_trained"], p.model_out)
+        volume_steps.infer_volumes(p, p.model_out, series["volume_datalist"], o.context_slices)
+    else:
+        infer(p, models["self_trained"], exp["mined"])
     clock.stop("inference")
     clock.times["total"] = time.time() - clock.t_start
     results = assemble(command, o, st, mining, exp, metrics, b_vs_a, c_vs_a, clock.times, str(rel(Path(b_vs_a["plots"]["froc"]))))
+    results["volume"] = volume
     (p.work / "results.json").write_text(json.dumps(results, indent=2))
     md = write_results(results, ROOT / o.results, rel(p.work / "results.json"))
     print("\n" + md)
-    print(f"model: {rel(p.model_out)}   predictions: {rel(p.work / 'predictions_test.json')}   FROC plot: {results['froc_plot']}")
+    print(f"model: {rel(p.model_out)}   FROC plot: {results['froc_plot']}")
     print(f"total time: {clock.times['total']:.0f} s")
     return results
+
+
+def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_datalist: str) -> dict:
+    """(a) and (b) per volume at their own validation operating points, and the paired test (b) - (a)."""
+    out = {}
+    for name in ("mined_only", "self_trained"):
+        ctx = o.context_slices if name == "self_trained" else 1
+        m = volume_steps.evaluate_volumes(name, models[name], o, p, volume_datalist, ctx)
+        a = m["test"]["at_operating_point"]
+        out[name] = {
+            k: a.get(k) for k in ("sensitivity >=10 mm", "fp_per_volume", "fp_per_normal_volume", "found_ge10", "lesions_ge10", "volumes")
+        }
+        out[name] |= {"threshold": m["operating_point"]["score_threshold"], "cpm": m["test"]["froc"]["cpm"]}
+    cmp = volume_steps.compare_volumes(p, volume_datalist, ("self_trained", "mined_only"), o.n_bootstrap, o.seed)
+    out["b_vs_a"] = cmp["paired"]
+    return out

@@ -1,0 +1,137 @@
+"""The demo's whole-volume steps: (b) trained on whole series and self-trained over every slice, models scored per volume.
+
+Why apart from run.py: the seed study's key-slice experiment (run.py) stays as it was; these steps add what the
+model is used for, whole volumes: (b) learns from every slice of the mined series with a measured lesion's reach
+as an ignore region, the teacher labels every slice (confident -> pseudo-box, uncertain -> ignore region), and
+(a) and (b) are scored on the held-out test volumes at their own validation operating points
+(configs/evaluate_volume.yaml), the figure docs/results.md leads with.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bundle.demo.experiment import build_series
+from bundle.demo.volumes import write_volume_datalist
+from bundle.engines.runner import bundle_run
+from bundle.selftrain.loop import Schedule, run_self_training
+from bundle.selftrain.pseudo import PseudoRules
+
+if TYPE_CHECKING:
+    from bundle.demo.run import DemoOptions, Paths
+
+ROOT = Path(__file__).resolve().parents[2]
+VOLUME_EVAL = ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"]
+
+
+def series_datalists(p: Paths) -> dict:
+    """The whole-series experiment datalists and the demo's fully labelled validation/test volumes."""
+    secure = p.data / "secure"
+    exp = build_series(p.data / "demo", p.data / "mined" / "datalist_volumes.json", p.work / "datalists", secure / "linkage.csv")
+    exp["volume_datalist"] = str(write_volume_datalist(p.data / "demo"))
+    return exp
+
+
+def train_overrides(o: DemoOptions) -> dict:
+    return {"epochs": o.epochs, "seed": o.seed, "ignore_reach": True, "context_slices": o.context_slices}
+
+
+def self_train_series(o: DemoOptions, p: Paths, series: dict) -> dict:
+    """(b): round 0 on the mined series (ignore regions at each lesion's reach), then rounds over every slice."""
+    st = run_self_training(
+        str(p.work / "selftrain_series"),
+        series["series_mined"],
+        PseudoRules(score_threshold=o.score_threshold, ignore_floor=o.ignore_floor, max_per_image=o.max_pseudo_per_series),
+        Schedule(rounds=o.rounds, target_precision=o.series_target_precision, series=True),
+        truth=series["series_truth_map"],
+        train_overrides=train_overrides(o),
+    )
+    print((p.work / "selftrain_series" / "report.md").read_text(), flush=True)
+    return st
+
+
+def train_key_slices(o: DemoOptions, p: Paths, datalist: str) -> Path:
+    """(a): the seed study's model, mined key slices only."""
+    out = p.work / "mined_only"
+    bundle_run(
+        "configs/train.yaml",
+        ROOT,
+        p.log,
+        bundle_root=ROOT,
+        data_list_file_path=datalist,
+        dataset_dir=Path(datalist).parent,
+        ckpt_dir=out / "models",
+        output_dir=out / "train_eval",
+        epochs=o.epochs,
+        seed=o.seed,
+    )
+    return out / "models" / "model.pt"
+
+
+def evaluate_volumes(name: str, model: Path, o: DemoOptions, p: Paths, volume_datalist: str, context_slices: int = 1) -> dict:
+    """One model per volume; its operating_point.json lands next to it."""
+    out = p.work / "eval_volume" / name
+    bundle_run(
+        VOLUME_EVAL,
+        ROOT,
+        p.log,
+        bundle_root=ROOT,
+        ckpt_dir=model.parent,
+        volume_datalist_file=volume_datalist,
+        output_dir=out,
+        n_bootstrap=o.n_bootstrap,
+        seed=o.seed,
+        model_name=name,
+        context_slices=context_slices,
+    )
+    return json.loads((out / "metrics_volume.json").read_text())
+
+
+def compare_volumes(p: Paths, volume_datalist: str, names: tuple[str, str], n_bootstrap: int, seed: int) -> dict:
+    """Paired per-volume test of two models, each at its own validation operating point."""
+    from bundle.metrics.volume_report import compare
+
+    def preds(n: str) -> tuple[str, str]:
+        d = p.work / "eval_volume" / n
+        return str(d / "predictions_volume_validation.json"), str(d / "predictions_volume_test.json")
+
+    return compare(
+        volume_datalist,
+        preds(names[0]),
+        preds(names[1]),
+        str(p.work / "eval_volume" / "compare"),
+        names,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+
+
+def ship(model: Path, model_out: Path) -> None:
+    """The bundle's model and the operating point chosen for it on validation volumes, side by side."""
+    model_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, model_out)
+    op = model.parent / "operating_point.json"
+    if op.is_file():
+        shutil.copy(op, model_out.parent / "operating_point.json")
+
+
+def infer_volumes(p: Paths, model_out: Path, volume_datalist: str, context_slices: int) -> Path:
+    """Volume inference on the test volumes at the shipped operating point, the way MONAI Label and the Deploy app run."""
+    out = p.work / "predictions_volume_test.json"
+    listing = p.work / "test_volumes.json"
+    doc = json.loads(Path(volume_datalist).read_text())
+    listing.write_text(json.dumps([str(Path(volume_datalist).parent / it["image"]) for it in doc["test"]]))
+    bundle_run(
+        "configs/inference_volume.yaml",
+        ROOT,
+        p.log,
+        bundle_root=ROOT,
+        ckpt_dir=model_out.parent,
+        datalist=f"$[{{'image': p}} for p in json.load(open('{listing}'))]",
+        output_path=out,
+        context_slices=context_slices,
+    )
+    return out

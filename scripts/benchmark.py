@@ -361,6 +361,8 @@ NOTES = """Notes
   for the demo on this CPU), several per arm to say anything; scripts/replicate.py is the harness for that.
 - Peak RSS is each section's own subprocess (`resource.getrusage` max RSS), start-up included.
 - GPU figures (ms per 512x512 slice with fp32, AMP and TorchScript) appear only with `--device cuda`.
+  Run on a GPU machine: `python scripts/benchmark.py --size default --device cuda` (none was lent to this run
+  unless the machine line above names one).
 """
 
 

@@ -133,17 +133,25 @@ def resume_path(state_dir: str | Path, max_epochs: int, resume: bool = True) -> 
     return str(path)
 
 
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def attach_train_state(trainer: Any, saver: Any, load_dict: dict, resume_from: str | None, map_location: Any = None) -> None:
     """Attach the state saver (a CheckpointSaver with ``save_interval``) and, to resume, a CheckpointLoader.
 
     Why here and not in ``train#handlers``: the state holds the trainer itself, so the handlers
     cannot be built before it. The saver's ``n_saved`` bookkeeping starts empty in every process;
     a resumed run registers the states already saved (so the oldest are removed as new ones come),
-    a new run removes the previous run's states (they would outrank its own by epoch).
+    a new run removes the previous run's states (they would outrank its own by epoch). Under
+    torch.distributed only rank 0 saves and removes; every rank loads the state it resumes from.
     """
     from monai.handlers import CheckpointLoader
 
     interval = getattr(saver, "_interval_checkpoint", None)
+    if not _is_main_process():  # torchrun: every rank resumes, rank 0 alone saves and cleans up
+        interval = saver = None
     if interval is not None:
         states = _states(saver.save_dir)
         keep = (states[-interval.n_saved :] if interval.n_saved else states) if resume_from else []
@@ -152,7 +160,8 @@ def attach_train_state(trainer: Any, saver: Any, load_dict: dict, resume_from: s
                 logger.info("removing training state %s (%s)", state[1], "beyond n_saved" if resume_from else "from a previous run")
                 state[1].unlink()
         interval.load_state_dict({"_saved": [(epoch, f.name) for epoch, f in keep]})
-    saver.attach(trainer)
+    if saver is not None:
+        saver.attach(trainer)
     if resume_from:
         CheckpointLoader(load_path=resume_from, load_dict=load_dict, map_location=map_location).attach(trainer)
 

@@ -64,6 +64,7 @@ def test_torchrun_two_processes_train_and_the_checkpoint_validates(repo_root, ti
     events = [f for f in files if "tfevents" in f]
     assert [f for f in files if f not in events] == [
         "models/model.pt",
+        "models/model_key_metric.json",
         "models/train_state/train_state_checkpoint_epoch=1.pt",
         "models/train_state/train_state_checkpoint_epoch=2.pt",
     ]

@@ -52,7 +52,7 @@ def test_train_writes_checkpoint(trained):
     states = sorted((trained / "models" / "train_state").glob("*.pt"))
     assert [p.name for p in states] == ["train_state_checkpoint_epoch=1.pt", "train_state_checkpoint_epoch=2.pt"]
     state = torch.load(states[-1], map_location="cpu", weights_only=True)
-    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model"}
+    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "rng_and_scaler"}
     assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
     assert state["lr_scheduler"]["last_epoch"] == 2
     ((score, name),) = state["best_model"]["_saved"]  # the best-model bookkeeping: one model.pt, its score

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from monai.engines import Evaluator, Trainer
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils import ForwardMode
 from torch.utils.data import DataLoader
@@ -52,8 +52,11 @@ def split_inputs(items: list[dict], device: torch.device, box_key: str, label_ke
     return images, targets
 
 
-class DetectionTrainer(Trainer):
-    """Trains a RetinaNetDetector: loss = cls_weight * classification + box regression."""
+class DetectionTrainer(SupervisedTrainer):
+    """Trains a RetinaNetDetector: loss = cls_weight * classification + box regression.
+
+    A SupervisedTrainer (its loss is the detector's own) because MONAI FL's MonaiAlgo requires one.
+    """
 
     def __init__(
         self,
@@ -76,14 +79,17 @@ class DetectionTrainer(Trainer):
         super().__init__(
             device=torch.device(device) if isinstance(device, str) else device,
             max_epochs=max_epochs,
-            data_loader=train_data_loader,
+            train_data_loader=train_data_loader,
+            network=detector.network,
+            optimizer=optimizer,
+            loss_function=None,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
             iteration_update=iteration_update,
             postprocessing=postprocessing,
-            key_metric=key_train_metric,
+            key_train_metric=key_train_metric,
             additional_metrics=additional_metrics,
-            handlers=train_handlers,
+            train_handlers=train_handlers,
             amp=amp,
             decollate=False,
         )
@@ -126,8 +132,11 @@ class DetectionTrainer(Trainer):
         }
 
 
-class DetectionEvaluator(Evaluator):
-    """Runs the detector (sliding window when set) and exposes pred/label lists to metrics and savers."""
+class DetectionEvaluator(SupervisedEvaluator):
+    """Runs the detector (sliding window when set) and exposes pred/label lists to metrics and savers.
+
+    A SupervisedEvaluator because MONAI FL's MonaiAlgo requires one.
+    """
 
     def __init__(
         self,
@@ -146,6 +155,7 @@ class DetectionEvaluator(Evaluator):
         super().__init__(
             device=torch.device(device) if isinstance(device, str) else device,
             val_data_loader=val_data_loader,
+            network=detector.network,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
             key_val_metric=key_val_metric,

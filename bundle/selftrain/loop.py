@@ -102,6 +102,12 @@ class Schedule:
     # training series through configs/inference_volume.yaml with linking off (one box per slice detection)
     series: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("from_scratch", "cumulative", "series"):  # "false" from a command line is not True
+            v = getattr(self, name)
+            if isinstance(v, str):
+                setattr(self, name, v.strip().lower() in ("1", "true", "yes"))
+
 
 class SelfTraining:
     """Runs rounds into ``work_dir``; every artefact of round r lives in ``work_dir/round<r>/``."""

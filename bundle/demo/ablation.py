@@ -66,7 +66,12 @@ def _cli(overrides: dict) -> dict:
 
 
 def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path, seed: int, over: dict, n_bootstrap: int) -> dict:
-    """configs/evaluate_volume.yaml for one model; writes its operating_point.json next to it; its metrics_volume.json."""
+    """configs/evaluate_volume.yaml for one model; writes its operating_point.json next to it; its metrics_volume.json.
+
+    An arm already evaluated (its metrics_volume.json exists) is read back: an interrupted replicate resumes per arm.
+    """
+    if (out / "metrics_volume.json").is_file():
+        return json.loads((out / "metrics_volume.json").read_text())
     bundle_run(
         ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"],
         ROOT,
@@ -85,6 +90,8 @@ def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path
 
 def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
     configs, datalist, arm_over = ARMS[arm]
+    if (rdir / arm / "trained").is_file():
+        return rdir / arm / "models"  # finished before an interruption
     bundle_run(
         configs,
         ROOT,
@@ -96,6 +103,7 @@ def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
         output_dir=rdir / arm / "train_eval",
         **_cli(over | arm_over),
     )
+    (rdir / arm / "trained").write_text("")
     return rdir / arm / "models"
 
 

@@ -39,7 +39,7 @@ class DemoOptions:
 
     size: str = "default"  # demo size: tiny, small, default, large (large is for a GPU machine)
     seed: int = 0
-    epochs: int = 30  # epochs of each training
+    epochs: int = 15  # epochs of each training (train.yaml's default)
     rounds: int = 1  # self-training rounds
     score_threshold: float | str = PseudoRules.score_threshold  # pseudo-box score, or 'auto' (each teacher's validation precision)
     target_precision: float = Schedule.target_precision

@@ -140,6 +140,7 @@ class BoxDetectionOperator(Operator):
         from monai.data import MetaTensor
         from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd
 
+        from bundle.transforms.checks import CheckImaged, check_array
         from bundle.transforms.world import voxel_to_world
 
         image = op_input.receive("image")
@@ -155,9 +156,12 @@ class BoxDetectionOperator(Operator):
         aff_lps = series_affine_lps(sources)
         aff_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff_lps
         parser, detector, pre, model_file = self._detector()
-        # the config's loading and reorientation are for files; here the array is the DICOM grid itself,
-        # so boxes stay in (column, row, slice) = DICOM pixel coordinates
-        steps = [t for t in pre.transforms if not isinstance(t, (LoadImaged, EnsureChannelFirstd, Orientationd))]
+        # the config's file check, loading and reorientation are for files; here the array is the DICOM grid
+        # itself, so boxes stay in (column, row, slice) = DICOM pixel coordinates. The array gets the same
+        # check as a file, before its channel axis, named by its series (docs/bad_inputs.md)
+        check_array(MetaTensor(torch.from_numpy(arr), affine=torch.from_numpy(aff_ras)), f"series {series.SeriesInstanceUID}", 3)
+        skip = (CheckImaged, LoadImaged, EnsureChannelFirstd, Orientationd)
+        steps = [t for t in pre.transforms if not isinstance(t, skip)]
         data = {"image": MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(aff_ras))}
         for t in steps:
             data = t(data)

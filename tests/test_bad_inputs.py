@@ -22,22 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 VOL = "configs/inference_volume.yaml"
 INF = "configs/inference.yaml"
 
-# (id, entry point, what the user hands over, file maker name, spatial dims, expected message tail, run the CLI)
+# (id, entry point, what the user hands over, file maker name, spatial dims, expected message tail)
 ROWS = [
-    ("nan", VOL, "volume with a NaN voxel", "nan", 3, "has 1 NaN or infinite voxels of", True),
-    ("zero", VOL, "all-zero volume", "zero", 3, "is blank (every voxel is 0)", False),
-    ("4d", VOL, "4D file (two volumes stacked)", "fourd", 3, "has 4 dimensions (shape 8x8x6x2); expected a 3D volume", True),
-    ("2d_to_volume", VOL, "2D slice given to volume inference", "twod", 3, "has 2 dimensions (shape 8x8); expected a 3D volume", True),
-    ("3d_to_2d", INF, "3D volume given to 2D slice inference", "good", 2, "has 3 dimensions (shape 8x8x6); expected a 2D slice", True),
-    ("fake", VOL, "text file named .nii.gz", "fake", 3, "cannot be read as an image (ImageFileError:", True),
-    ("truncated", VOL, "truncated .nii.gz (gzip cut short)", "truncated", 3, "cannot be read as an image (", False),
-    ("missing", VOL, "path that does not exist", "missing", 3, "no such file", True),
-    ("empty_glob", VOL, "--input_glob matching nothing", "glob", 3, "matches no files", True),
-    ("directory", VOL, "a directory instead of a file", "directory", 3, "is a directory, not an image file", False),
-    ("empty_file", VOL, "empty (0-byte) file", "empty", 3, "is empty (0 bytes)", False),
-    ("complex", VOL, "complex64 voxels", "complex", 3, "has complex voxels (complex64); expected real numbers", False),
-    ("zero_pixdim", VOL, "pixdim 0 in the header", "zero_pixdim", 3, "non-positive or non-finite voxel spacing in its header (pixdim [0.0, 1.0, 1.0])", False),
-    ("neg_pixdim", VOL, "negative pixdim in the header", "neg_pixdim", 3, "non-positive or non-finite voxel spacing in its header (pixdim [-1.0, 1.0, 1.0])", False),
+    ("nan", VOL, "volume with a NaN voxel", "nan", 3, "has 1 NaN or infinite voxels of"),
+    ("zero", VOL, "all-zero volume", "zero", 3, "is blank (every voxel is 0)"),
+    ("4d", VOL, "4D file (two volumes stacked)", "fourd", 3, "has 4 dimensions (shape 8x8x6x2); expected a 3D volume"),
+    ("2d_to_volume", VOL, "2D slice given to volume inference", "twod", 3, "has 2 dimensions (shape 8x8); expected a 3D volume"),
+    ("3d_to_2d", INF, "3D volume given to 2D slice inference", "good", 2, "has 3 dimensions (shape 8x8x6); expected a 2D slice"),
+    ("fake", VOL, "text file named .nii.gz", "fake", 3, "cannot be read as an image (ImageFileError:"),
+    ("truncated", VOL, "truncated .nii.gz (gzip cut short)", "truncated", 3, "cannot be read as an image ("),
+    ("missing", VOL, "path that does not exist", "missing", 3, "no such file"),
+    ("empty_glob", VOL, "--input_glob matching nothing", "glob", 3, "matches no files"),
+    ("directory", VOL, "a directory instead of a file", "directory", 3, "is a directory, not an image file"),
+    ("empty_file", VOL, "empty (0-byte) file", "empty", 3, "is empty (0 bytes)"),
+    ("complex", VOL, "complex64 voxels", "complex", 3, "has complex voxels (complex64); expected real numbers"),
+    ("zero_pixdim", VOL, "pixdim 0 in the header", "zero_pixdim", 3, "non-positive or non-finite voxel spacing in its header (pixdim [0.0, 1.0, 1.0])"),
+    ("neg_pixdim", VOL, "negative pixdim in the header", "neg_pixdim", 3, "non-positive or non-finite voxel spacing in its header (pixdim [-1.0, 1.0, 1.0])"),
 ]  # fmt: skip
 
 # in-memory arrays (MONAI Label / Deploy app hand CheckImaged an array, not a path)
@@ -102,7 +102,7 @@ def _make(kind: str, d: Path) -> str:
 def test_check_names_file_and_problem(row, tmp_path):
     from bundle.transforms.checks import BadImageError, CheckImaged
 
-    _, _, _, kind, ndim, tail, _ = row
+    _, _, _, kind, ndim, tail = row
     path = _make(kind, tmp_path)
     with pytest.raises(BadImageError) as err:
         CheckImaged("image", ndim)({"image": path})
@@ -190,37 +190,242 @@ def test_monailabel_gets_a_4xx(tmp_path):
     assert err.value.detail == str(err.value) and str(err.value).startswith(path)
 
 
-def _cli(config: str, bundle_root: Path, tmp_path: Path, env_extra: dict | None = None, **over) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--bundle_root", str(bundle_root)]
-    cmd += ["--output_path", str(tmp_path / "out.json")]
-    for k, v in over.items():
-        cmd += [f"--{k}", str(v)]
+def test_debug_env_shows_the_traceback(monkeypatch, capsys):
+    """BUNDLE_DEBUG=1: the hook hands an input error to Python's own hook (the full traceback)."""
+    from bundle.io import errors
+
+    try:
+        raise RuntimeError("Failed to evaluate") from errors.InputError("x.nii.gz: no such file")
+    except RuntimeError as exc:
+        caught = exc
+    errors._hook(type(caught), caught, caught.__traceback__)
+    assert capsys.readouterr().err.strip() == "error: x.nii.gz: no such file (BUNDLE_DEBUG=1 shows the traceback)"
+    monkeypatch.setenv("BUNDLE_DEBUG", "1")
+    errors._hook(type(caught), caught, caught.__traceback__)
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "InputError: x.nii.gz: no such file" in err
+
+
+# --- the Deploy app (deploy/app/app.py): checked before its graph starts (bundle/deploy/app_inputs.py) ---
+# (id, bad input, maker, expected message tail)
+DEPLOY_ROWS = [
+    ("deploy_file", "`-i` names a file, not a folder", "file", "is a file, not a folder; give -i the folder that holds the DICOM series"),
+    ("deploy_empty", "empty input folder", "empty", "is empty; no DICOM files to read"),
+    ("deploy_not_dicom", "folder of non-DICOM files", "not_dicom", "none of its 2 files is DICOM (the first: a.txt)"),
+    ("deploy_no_match", "mixed series, none T1 post-contrast axial", "no_match", "no series matches 'T1 post-contrast axial' (SERIES_RULES); found: MR 'AX T2 FLAIR'; MR 'SAG T1 POST GAD'"),
+    ("deploy_unusable_series", "a series with 1 decodable slice of 4", "unusable", "cannot form a volume: 1 of 4 slices usable (need 2; skipped: undecodable_pixels 3)"),
+    ("deploy_no_model", "`-m` folder without model.ts / model.pt", "no_model", "no model.ts or model.pt in this folder"),
+]  # fmt: skip
+
+
+def _series(d: Path, desc: str, number: int, shape=(16, 16, 4), orientation: str = "axial") -> list[Path]:
+    from bundle.deploy.dicom_series import write_mr_series
+
+    vol = (np.random.default_rng(number).random(shape) * 100 + 1).astype(np.float32)
+    nii = d / f"s{number}.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([3.0, 3.0, 3.0, 1.0])), nii)
+    paths = write_mr_series(nii, d / "in", desc, number, orientation=orientation)
+    nii.unlink()
+    return paths
+
+
+def _deploy_input(kind: str, d: Path) -> tuple[str, str]:
+    """(what the user gives: folder or model path, the file the message names)."""
+    folder = d / "in"
+    if kind == "file":
+        folder.write_text("not a folder\n")
+    elif kind == "empty":
+        folder.mkdir()
+    elif kind == "not_dicom":
+        folder.mkdir()
+        (folder / "a.txt").write_text("hello\n")
+        (folder / "b.dcm").write_bytes(b"\0" * 10)
+    elif kind == "no_match":
+        _series(d, "AX T2 FLAIR", 2)
+        _series(d, "SAG T1 POST GAD", 3, orientation="sagittal")
+    elif kind == "unusable":  # one damaged slice is skipped and reported (tests/test_deploy_series.py); three leave too few
+        paths = _series(d, "AX T1 POST GAD", 1)
+        for f in paths[1:]:
+            f.write_bytes(f.read_bytes()[:-100])
+    elif kind == "no_model":
+        (d / "models").mkdir()
+        return str(d / "models"), str(d / "models")
+    return str(folder), str(folder)
+
+
+IN_PROCESS_DEPLOY_ROWS = [r for r in DEPLOY_ROWS if r[0] != "deploy_no_match"]  # the SDK's selector decides: subprocess only
+
+
+@pytest.mark.parametrize("row", IN_PROCESS_DEPLOY_ROWS, ids=[r[0] for r in IN_PROCESS_DEPLOY_ROWS])
+def test_deploy_rows(row, tmp_path):
+    """The checks the app runs before its graph; the series choice itself is the SDK's (subprocess row below)."""
+    import pydicom
+
+    from bundle.deploy.app_inputs import dicom_files, model_file, screen_series
+    from bundle.io.errors import InputError
+
+    rid, _, kind, tail = row
+    given, named = _deploy_input(kind, tmp_path)
+    with pytest.raises(InputError) as err:
+        if kind == "no_model":
+            model_file(given)
+        elif kind == "unusable":
+            files = dicom_files(given)  # the folder itself is fine
+            screen_series(given, [pydicom.dcmread(f) for f in files], pydicom.dcmread(files[0]).SeriesInstanceUID)
+        else:
+            dicom_files(given)
+    msg = str(err.value)
+    assert msg.startswith(f"{named}: ") and tail in msg and "\n" not in msg, msg
+
+
+def test_deploy_one_damaged_slice_is_not_refused(tmp_path):
+    """The app's volume step skips and reports a single damaged slice (tests/test_deploy_series.py): no error here."""
+    import pydicom
+
+    from bundle.deploy.app_inputs import screen_series
+
+    paths = _series(tmp_path, "AX T1 POST GAD", 1)
+    paths[2].write_bytes(paths[2].read_bytes()[:-100])
+    screen_series(tmp_path / "in", [pydicom.dcmread(f) for f in paths], "S1")
+
+
+# --- mining (configs/mine.yaml) and de-identification (configs/deidentify.yaml): the configs, parsed in-process ---
+# (id, bad input, overrides ({d}: a scratch folder), the file the message names, expected message tail)
+MINE_ROWS = [
+    ("mine_missing", "`--source_dir` that does not exist", {"source_dir": "{d}/nowhere"}, "{d}/nowhere", "no such folder; give --source_dir the PACS export folder"),
+    ("mine_file", "`--source_dir` naming a file", {"source_dir": "{d}/export.zip"}, "{d}/export.zip", "is a file, not a folder; give --source_dir the folder that holds the export"),
+    ("mine_empty", "empty `--source_dir`", {"source_dir": "{d}/empty"}, "{d}/empty", "is empty; no files to mine (--source_dir)"),
+    ("mine_old_source", "old-style `--source PATH`", {"source": "{d}/export"}, "{d}/export", "--source takes a source object ('@folder_source', '@dicomweb_source', '@deeplesion_source'); for a folder export give --source_dir {d}/export"),
+]  # fmt: skip
+DEID_ROWS = [
+    ("deid_missing_input", "`--input_dir` that does not exist", {"input_dir": "{d}/nowhere"}, "{d}/nowhere", "no such input folder (--input_dir)"),
+    ("deid_input_file", "`--input_dir` naming a file", {"input_dir": "{d}/export.zip"}, "{d}/export.zip", "is a file, not a folder (--input_dir takes the export folder)"),
+    ("deid_empty_input", "empty `--input_dir`", {"input_dir": "{d}/empty"}, "{d}/empty", "is empty; nothing to de-identify (--input_dir)"),
+    ("deid_no_key", "no `--key_file`", {"key_file": None}, "key_file", "required; give --key_file FILE holding >= 16 bytes of secret"),
+    ("deid_missing_key", "`--key_file` that does not exist", {"key_file": "{d}/nokey"}, "{d}/nokey", "no such key file (--key_file)"),
+    ("deid_short_key", "key file of 5 bytes", {"key_file": "{d}/short.key"}, "{d}/short.key", "the key is 5 bytes; at least 16 are required"),
+    ("deid_output_inside_input", "`--output_dir` inside `--input_dir`", {"output_dir": "{d}/export/deid"}, "{d}/export/deid", "output_dir must not be inside input_dir {d}/export (or contain it)"),
+    ("deid_linkage_in_output", "`--linkage_file` inside `--output_dir`", {"linkage_file": "{d}/out/linkage.csv"}, "{d}/out/linkage.csv", "linkage_file is inside output_dir"),
+]  # fmt: skip
+
+
+def _scratch(d: Path) -> None:
+    """What the data-side rows point at: a one-file export, an empty folder, a file, keys."""
+    (d / "export").mkdir()
+    (d / "export" / "a.dcm").write_bytes(b"\0" * 10)
+    (d / "empty").mkdir()
+    (d / "export.zip").write_bytes(b"PK")
+    (d / "good.key").write_text("0123456789abcdef0123\n")
+    (d / "short.key").write_text("abcde\n")
+
+
+def _fill(v, d: Path):
+    return v.replace("{d}", str(d)) if isinstance(v, str) else v
+
+
+def _config_error(config: str, expr: str, overrides: dict) -> BaseException:
+    """Build the config as ``monai.bundle run`` does and evaluate ``expr``; the exception it ends in."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / config))
+    parser.update(overrides)
+    with pytest.raises(Exception) as err:
+        parser.get_parsed_content(expr)
+    return err.value
+
+
+@pytest.mark.parametrize("row", MINE_ROWS + DEID_ROWS, ids=[r[0] for r in MINE_ROWS + DEID_ROWS])
+def test_data_side_rows(row, tmp_path):
+    from bundle.io.errors import find_input_error
+
+    rid, _, over, named, tail = row
+    _scratch(tmp_path)
+    d = tmp_path
+    if rid.startswith("mine"):
+        base = {"source_dir": f"{d}/export", "output_dir": f"{d}/out", "workers": 1, "progress": False}
+        exc = _config_error("mine.yaml", "miner", {**base, **{k: _fill(v, d) for k, v in over.items()}})
+    else:
+        base = {"input_dir": f"{d}/export", "output_dir": f"{d}/out", "key_file": f"{d}/good.key"}
+        exc = _config_error("deidentify.yaml", "run", {**base, **{k: _fill(v, d) for k, v in over.items()}})
+    err = find_input_error(exc)
+    assert err is not None, repr(exc)
+    msg = str(err)
+    assert msg.startswith(f"{_fill(named, d)}: ") and _fill(tail, d) in msg and "\n" not in msg, msg
+    assert not (d / "out").exists()  # refused before anything was written
+
+
+# --- as a user runs them: a few rows as subprocesses, all started at once (each is mostly import time) ---
+# one per way a run can end: a config's initialize (nan), its engine run (empty_glob), the mining config, the Deploy app
+SUBPROCESS_ROWS = ["nan", "empty_glob", "mine_old_source", "deploy_no_match"]
+
+
+@pytest.fixture(scope="module")
+def untrained_bundle(tmp_path_factory) -> Path:
+    """A bundle root whose models/model.pt is the untrained network: enough to test input checking."""
+    from bundle.demo.run import save_untrained
+
+    root = tmp_path_factory.mktemp("untrained")
+    save_untrained(root / "models" / "model.pt", seed=0)
+    return root
+
+
+def _command(rid: str, d: Path, bundle_root: Path, deploy_python: Path) -> tuple[list[str], str]:
+    """(the command line, the path the error line must name)."""
+    bundle = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(bundle_root), "--config_file"]
+    if rid in ("nan", "empty_glob"):
+        path = _make("nan" if rid == "nan" else "glob", d)
+        key = "--input_image" if rid == "nan" else "--input_glob"
+        return [*bundle, VOL, key, path, "--output_path", str(d / "out.json")], path
+    if rid == "mine_old_source":
+        _scratch(d)
+        return [*bundle, "configs/mine.yaml", "--source", str(d / "export"), "--output_dir", str(d / "out")], str(d / "export")
+    given, _ = _deploy_input("no_match", d)
+    app = [str(deploy_python), str(ROOT / "deploy" / "app" / "app.py")]
+    return [*app, "-i", given, "-o", str(d / "out"), "-m", str(bundle_root / "models")], given
+
+
+@pytest.fixture(scope="module")
+def subprocess_runs(tmp_path_factory, untrained_bundle):
+    from scripts.make_venv import make_venv
+
+    deploy_python = make_venv(ROOT / "deploy" / "app" / "requirements.txt", ROOT / ".venv-deploy")
     env = {k: v for k, v in os.environ.items() if k != "BUNDLE_DEBUG"}
-    env.update(PYTHONPATH=str(ROOT), **(env_extra or {}))
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    env["PYTHONPATH"] = str(ROOT)
+    runs = {}
+    for rid in SUBPROCESS_ROWS:
+        d = tmp_path_factory.mktemp(rid)
+        cmd, named = _command(rid, d, untrained_bundle, deploy_python)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        runs[rid] = (proc, named)
+    yield runs
+    for proc, _ in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
-CLI_ROWS = [r for r in ROWS if r[6]]
+def _tail(rid: str) -> str:
+    return next(r[-1] for rows in (ROWS, DATALIST_ROWS, MINE_ROWS, DEPLOY_ROWS) for r in rows if r[0] == rid)
 
 
-@pytest.mark.parametrize("row", CLI_ROWS, ids=[r[0] for r in CLI_ROWS])
-def test_cli_one_line_no_traceback(row, served_bundle, tmp_path):
-    _, config, _, kind, _, tail, _ = row
-    path = _make(kind, tmp_path)
-    key = "input_glob" if kind == "glob" else "input_image"
-    proc = _cli(config, served_bundle, tmp_path, **{key: path})
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr + proc.stdout
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert errors == [f"error: {path}: {errors[0].split(': ', 2)[2]}"] and tail in errors[0], proc.stderr[-3000:]
+@pytest.mark.parametrize("rid", SUBPROCESS_ROWS)
+def test_subprocess_rows(rid, subprocess_runs):
+    """Exit code 1, exactly one ``error: <file>: <problem>`` line, no traceback anywhere."""
+    proc, named = subprocess_runs[rid]
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in out + err, err[-3000:]
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    tail = _tail(rid).replace("{d}", str(Path(named).parent))
+    assert len(errors) == 1 and errors[0].startswith(f"error: {named}: ") and tail in errors[0], err[-3000:]
+    assert errors[0].endswith("(BUNDLE_DEBUG=1 shows the traceback)")
 
 
-def test_cli_debug_shows_traceback(served_bundle, tmp_path):
-    proc = _cli(VOL, served_bundle, tmp_path, env_extra={"BUNDLE_DEBUG": "1"}, input_image=_make("missing", tmp_path))
-    assert proc.returncode == 1 and "Traceback" in proc.stderr
+def test_glob_skips_bad_volume(untrained_bundle, tmp_path):
+    """A batch (``--input_glob``) with one bad volume: the run goes on, the output lists it under "skipped"."""
+    from monai.bundle import ConfigWorkflow
 
-
-def test_cli_glob_skips_bad_volume(served_bundle, tmp_path):
     good = tmp_path / "a" / "t1c.nii.gz"
     bad = tmp_path / "b" / "t1c.nii.gz"
     for p in (good, bad):
@@ -229,8 +434,18 @@ def test_cli_glob_skips_bad_volume(served_bundle, tmp_path):
     nib.save(nib.Nifti1Image(vol, np.eye(4)), good)
     vol[0, 0, 0] = np.inf
     nib.save(nib.Nifti1Image(vol, np.eye(4)), bad)
-    proc = _cli(VOL, served_bundle, tmp_path, input_glob=str(tmp_path / "*" / "t1c.nii.gz"), val_patch_size="[32,32]")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / VOL),
+        workflow_type="infer",
+        bundle_root=str(untrained_bundle),
+        input_glob=str(tmp_path / "*" / "t1c.nii.gz"),
+        output_path=str(tmp_path / "out.json"),
+        val_patch_size=[32, 32],
+        device="$torch.device('cpu')",
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
     doc = json.loads((tmp_path / "out.json").read_text())
     assert [p["image"] for p in doc["predictions"]] == [str(good)]
     assert [s["image"] for s in doc["skipped"]] == [str(bad)] and "infinite" in doc["skipped"][0]["reason"]
@@ -238,18 +453,36 @@ def test_cli_glob_skips_bad_volume(served_bundle, tmp_path):
 
 def table() -> str:
     """The markdown table of docs/bad_inputs.md, from the rows above."""
-    out = ["| id | entry point | bad input | what the user sees (stderr, exit code 1) |", "| --- | --- | --- | --- |"]
-    for rid, config, what, _, _, tail, _ in ROWS:
+    sub = set(SUBPROCESS_ROWS)
+
+    def tested(rid: str) -> str:
+        if rid == "deploy_no_match":
+            return "as a subprocess (the app's venv)"
+        return "in-process + as a subprocess" if rid in sub else "in-process"
+
+    out = ["| id | entry point | bad input | what the user sees (stderr, exit code 1) | tested |", "| --- | --- | --- | --- | --- |"]
+    for rid, config, what, _, _, tail in ROWS:
         cmd = f"`python -m monai.bundle run --config_file {config} --input_image FILE`"
         if rid == "empty_glob":
             cmd = f"`python -m monai.bundle run --config_file {config} --input_glob 'DIR/*.nii.gz'`"
-        out.append(f"| {rid} | {cmd} | {what} | `error: FILE: {tail}...` |")
+        out.append(f"| {rid} | {cmd} | {what} | `error: FILE: {tail}...` | {tested(rid)} |")
     for rid, where, what, tail in ARRAY_ROWS:
-        out.append(f"| {rid} | {where} | {what} | `error: <series>: {tail}` (HTTP 422 from MONAI Label) |")
+        out.append(f"| {rid} | {where} | {what} | `error: <series>: {tail}` (HTTP 422 from MONAI Label) | {tested(rid)} |")
     for rid, what, _, mode, tail in DATALIST_ROWS:
-        out.append(
-            f"| {rid} | `configs/train.yaml`, `evaluate.yaml`, `inference.yaml` (box mode {mode}) | {what} | `error: DATALIST: ...{tail}...` |"
-        )
+        where = f"`configs/train.yaml`, `evaluate.yaml`, `inference.yaml` (box mode {mode})"
+        out.append(f"| {rid} | {where} | {what} | `error: DATALIST: ...{tail}...` | {tested(rid)} |")
+    app = "`python deploy/app/app.py -i DIR -o OUT -m MODELS`"
+    for rid, what, kind, tail in DEPLOY_ROWS:
+        named = {"unusable": "DIR: series UID", "no_model": "MODELS"}.get(kind, "DIR")
+        out.append(f"| {rid} | {app} | {what} | `error: {named}: {tail}...` | {tested(rid)} |")
+    for rows, config in ((MINE_ROWS, "mine"), (DEID_ROWS, "deidentify")):
+        for rid, what, _, named, tail in rows:
+            shown = "key_file" if named == "key_file" else "PATH"
+            tail = tail.replace("{d}/export", "PATH" if config == "mine" else "INPUT_DIR")
+            out.append(
+                f"| {rid} | `python -m monai.bundle run --config_file configs/{config}.yaml` | {what} | "
+                f"`error: {shown}: {tail}...` | {tested(rid)} |"
+            )
     return "\n".join(out)
 
 

@@ -89,7 +89,9 @@ def test_key_metric_state_round_trip(tmp_path):
 def test_inference_datalist_builds_without_data_and_run_says_what_is_missing(tmp_path):
     assert inference_datalist("", str(tmp_path / "datalist.json"), "test", str(tmp_path)) == []
     assert inference_datalist("img.nii.gz", str(tmp_path / "datalist.json"), "test", str(tmp_path)) == [{"image": "img.nii.gz"}]
-    with pytest.raises(FileNotFoundError, match=r"datalist\.json: no such datalist; give --input_image"):
+    from bundle.io.errors import InputError  # one `error:` line from the configs' hook (docs/bad_inputs.md)
+
+    with pytest.raises(InputError, match=r"datalist\.json: no such datalist; give --input_image"):
         require_inputs([], "", str(tmp_path / "datalist.json"), "test")
 
 

@@ -61,6 +61,10 @@ def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_fact
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     flip[:2, 3] = [img.shape[0] - 1, img.shape[1] - 1]
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1, ::-1, :].copy(), img.affine @ flip), store / "demo-000-flipped.nii.gz")
+    # a bad input (docs/bad_inputs.md): one NaN voxel; /infer must answer 4xx naming the file and the problem
+    bad = np.asarray(img.dataobj, dtype=np.float32).copy()
+    bad[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(bad, img.affine), store / "bad-nan.nii.gz")
     port = _free_port()
     log = open(base / "server.log", "w")
     cmd = [str(monailabel_python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(store),
@@ -156,6 +160,23 @@ def test_rois_do_not_depend_on_how_the_volume_is_stored(server):
     b = np.asarray(_infer(server, "demo-000-flipped")["box"], dtype=float).reshape(-1, 6)
     assert len(a) == len(b) >= 1
     np.testing.assert_allclose(b, a, atol=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_infer_on_a_bad_image_is_a_4xx_naming_the_problem(server):
+    """The bundle's input check (bundle/transforms/checks.py) reaches the client as HTTP 422, not 500."""
+    r = requests.post(
+        f"{server['url']}/infer/{MODEL}",
+        params={"image": "bad-nan", "output": "json"},
+        data={"params": json.dumps({"device": "cpu"})},
+        timeout=120,
+    )
+    assert r.status_code == 422, f"{r.status_code} {r.text[-2000:]}" + server["log"].read_text()[-3000:]
+    detail = r.json()["detail"]
+    assert detail.split(": ", 1)[0].endswith("bad-nan.nii.gz"), detail
+    assert "has 1 NaN or infinite voxels of" in detail and "\n" not in detail
+    assert requests.get(server["url"] + "/info/", timeout=30).ok  # the server is still up
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from bundle.deid.profile import AnnexETable
 from bundle.deid.report import build_report
 from bundle.deid.scrub import Scrubber
 from bundle.deid.write import write_all
+from bundle.io.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +42,29 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _check_paths(input_dir: Path, output_dir: Path, linkage_file: str | os.PathLike | None) -> None:
     """Refuse layouts that would mix identified and de-identified data, or put the linkage table beside the data."""
+    if not input_dir.exists():
+        raise InputError(f"{input_dir}: no such input folder (--input_dir)")
     if not input_dir.is_dir():
-        raise FileNotFoundError(f"input_dir: {input_dir} is not a folder")
+        raise InputError(f"{input_dir}: is a file, not a folder (--input_dir takes the export folder)")
     if _inside(output_dir, input_dir) or _inside(input_dir, output_dir):
-        raise ValueError("output_dir: must not be inside input_dir (or contain it)")
+        raise InputError(
+            f"{output_dir}: output_dir must not be inside input_dir {input_dir} (or contain it): identified and "
+            "de-identified files would mix"
+        )
     if linkage_file is not None and _inside(Path(linkage_file), output_dir):
-        raise ValueError(f"linkage_file: {linkage_file} is inside output_dir; the linkage table must never sit beside the data")
+        raise InputError(f"{linkage_file}: linkage_file is inside output_dir; the linkage table must never sit beside the data")
+
+
+def _check_key_file(key_file: str | os.PathLike | None) -> None:
+    """The key file named on the command line: given, a file, long enough (keying.load_key reads it)."""
+    if key_file is None or str(key_file) in ("", "None"):
+        raise InputError("key_file: required; give --key_file FILE holding >= 16 bytes of secret (openssl rand -hex 32 > deid.key)")
+    path = Path(key_file)
+    if not path.is_file():
+        raise InputError(f"{key_file}: no such key file (--key_file)" if not path.exists() else f"{key_file}: is not a file (--key_file)")
+    size = len(path.read_bytes().rstrip(b"\r\n"))
+    if size < 16:
+        raise InputError(f"{key_file}: the key is {size} bytes; at least 16 are required (openssl rand -hex 32 > deid.key)")
 
 
 def deidentify_folder(
@@ -121,7 +139,14 @@ def run(
     report_file: str | None = None,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Entry point for configs/deidentify.yaml (`options`: keys of DeidOptions to override); prints the short summary."""
+    """Entry point for configs/deidentify.yaml (`options`: keys of DeidOptions to override); prints the short summary.
+
+    The paths are checked first, so a wrong one ends in one ``error:`` line (docs/bad_inputs.md).
+    """
+    _check_key_file(key_file)
+    _check_paths(Path(input_dir), Path(output_dir), linkage_file)
+    if not any(p.is_file() for p in Path(input_dir).rglob("*")):
+        raise InputError(f"{input_dir}: is empty; nothing to de-identify (--input_dir)")
     report = deidentify_folder(input_dir, output_dir, key_file, options, linkage_file, report_file)
     print(report["summary"])
     return report

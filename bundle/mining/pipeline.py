@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -21,6 +22,7 @@ from typing import Any
 from bundle.datalist.rules import from_config
 from bundle.datalist.schema import DatalistItem, write_datalist
 from bundle.datalist.split import assign_splits, load_split
+from bundle.io.errors import InputError
 from bundle.io.records import FileIssue, ImageInfo, Measurement, ObjectResult
 from bundle.mining.convert import convert_datalist
 from bundle.mining.inspect import inspector
@@ -60,6 +62,18 @@ def flag(v: bool | str) -> bool:
     return v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
 
 
+def source_folder(path: str | os.PathLike) -> str:
+    """``--source_dir``, checked before the folder source is built: one line if it is missing, a file or empty."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such folder; give --source_dir the PACS export folder")
+    if not p.is_dir():
+        raise InputError(f"{path}: is a file, not a folder; give --source_dir the folder that holds the export")
+    if not any(f.is_file() for f in p.rglob("*")):
+        raise InputError(f"{path}: is empty; no files to mine (--source_dir)")
+    return str(path)
+
+
 class Miner:
     """Mine a source (folder export, DICOMweb server, DeepLesion release) into a detection datalist plus a report."""
 
@@ -86,6 +100,11 @@ class Miner:
         resume: bool = False,
         reuse_dirs: list[str] | None = None,
     ):
+        if isinstance(source, (str, os.PathLike)):  # the old `--source PATH`: a path where a Source object goes
+            raise InputError(
+                f"{source}: --source takes a source object ('@folder_source', '@dicomweb_source', '@deeplesion_source'); "
+                f"for a folder export give --source_dir {source}"
+            )
         if not isinstance(source, Source):
             raise TypeError(
                 f"source: expected a mining Source (bundle.pacs: FolderSource, DICOMwebSource, DeepLesionSource), got {source!r}"

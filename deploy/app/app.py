@@ -118,11 +118,9 @@ class BoxDetectionOperator(Operator):
         parser = ConfigParser()
         parser.read_config(str(self.bundle_root / "configs" / "inference_volume.yaml"))
         parser.read_meta(str(self.bundle_root / "configs" / "metadata.json"))
-        path = self.model_path
-        if path.is_dir():
-            path = next((path / n for n in ("model.ts", "model.pt") if (path / n).is_file()), path / "model.ts")
-        if not path.is_file():
-            raise FileNotFoundError(f"no model.ts or model.pt at {self.model_path}")
+        from bundle.deploy.app_inputs import model_file
+
+        path = model_file(self.model_path)
         # ckpt_dir = the model's folder: score_threshold defaults to the operating point shipped beside it
         parser.update(
             {"bundle_root": str(self.bundle_root), "ckpt_dir": str(path.parent), "device": "$torch.device('cpu')", **self.overrides}
@@ -142,6 +140,7 @@ class BoxDetectionOperator(Operator):
         from monai.data import MetaTensor
         from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd
 
+        from bundle.transforms.checks import CheckImaged, check_array
         from bundle.transforms.world import voxel_to_world
 
         image = op_input.receive("image")
@@ -157,9 +156,12 @@ class BoxDetectionOperator(Operator):
         aff_lps = series_affine_lps(sources)
         aff_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff_lps
         parser, detector, pre, model_file = self._detector()
-        # the config's loading and reorientation are for files; here the array is the DICOM grid itself,
-        # so boxes stay in (column, row, slice) = DICOM pixel coordinates
-        steps = [t for t in pre.transforms if not isinstance(t, (LoadImaged, EnsureChannelFirstd, Orientationd))]
+        # the config's file check, loading and reorientation are for files; here the array is the DICOM grid
+        # itself, so boxes stay in (column, row, slice) = DICOM pixel coordinates. The array gets the same
+        # check as a file, before its channel axis, named by its series (docs/bad_inputs.md)
+        check_array(MetaTensor(torch.from_numpy(arr), affine=torch.from_numpy(aff_ras)), f"series {series.SeriesInstanceUID}", 3)
+        skip = (CheckImaged, LoadImaged, EnsureChannelFirstd, Orientationd)
+        steps = [t for t in pre.transforms if not isinstance(t, skip)]
         data = {"image": MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(aff_ras))}
         for t in steps:
             data = t(data)
@@ -261,7 +263,34 @@ class TumorDetectionApp(Application):
         self.add_flow(detect, writer, {("detections", "detections")})
 
 
+def preflight(argv: list[str]) -> None:
+    """The inputs checked before the graph starts: one ``error:`` line each, not an operator's traceback.
+
+    The series choice is the SDK's own (its loader and selector, outside the graph), so this refuses
+    exactly the studies the graph would fail on (docs/bad_inputs.md).
+    """
+    from monai.deploy.core import Fragment
+
+    from bundle.deploy.app_inputs import dicom_files, model_file, no_series_matched, screen_series
+
+    ctx = Application.init_app_context(argv)
+    folder = Path(ctx.input_path)
+    dicom_files(folder)
+    model_file(ctx.model_path)
+    rules = json.loads(os.environ.get("SERIES_RULES") or json.dumps(SERIES_RULES))
+    fragment = Fragment()
+    studies = DICOMDataLoaderOperator(fragment, name="preflight_loader").load_data_to_studies(folder)
+    selected = DICOMSeriesSelectorOperator(fragment, name="preflight_selector").filter(rules, studies)
+    if not selected or not selected[0].selected_series:
+        raise no_series_matched(folder, [r.get("name", "") for r in rules.get("selections", [])], studies)
+    series = selected[0].selected_series[0].series
+    screen_series(folder, [s.get_native_sop_instance() for s in series.get_sop_instances()], str(series.SeriesInstanceUID))
+
+
 def main() -> None:
+    from bundle.io.errors import install_excepthook
+
+    install_excepthook()  # a bad input: one line and exit 1 (BUNDLE_DEBUG=1 shows the traceback)
     argv = list(sys.argv)
     stow = None
     if "--stow-url" in argv:
@@ -270,6 +299,7 @@ def main() -> None:
         del argv[i : i + 2]
     sys.argv = argv
     logging.basicConfig(level=logging.INFO)
+    preflight(argv)
     TumorDetectionApp(stow_url=stow).run()
 
 

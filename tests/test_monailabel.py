@@ -50,7 +50,14 @@ def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_fact
     app = base / "app"
     shutil.copytree(venv / "monailabel" / "sample-apps" / "monaibundle", app, ignore=shutil.ignore_patterns("__pycache__"))
     # offline: the bundle sits in <app>/model/<name> and zoo_source is not "monaihosting"
-    package(app / "model" / MODEL, root=repo_root, target="monailabel", make_zip=False, models_dir=served_bundle / "models")
+    # the model ships with its operating point (issue 13): a copy of the served model with operating_point.json at
+    # THRESHOLD, as configs/evaluate_volume.yaml writes it; the package makes it the MONAI Label default
+    from bundle.engines import operating_point
+
+    models = base / "models"
+    shutil.copytree(served_bundle / "models", models, ignore=shutil.ignore_patterns("train_state", "operating_point.json"))
+    operating_point.write(models, {"score_threshold": THRESHOLD, "rule": "test: fixed"})
+    package(app / "model" / MODEL, root=repo_root, target="monailabel", make_zip=False, models_dir=models)
     store = base / "studies"
     store.mkdir()
     truth = json.loads((tiny_demo / "truth.json").read_text())
@@ -61,6 +68,11 @@ def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_fact
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     flip[:2, 3] = [img.shape[0] - 1, img.shape[1] - 1]
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1, ::-1, :].copy(), img.affine @ flip), store / "demo-000-flipped.nii.gz")
+    # a normal (lesion-free) demo volume: MONAI Label must show no more boxes than the shipped operating point allows
+    from bundle.demo.synth import generate_patient
+
+    generate_patient(np.random.default_rng([1, 900]), "demo-900", tuple(truth["patients"][0]["spacing"]), base / "normal", p_normal=1.0)
+    shutil.copy(base / "normal" / "demo-900" / "t1c.nii.gz", store / "normal-900.nii.gz")
     # a bad input (docs/bad_inputs.md): one NaN voxel; /infer must answer 4xx naming the file and the problem
     bad = np.asarray(img.dataobj, dtype=np.float32).copy()
     bad[0, 0, 0] = np.nan
@@ -151,6 +163,34 @@ def test_infer_returns_the_bundles_world_boxes(server, repo_root, tmp_path):
     lps = (corners @ img.affine.T)[:, :3] * [-1, -1, 1]
     assert np.all(rois[:, 3:] > 0)
     assert np.all(rois[:, :3] >= lps.min(0) - 1e-3) and np.all(rois[:, :3] <= lps.max(0) + 1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_infer_on_a_normal_volume_shows_only_boxes_at_the_shipped_operating_point(server, tmp_path):
+    """The package's score threshold is the operating point shipped beside the model; /infer on a lesion-free
+    volume returns exactly the boxes the bundle scores at or above it (none when validation put it above them)."""
+    from monai.bundle import ConfigWorkflow
+
+    shipped = json.loads((server["bundle"] / "models" / "operating_point.json").read_text())["score_threshold"]
+    assert shipped == THRESHOLD
+    res = _infer(server, "normal-900")
+    out = tmp_path / "all.json"
+    wf = ConfigWorkflow(
+        config_file=str(server["bundle"] / "configs" / "inference.yaml"),
+        meta_file=str(server["bundle"] / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(server["bundle"]),
+        input_image=str(server["store"] / "normal-900.nii.gz"),
+        output_path=str(out),
+        score_threshold=0.0,
+        device="$torch.device('cpu')",
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    scores = np.asarray(json.loads(out.read_text())["predictions"][0]["score"], dtype=float)
+    assert len(res["label"]) == int((scores >= shipped).sum())
 
 
 @pytest.mark.slow

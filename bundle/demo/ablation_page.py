@@ -54,7 +54,7 @@ def _ms(values: list) -> dict:
 def pool(reps: list[dict]) -> dict:
     """Per arm: counts summed over replicates (the pooled figures) and mean ± SD of each replicate's figures."""
     out = {}
-    arms = [a for a in reps[0]["arms"]] if reps else []
+    arms = list(dict.fromkeys(a for r in reps for a in r["arms"]))  # every arm any replicate ran, in run order
     for arm in arms:
         per = [_test(r["arms"][arm]) for r in reps if arm in r["arms"]]
         s = {k: sum(p[k] for p in per) for k in ("found_ge10", "lesions_ge10", "false_positives", "volumes", "normal_volumes", "fp_normal")}

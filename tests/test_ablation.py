@@ -11,7 +11,7 @@ from bundle.demo.ablation_page import GOAL, pool, write_page
 
 def _metrics(found: int, lesions: int, fp: int, volumes: int, fp_normal: float, normal: int, cpm: float) -> dict:
     return {
-        "operating_point": {"score_threshold": 0.9},
+        "operating_point": {"score_threshold": 0.9, "validation": {"found_ge10": found - 5, "lesions_ge10": lesions}},
         "test": {
             "at_operating_point": {
                 "found_ge10": found,
@@ -54,3 +54,4 @@ def test_pooled_figures_sum_counts_over_replicates_and_check_the_goal(tmp_path: 
     text = write_page(summary, tmp_path / "results.md", tmp_path / "ablation.json").read_text()
     assert text.index("## Whole volumes (primary)") < text.index("## Key slices")
     assert "| a | 0.910 (91/100) | 0.62 | 0.38 | yes |" in text
+    assert p["a"]["pooled"]["validation_sensitivity_ge10"] == pytest.approx(81 / 100)

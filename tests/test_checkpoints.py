@@ -177,6 +177,10 @@ def test_every_training_config_resolves_its_checkpoint_expressions(repo_root, tm
     resumes = configs != "monailabel"
     assert parser.get_parsed_content("resume_from") == (str(tmp_path / "models" / "train_state" / "s.pt") if resumes else None)
     assert parser.get_parsed_content("train_state_interval") == (1 if resumes else 0)
+    if configs == ["train.yaml", "evaluate.yaml"]:
+        # evaluation loads the checkpoint it scores (ckpt_path, CheckpointLoader), never a training start
+        assert not any("pretrained_ckpt" in e for e in parser["initialize"])
+        return
     # pretrained weights (a self-training student's start) load from a pre-0.5.0 file through the same helper
     weights = {
         k: torch.randn_like(v) if v.is_floating_point() else v for k, v in parser.get_parsed_content("network_def").state_dict().items()

@@ -49,7 +49,7 @@ class DemoOptions:
     model_dir: str = "models"  # the self-trained model is copied here as model.pt (the bundle's model)
     data: str = "data"  # demo data, export, de-identified copy and mined datalist
     series: bool = True  # (b) on whole mined series with ignore regions, self-trained over every slice; False: key slices as the seed study
-    context_slices: int = 1  # (b)'s input: 1 = 2D, 3 = 2.5D (docs/results.md's ablation)
+    context_slices: int = 1  # (b)'s input: 2D here (its key-slice comparison reads 2D slices); 2.5D: scripts/ablation.py
     ignore_floor: float = 0.3  # series self-training: teacher scores in [floor, pseudo threshold) become ignore regions
     series_target_precision: float = 0.8  # series self-training: the teacher's precision on every validation slice
     max_pseudo_per_series: int = 50
@@ -261,6 +261,10 @@ class _Clock:
 
 def run(o: DemoOptions, command: str) -> dict:
     """All seven steps; writes results.json and the results page; returns the results. ``command``: how it was called."""
+    if o.context_slices != 1:  # the key-slice comparison (configs/evaluate.yaml) reads single 2D slices
+        raise ValueError(
+            f"--context_slices {o.context_slices}: the demo compares on 2D key slices; 2.5D is scripts/ablation.py's 'context' arm"
+        )
     p = Paths.of(o)
     if p.work.exists():
         shutil.rmtree(p.work)

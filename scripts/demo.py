@@ -47,7 +47,9 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
         default=d.series,
         help="(b) on whole series with ignore regions (false: key slices)",
     )
-    ap.add_argument("--context_slices", type=int, default=d.context_slices, help="(b)'s input slices: 1 (2D); 2.5D is scripts/ablation.py's context arm")
+    ap.add_argument(
+        "--context_slices", type=int, default=d.context_slices, help="(b)'s input slices: 1 (2D); 2.5D is scripts/ablation.py's context arm"
+    )
     ap.add_argument(
         "--ignore_floor", type=float, default=d.ignore_floor, help="series self-training: lowest teacher score made an ignore region"
     )

@@ -59,7 +59,10 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
     ap.add_argument("--results", default=d.results, help="the results page this run writes")
     ap.add_argument("--model_dir", default=d.model_dir, help="where the self-trained model is copied as model.pt (the bundle's model)")
     ap.add_argument("--data", default=d.data, help="where the demo data, export, de-identified copy and mined datalist go")
-    return DemoOptions(**vars(ap.parse_args(argv)))
+    args = ap.parse_args(argv)
+    if args.context_slices != 1:  # one line, not run()'s ValueError traceback
+        ap.error(f"--context_slices {args.context_slices}: the demo compares on 2D key slices; 2.5D is scripts/ablation.py's 'context' arm")
+    return DemoOptions(**vars(args))
 
 
 def main() -> None:

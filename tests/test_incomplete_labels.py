@@ -13,6 +13,7 @@ from bundle.engines.detection import split_inputs
 from bundle.networks.detector import (
     BELOW_LOW_THRESHOLD,
     BETWEEN_THRESHOLDS,
+    FocalLossPerPositive,
     LopsidedBootstrapLoss,
     RetinaNetDetectorWithIgnore,
     anchors_in_boxes,
@@ -73,6 +74,43 @@ def test_a_training_step_takes_ignore_boxes():
     assert set(losses) == {"classification", "box_regression"} and torch.isfinite(losses["classification"])
     ignored = det(img, [dict(target, ignore_box=torch.tensor([[0.0, 0, 64, 64]]))])
     assert torch.isfinite(ignored["classification"])
+
+
+def test_focal_loss_is_summed_over_anchors_and_divided_by_the_positives():
+    from torchvision.ops import sigmoid_focal_loss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(500, 1) * 3, (torch.rand(500, 1) < 0.02).float()
+    expected = sigmoid_focal_loss(logits, target, alpha=0.25, gamma=2.0, reduction="sum") / target.sum()
+    assert torch.allclose(FocalLossPerPositive()(logits, target), expected, rtol=1e-5)
+    # no positive on the image: divided by one, not by zero
+    none = torch.zeros(500, 1)
+    assert torch.allclose(FocalLossPerPositive()(logits, none), sigmoid_focal_loss(logits, none, reduction="sum"), rtol=1e-5)
+
+
+def test_without_the_sampler_every_anchor_but_the_ignored_ones_is_scored():
+    """hard_negative_pool_size 0: no sampler, the loss sees every anchor; an ignore box still removes its anchors."""
+    torch.manual_seed(0)
+    det = _detector()
+    det.fg_bg_sampler = None
+    det.set_cls_loss(classification_loss("focal"))
+    img = torch.rand(1, 1, 64, 64)
+    head = det.network(img)
+    det.generate_anchors(img, head)
+    n_locs = [x.shape[2:].numel() for x in head["classification"]]
+    target = {"box": torch.tensor([[10.0, 10, 26, 26]]), "label": torch.tensor([0]), "ignore_box": torch.tensor([[30.0, 30, 60, 60]])}
+    matched = det.compute_anchor_matched_idxs(det.anchors, [target], n_locs)
+    logits = torch.cat([x.permute(0, 2, 3, 1).reshape(1, -1, 1) for x in head["classification"]], dim=1)
+    base = det.compute_cls_loss(logits, [target], matched)
+    ignored = matched[0] == BETWEEN_THRESHOLDS
+    scored = matched[0] == BELOW_LOW_THRESHOLD
+    assert ignored.sum() > 0 and scored.sum() > 500  # every background anchor, not a sample of 64
+    bumped = logits.clone()
+    bumped[0, ignored] += 10.0
+    assert torch.equal(det.compute_cls_loss(bumped, [target], matched), base)
+    bumped = logits.clone()
+    bumped[0, scored.nonzero()[-1]] += 10.0  # one far background anchor counts
+    assert det.compute_cls_loss(bumped, [target], matched) > base
 
 
 def test_lopsided_bootstrap_softens_negatives_only():

@@ -8,8 +8,10 @@ point chosen on validation volumes):
 - ``ignore``: + a measured lesion's reach on neighbouring slices as ignore regions;
 - ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
 - ``context``: ``ignore`` + 2.5D (3 slices as channels);
-- ``self_trained``: ``context`` as teacher over every slice of the training series (confident -> pseudo-box,
-  uncertain band -> ignore region), one student round.
+- ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
+- ``self_trained``: the plan's ``teacher`` arm over every slice of the training series (confident -> pseudo-box,
+  uncertain band -> ignore region), student rounds; the round the loop keeps (best on validation), never the
+  last one by default.
 Why in bundle/demo/: it needs the simulator's truth (fully labelled validation and test volumes).
 """
 
@@ -39,6 +41,7 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "lopsided": (SERIES, "series_mined", {"ignore_reach": True, "cls_loss": "lopsided_bootstrap"}),
     "hard_pool": (SERIES, "series_mined", {"ignore_reach": True, "hard_negative_pool_size": 100}),
     "context": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3}),
+    "focal": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "cls_loss": "focal", "hard_negative_pool_size": 0}),
 }
 INFERENCE_KEYS = ("context_slices", "val_patch_size")
 
@@ -53,6 +56,7 @@ class AblationPlan:
     epochs: int = 15
     arms: list[str] = field(default_factory=lambda: ["mined_only", "whole_series", "ignore", "context", "self_trained"])
     rounds: int = 1
+    teacher: str = "context"  # the arm self-training starts from (its round 0 is that arm)
     target_precision: float = 0.8  # the teacher's validation precision (on every validation slice) for a pseudo-box
     ignore_floor: float = 0.3  # teacher scores in [ignore_floor, pseudo threshold) become ignore regions
     max_pseudo_per_series: int = 50
@@ -70,7 +74,8 @@ def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path
 
     An arm already evaluated (its metrics_volume.json exists) is read back: an interrupted replicate resumes per arm.
     """
-    if (out / "metrics_volume.json").is_file():
+    stamp = out / "evaluated_model.txt"  # the cached figures are this model's, not an earlier plan's
+    if (out / "metrics_volume.json").is_file() and stamp.is_file() and stamp.read_text() == str(ckpt_dir):
         return json.loads((out / "metrics_volume.json").read_text())
     bundle_run(
         ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"],
@@ -85,6 +90,7 @@ def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path
         model_name=out.name,
         **_cli({k: v for k, v in over.items() if k in INFERENCE_KEYS or k.startswith("link_")}),
     )
+    stamp.write_text(str(ckpt_dir))
     return json.loads((out / "metrics_volume.json").read_text())
 
 
@@ -108,18 +114,21 @@ def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
 
 
 def self_train_arm(plan: AblationPlan, exp: dict, rdir: Path, over: dict) -> dict[str, Path]:
-    """Round 0 is the ``context`` arm (same settings, same seed); the best round is ``self_trained``."""
-    teacher_over = over | ARMS["context"][2]
+    """Round 0 is the teacher arm (same settings, same seed); the round the loop keeps is ``self_trained``.
+
+    Why the kept round and not the last: the loop chooses it on validation; the last round is what a rule
+    that never looks at a student's validation figures would ship."""
+    teacher_over = over | ARMS[plan.teacher][2]
     st = run_self_training(
-        str(rdir / "selftrain"),
+        str(rdir / ("selftrain" if plan.teacher == "context" else f"selftrain_{plan.teacher}")),
         exp["series_mined"],
         PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series),
         Schedule(rounds=plan.rounds, target_precision=plan.target_precision, series=True),
         truth=exp.get("series_truth_map"),
         train_overrides=teacher_over,
     )
-    last = Path(st["rounds"][-1]["dir"]) / "models"
-    return {"context": Path(st["rounds"][0]["dir"]) / "models", "self_trained": last, "state": rdir / "selftrain" / "report.json"}
+    kept = Path(st["rounds"][st["best_round"]]["dir"]) / "models"
+    return {plan.teacher: Path(st["rounds"][0]["dir"]) / "models", "self_trained": kept, "kept_round": st["best_round"]}
 
 
 def prepare(plan: AblationPlan, work: Path, seed: int) -> dict:
@@ -147,21 +156,24 @@ def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, tra
     log = rdir / "ablation.log"
     over = plan.train_overrides | {"epochs": plan.epochs, "seed": train_seed}
     models: dict[str, Path] = {}
+    kept_round = None
     for arm in plan.arms:
-        if arm in ("context", "self_trained"):
-            if "context" not in models:
-                models |= {k: v for k, v in self_train_arm(plan, exp, rdir, over).items() if k != "state"}
+        if arm in (plan.teacher, "self_trained") and "self_trained" in plan.arms:
+            if "self_trained" not in models:
+                st = self_train_arm(plan, exp, rdir, over)
+                kept_round = st.pop("kept_round")
+                models |= st
         else:
             models[arm] = train_arm(arm, exp, rdir, over)
-    out: dict = {"data_seed": data_seed, "train_seed": train_seed, "arms": {}}
+    out: dict = {"data_seed": data_seed, "train_seed": train_seed, "teacher": plan.teacher, "kept_round": kept_round, "arms": {}}
     vdl = Path(exp["volume_datalist"])
     for arm in plan.arms:
-        arm_over = over | (ARMS["context"][2] if arm == "self_trained" else ARMS[arm][2])
+        arm_over = over | (ARMS[plan.teacher][2] if arm == "self_trained" else ARMS[arm][2])
         out["arms"][arm] = evaluate_volumes(models[arm], vdl, rdir / "eval" / arm, log, train_seed, arm_over, plan.n_bootstrap)
     last = plan.arms[-1]
     for k in plan.link_min_slices:
         if k != 1:
-            o = over | (ARMS["context"][2] if last == "self_trained" else ARMS[last][2]) | {"link_min_slices": k}
+            o = over | (ARMS[plan.teacher][2] if last == "self_trained" else ARMS[last][2]) | {"link_min_slices": k}
             out["arms"][f"{last}_min_slices{k}"] = evaluate_volumes(
                 models[last],
                 vdl,

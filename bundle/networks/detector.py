@@ -12,17 +12,24 @@ both options of the training config:
 - a negative-robust classification loss: the lopsided bootstrap of Yi et al. (MIDL 2020) softens only the
   negative targets towards the model's own belief, so a confident detection of an unlabelled lesion is
   penalised less; positive targets are kept as given.
+
+And one that is not about incomplete labels but about how the scores are used: the focal loss over every
+anchor (the original RetinaNet, Lin et al. 2017; ``cls_loss: focal`` with ``hard_negative_pool_size: 0``).
+With the hard-negative sampler only ~45 negatives per image are ever scored, so nothing holds the score of
+the other ~10^4 background anchors down and the scores crowd against 1.0; a whole-volume operating point
+has to tell them apart.
 """
 
 from __future__ import annotations
 
 import torch
 from monai.apps.detection.networks.retinanet_detector import RetinaNetDetector
+from monai.losses import FocalLoss
 from torch import Tensor, nn
 
 from bundle.datalist.schema import IGNORE_LABEL
 
-__all__ = ["IGNORE_KEY", "IGNORE_LABEL", "RetinaNetDetectorWithIgnore", "LopsidedBootstrapLoss", "classification_loss"]
+__all__ = ["IGNORE_KEY", "IGNORE_LABEL", "RetinaNetDetectorWithIgnore", "LopsidedBootstrapLoss", "FocalLossPerPositive", "classification_loss"]
 IGNORE_KEY = "ignore_box"  # where the engine puts a training image's ignore boxes in its target dict
 
 BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS = -1, -2  # MONAI matcher codes (negative, ignored)
@@ -72,10 +79,32 @@ class LopsidedBootstrapLoss(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(logits.float(), soft, reduction="mean")
 
 
+class FocalLossPerPositive(nn.Module):
+    """MONAI's sigmoid FocalLoss summed over the anchors it is given and divided by the number of positive ones.
+
+    Why divided by the positives: summed over every anchor of an image (tens of thousands, almost all easy
+    background), a mean would make the loss vanish; RetinaNet normalises by the matched anchors instead.
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: float = 0.25) -> None:
+        super().__init__()
+        self.focal = FocalLoss(gamma=gamma, alpha=alpha, reduction="none", use_softmax=False)  # its "sum" averages anchors
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        # (anchors, classes) -> (1, classes, anchors): FocalLoss reads dim 1 as the class channel
+        loss = self.focal(logits.float().T[None], target.float().T[None]).sum()
+        return loss / target.sum().clamp(min=1.0)
+
+
+LOSSES = ("bce", "lopsided_bootstrap", "lopsided_bootstrap_hard", "focal")
+
+
 def classification_loss(name: str = "bce", beta: float = 0.8) -> nn.Module:
-    """The training config's ``cls_loss`` key: ``bce`` (MONAI's default), ``lopsided_bootstrap`` or ``lopsided_bootstrap_hard``."""
+    """The training config's ``cls_loss`` key (one of ``LOSSES``); ``bce`` is MONAI's default."""
     if name == "bce":
         return nn.BCEWithLogitsLoss(reduction="mean")
     if name in ("lopsided_bootstrap", "lopsided_bootstrap_hard"):
         return LopsidedBootstrapLoss(beta=beta, hard=name.endswith("_hard"))
-    raise ValueError(f"cls_loss: unknown classification loss {name!r} (bce, lopsided_bootstrap, lopsided_bootstrap_hard)")
+    if name == "focal":
+        return FocalLossPerPositive()
+    raise ValueError(f"cls_loss: unknown classification loss {name!r} ({', '.join(LOSSES)})")

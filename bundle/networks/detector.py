@@ -29,7 +29,14 @@ from torch import Tensor, nn
 
 from bundle.datalist.schema import IGNORE_LABEL
 
-__all__ = ["IGNORE_KEY", "IGNORE_LABEL", "RetinaNetDetectorWithIgnore", "LopsidedBootstrapLoss", "FocalLossPerPositive", "classification_loss"]
+__all__ = [
+    "IGNORE_KEY",
+    "IGNORE_LABEL",
+    "RetinaNetDetectorWithIgnore",
+    "LopsidedBootstrapLoss",
+    "FocalLossPerPositive",
+    "classification_loss",
+]
 IGNORE_KEY = "ignore_box"  # where the engine puts a training image's ignore boxes in its target dict
 
 BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS = -1, -2  # MONAI matcher codes (negative, ignored)

@@ -8,8 +8,7 @@ point chosen on validation volumes):
 - ``ignore``: + a measured lesion's reach on neighbouring slices as ignore regions;
 - ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
 - ``context``: ``ignore`` + 2.5D (3 slices as channels);
-- ``focal`` / ``focal_2d``: ``context`` / ``ignore`` with the focal loss over every anchor instead of BCE on
-  hard-negative samples;
+- ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
 - ``self_trained``: the plan's ``teacher`` arm over every slice of the training series (confident -> pseudo-box,
   uncertain band -> ignore region), student rounds; the round the loop keeps (best on validation), never the
   last one by default.
@@ -43,7 +42,6 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "hard_pool": (SERIES, "series_mined", {"ignore_reach": True, "hard_negative_pool_size": 100}),
     "context": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3}),
     "focal": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "cls_loss": "focal", "hard_negative_pool_size": 0}),
-    "focal_2d": (SERIES, "series_mined", {"ignore_reach": True, "cls_loss": "focal", "hard_negative_pool_size": 0}),
 }
 INFERENCE_KEYS = ("context_slices", "val_patch_size")
 

@@ -16,7 +16,6 @@ LABELS = {
     "hard_pool": "+ ignore + hard-negative pool x5",
     "context": "+ ignore + 2.5D (3 slices)",
     "focal": "+ ignore + 2.5D + focal loss over every anchor",
-    "focal_2d": "+ ignore + focal loss over every anchor (2D)",
     "self_trained": "teacher arm + self-training (the round kept on validation)",
 }
 

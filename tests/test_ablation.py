@@ -55,3 +55,32 @@ def test_pooled_figures_sum_counts_over_replicates_and_check_the_goal(tmp_path: 
     assert text.index("## Whole volumes (primary)") < text.index("## Key slices")
     assert "| a | 0.910 (91/100) | 0.62 | 0.38 | yes |" in text
     assert p["a"]["pooled"]["validation_sensitivity_ge10"] == pytest.approx(81 / 100)
+
+
+def test_teacher_arms_come_from_self_training_unless_trained_on_their_own(tmp_path: Path, monkeypatch):
+    """A teacher arm is round 0 of its self-training (one training saved) unless its own training exists;
+    a self-trained arm is the round the loop kept, not the last one."""
+    from bundle.demo import ablation
+
+    trained, selftrained = [], []
+
+    def fake_train(arm, exp, rdir, over):
+        trained.append(arm)
+        return rdir / arm / "models"
+
+    def fake_self_train(plan, exp, rdir, over, teacher):
+        selftrained.append(teacher)
+        d = rdir / f"selftrain_{teacher}"
+        return {"teacher": d / "round0", "kept": d / "round1", "kept_round": 1}
+
+    monkeypatch.setattr(ablation, "train_arm", fake_train)
+    monkeypatch.setattr(ablation, "self_train_arm", fake_self_train)
+    (tmp_path / "ignore").mkdir()
+    (tmp_path / "ignore" / "trained").write_text("")  # the 2D teacher was trained as its own arm before
+    plan = ablation.AblationPlan(arms=["mined_only", "ignore", "context", "self_trained", "self_trained_2d"])
+    models, kept = ablation.train_all(plan, {}, tmp_path, {})
+    assert trained == ["mined_only", "ignore"] and selftrained == ["context", "ignore"]
+    assert models["context"] == tmp_path / "selftrain_context" / "round0"
+    assert models["ignore"] == tmp_path / "ignore" / "models"
+    assert models["self_trained_2d"] == tmp_path / "selftrain_ignore" / "round1" and kept == {"self_trained": 1, "self_trained_2d": 1}
+    assert ablation.arm_overrides("self_trained_2d") == ablation.ARMS["ignore"][2]

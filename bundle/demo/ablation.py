@@ -9,7 +9,7 @@ point chosen on validation volumes):
 - ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
 - ``context``: ``ignore`` + 2.5D (3 slices as channels);
 - ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
-- ``self_trained``: the plan's ``teacher`` arm over every slice of the training series (confident -> pseudo-box,
+- ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as teacher over every slice of the training series (confident -> pseudo-box,
   uncertain band -> ignore region), student rounds; the round the loop keeps (best on validation), never the
   last one by default.
 Why in bundle/demo/: it needs the simulator's truth (fully labelled validation and test volumes).
@@ -43,6 +43,8 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "context": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3}),
     "focal": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "cls_loss": "focal", "hard_negative_pool_size": 0}),
 }
+# self-trained arm -> its teacher arm (round 0 of its self-training)
+TEACHERS = {"self_trained": "context", "self_trained_2d": "ignore"}
 INFERENCE_KEYS = ("context_slices", "val_patch_size")
 
 
@@ -56,7 +58,6 @@ class AblationPlan:
     epochs: int = 15
     arms: list[str] = field(default_factory=lambda: ["mined_only", "whole_series", "ignore", "context", "self_trained"])
     rounds: int = 1
-    teacher: str = "context"  # the arm self-training starts from (its round 0 is that arm)
     target_precision: float = 0.8  # the teacher's validation precision (on every validation slice) for a pseudo-box
     ignore_floor: float = 0.3  # teacher scores in [ignore_floor, pseudo threshold) become ignore regions
     max_pseudo_per_series: int = 50
@@ -113,22 +114,48 @@ def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
     return rdir / arm / "models"
 
 
-def self_train_arm(plan: AblationPlan, exp: dict, rdir: Path, over: dict) -> dict[str, Path]:
-    """Round 0 is the teacher arm (same settings, same seed); the round the loop keeps is ``self_trained``.
+def self_train_arm(plan: AblationPlan, exp: dict, rdir: Path, over: dict, teacher: str) -> dict:
+    """Round 0 is the teacher arm (same settings, same seed); the round the loop keeps is the self-trained model.
 
     Why the kept round and not the last: the loop chooses it on validation; the last round is what a rule
     that never looks at a student's validation figures would ship."""
-    teacher_over = over | ARMS[plan.teacher][2]
     st = run_self_training(
-        str(rdir / ("selftrain" if plan.teacher == "context" else f"selftrain_{plan.teacher}")),
+        str(rdir / ("selftrain" if teacher == "context" else f"selftrain_{teacher}")),
         exp["series_mined"],
         PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series),
         Schedule(rounds=plan.rounds, target_precision=plan.target_precision, series=True),
         truth=exp.get("series_truth_map"),
-        train_overrides=teacher_over,
+        train_overrides=over | ARMS[teacher][2],
     )
-    kept = Path(st["rounds"][st["best_round"]]["dir"]) / "models"
-    return {plan.teacher: Path(st["rounds"][0]["dir"]) / "models", "self_trained": kept, "kept_round": st["best_round"]}
+    rounds = st["rounds"]
+    return {
+        "teacher": Path(rounds[0]["dir"]) / "models",
+        "kept": Path(rounds[st["best_round"]]["dir"]) / "models",
+        "kept_round": st["best_round"],
+    }
+
+
+def arm_overrides(arm: str) -> dict:
+    """An arm's training overrides; a self-trained arm's are its teacher's."""
+    return ARMS[TEACHERS.get(arm, arm)][2]
+
+
+def train_all(plan: AblationPlan, exp: dict, rdir: Path, over: dict) -> tuple[dict[str, Path], dict[str, int]]:
+    """Every arm's model; a teacher arm not trained on its own is its self-training's round 0 (one training saved)."""
+    models: dict[str, Path] = {}
+    kept: dict[str, int] = {}
+    student_of = {TEACHERS[a]: a for a in plan.arms if a in TEACHERS}
+    for arm in plan.arms:
+        if arm in models:
+            continue
+        student = arm if arm in TEACHERS else student_of.get(arm)
+        if student is None or (arm not in TEACHERS and (rdir / arm / "trained").is_file()):
+            models[arm] = train_arm(arm, exp, rdir, over)
+            continue
+        st = self_train_arm(plan, exp, rdir, over, TEACHERS[student])
+        models.setdefault(TEACHERS[student], st["teacher"])
+        models[student], kept[student] = st["kept"], st["kept_round"]
+    return models, kept
 
 
 def prepare(plan: AblationPlan, work: Path, seed: int) -> dict:
@@ -155,25 +182,17 @@ def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, tra
     """Every arm of one (data seed, training seed): trained, evaluated per volume; linking's min_slices on the last arm."""
     log = rdir / "ablation.log"
     over = plan.train_overrides | {"epochs": plan.epochs, "seed": train_seed}
-    models: dict[str, Path] = {}
-    kept_round = None
-    for arm in plan.arms:
-        if arm in (plan.teacher, "self_trained") and "self_trained" in plan.arms:
-            if "self_trained" not in models:
-                st = self_train_arm(plan, exp, rdir, over)
-                kept_round = st.pop("kept_round")
-                models |= st
-        else:
-            models[arm] = train_arm(arm, exp, rdir, over)
-    out: dict = {"data_seed": data_seed, "train_seed": train_seed, "teacher": plan.teacher, "kept_round": kept_round, "arms": {}}
+    models, kept = train_all(plan, exp, rdir, over)
+    out: dict = {"data_seed": data_seed, "train_seed": train_seed, "kept_round": kept, "arms": {}}
     vdl = Path(exp["volume_datalist"])
     for arm in plan.arms:
-        arm_over = over | (ARMS[plan.teacher][2] if arm == "self_trained" else ARMS[arm][2])
-        out["arms"][arm] = evaluate_volumes(models[arm], vdl, rdir / "eval" / arm, log, train_seed, arm_over, plan.n_bootstrap)
+        out["arms"][arm] = evaluate_volumes(
+            models[arm], vdl, rdir / "eval" / arm, log, train_seed, over | arm_overrides(arm), plan.n_bootstrap
+        )
     last = plan.arms[-1]
     for k in plan.link_min_slices:
         if k != 1:
-            o = over | (ARMS[plan.teacher][2] if last == "self_trained" else ARMS[last][2]) | {"link_min_slices": k}
+            o = over | arm_overrides(last) | {"link_min_slices": k}
             out["arms"][f"{last}_min_slices{k}"] = evaluate_volumes(
                 models[last],
                 vdl,

@@ -16,7 +16,8 @@ LABELS = {
     "hard_pool": "+ ignore + hard-negative pool x5",
     "context": "+ ignore + 2.5D (3 slices)",
     "focal": "+ ignore + 2.5D + focal loss over every anchor",
-    "self_trained": "teacher arm + self-training (the round kept on validation)",
+    "self_trained": "+ ignore + 2.5D + self-training (the round kept on validation)",
+    "self_trained_2d": "+ ignore + self-training, 2D (the round kept on validation)",
 }
 
 GOAL = {"sensitivity_ge10": 0.90, "fp_per_volume": 1.0, "fp_per_normal_volume": 0.5}

@@ -84,3 +84,24 @@ def test_teacher_arms_come_from_self_training_unless_trained_on_their_own(tmp_pa
     assert models["ignore"] == tmp_path / "ignore" / "models"
     assert models["self_trained_2d"] == tmp_path / "selftrain_ignore" / "round1" and kept == {"self_trained": 1, "self_trained_2d": 1}
     assert ablation.arm_overrides("self_trained_2d") == ablation.ARMS["ignore"][2]
+
+
+def test_the_choice_reads_validation_only_and_prefers_fewer_parts_within_one_standard_error():
+    from bundle.demo.ablation_page import choose
+
+    def arm(val_found: int, val_lesions: int, test_sens: float) -> dict:
+        return {
+            "pooled": {"validation_sensitivity_ge10": val_found / val_lesions, "sensitivity_ge10": test_sens},
+            "counts": {"val_lesions_ge10": val_lesions},
+        }
+
+    # context is best on validation by 2 of 100 lesions (within one SE ~0.05): ignore has fewer parts and wins;
+    # whole_series is far below; the test figure (1.0 for whole_series) plays no part
+    pooled = {"whole_series": arm(30, 100, 1.0), "ignore": arm(56, 100, 0.1), "context": arm(58, 100, 0.2)}
+    pick = choose(pooled)
+    assert pick["best"] == "context" and pick["chosen"] == "ignore" and sorted(pick["ties"]) == ["context", "ignore"]
+    # a clear margin: the better arm is chosen even with more parts
+    pooled["context"] = arm(80, 100, 0.2)
+    assert choose(pooled)["chosen"] == "context"
+    # linking variants and unknown arms are not training combinations
+    assert choose({"self_trained_min_slices2": arm(90, 100, 0.9)}) == {}

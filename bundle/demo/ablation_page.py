@@ -21,6 +21,40 @@ LABELS = {
 }
 
 GOAL = {"sensitivity_ge10": 0.90, "fp_per_volume": 1.0, "fp_per_normal_volume": 0.5}
+# parts each arm adds to the seed study's training (the choice prefers fewer when validation cannot tell them apart)
+PARTS = {
+    "mined_only": 0,
+    "whole_series": 1,
+    "ignore": 2,
+    "lopsided": 3,
+    "hard_pool": 3,
+    "context": 3,
+    "self_trained_2d": 3,
+    "focal": 4,
+    "self_trained": 4,
+}
+
+
+def choose(pooled: dict) -> dict:
+    """The demo's default combination, read from validation volumes only (test patients choose nothing).
+
+    Rule: the highest pooled validation sensitivity for lesions >= 10 mm at each arm's own operating point;
+    arms within one binomial standard error of it are ties, and the tie with the fewest parts wins (then the
+    higher validation figure). Why the one-SE rule: two seeds of ~70 validation lesions each cannot separate
+    arms a few lesions apart, and every extra part costs training time and a way to fail."""
+    val = {}
+    for arm, a in pooled.items():
+        v, n = a["pooled"]["validation_sensitivity_ge10"], a["counts"]["val_lesions_ge10"]
+        if arm in PARTS and v is not None and n:
+            val[arm] = (v, n)
+    if not val:
+        return {}
+    best = max(val, key=lambda k: val[k][0])
+    v, n = val[best]
+    se = float(np.sqrt(v * (1 - v) / n))
+    ties = [k for k in val if val[k][0] >= v - se]
+    chosen = min(ties, key=lambda k: (PARTS[k], -val[k][0]))
+    return {"chosen": chosen, "best": best, "best_validation": v, "se": se, "ties": ties}
 
 
 def _test(m: dict) -> dict:
@@ -129,6 +163,15 @@ def page(summary: dict, source: str) -> str:
             f"{_f(p['fp_per_volume'], 2)} | {_f(p['fp_per_normal_volume'], 2)} | {'yes' if p['meets_goal'] else 'no'} | "
             f"{_msf(r['sensitivity_ge10'])} | {_msf(r['sens_at_1fp'])} | {_msf(r['cpm'])} | {_f(p['validation_sensitivity_ge10'])} |"
         )
+    pick = choose(pooled)
+    if pick:
+        lines += [
+            "",
+            f"**Chosen on validation: {LABELS.get(pick['chosen'], pick['chosen'])}** (`{pick['chosen']}`). Highest pooled "
+            f"validation sensitivity: `{pick['best']}` {pick['best_validation']:.3f}; within one standard error "
+            f"({pick['se']:.3f}): {', '.join(f'`{t}`' for t in pick['ties'])}; of those, the fewest added parts "
+            "(`bundle/demo/ablation_page.py` `choose`). The demo's default (`scripts/demo.py`) trains this combination.",
+        ]
     lines += [
         "",
         "### Per replicate",

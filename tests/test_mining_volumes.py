@@ -10,7 +10,7 @@ import pytest
 
 from bundle.io.records import ImageInfo
 from bundle.mining.pipeline import Miner
-from bundle.mining.volumes import NotAVolume, order_series
+from bundle.mining.volumes import NotAVolume, _in_processes, order_series
 from bundle.pacs.folder import FolderSource
 
 
@@ -73,3 +73,19 @@ def test_mined_series_volumes_hold_the_key_slices_and_their_boxes(pacs_export, t
             assert len(vi["long_mm"]) == len(vi["box"]) == len(vi["label"])
             n_boxes += len(vi["box"])
     assert n_boxes == sum(len(k["box"]) for s in keys.values() for k in s)
+
+
+def test_volumes_of_a_local_source_are_written_in_worker_processes(pacs_export, tmp_path):
+    """Decoding and compressing are CPU-bound: a folder (or DIMSE cache) source gets processes, a network one threads."""
+    assert _in_processes(FolderSource(str(pacs_export / "dicom")))
+
+    class Remote:
+        kind = "dicomweb"
+
+    assert not _in_processes(Remote())
+    one, two = tmp_path / "w1", tmp_path / "w2"
+    for out, workers in ((one, 1), (two, 2)):  # in-line and the process pool write the same bytes
+        Miner(str(out), FolderSource(str(pacs_export / "dicom")), progress=False, workers=workers, convert=True).run()
+    files = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz") if p.parts[len(one.parts)] == "volumes")
+    assert files and all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    assert (one / "datalist_volumes.json").read_bytes() == (two / "datalist_volumes.json").read_bytes()

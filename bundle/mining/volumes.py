@@ -13,8 +13,9 @@ the plane normal), so a key-slice box keeps its x, y coordinates.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
 from pathlib import Path
 
 import nibabel as nib
@@ -25,9 +26,10 @@ from bundle.io.dicom import read_dataset
 from bundle.io.nifti import slice_array
 from bundle.io.records import FileIssue, ImageInfo
 from bundle.mining.items import safe_name
-from bundle.pacs.source import Source, progress_bar
+from bundle.pacs.source import Source, pool_map
 
 log = logging.getLogger("bundle.mining")
+LOCAL_KINDS = frozenset({"folder", "dimse"})  # sources that read files on this machine: volumes in worker processes
 
 
 class NotAVolume(ValueError):
@@ -37,7 +39,15 @@ class NotAVolume(ValueError):
 def _normal(info: ImageInfo) -> np.ndarray | None:
     if not info.orientation or len(info.orientation) != 6:
         return None
-    return np.cross(np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:]))
+    return _cross(tuple(info.orientation))
+
+
+@lru_cache(maxsize=4096)
+def _cross(orientation: tuple[float, ...]) -> np.ndarray:
+    """The plane normal, once per distinct orientation (a series shares one): read-only, as it is shared."""
+    n = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
+    n.flags.writeable = False
+    return n
 
 
 def order_series(infos: list[ImageInfo]) -> tuple[list[ImageInfo], float]:
@@ -106,6 +116,26 @@ def write_volume(ordered: list[ImageInfo], source: Source, path: Path, spacing: 
     nib.save(nib.Nifti1Image(vol, aff), path)
 
 
+def _convert(source: Source, job: tuple[list[ImageInfo], Path, list[float]]) -> FileIssue | None:
+    """One series volume; a series that cannot be decoded or written is its issue, never raised (it never stops the others)."""
+    try:
+        write_volume(job[0], source, job[1], job[2])
+    except Exception as exc:  # noqa: BLE001
+        return FileIssue(str(job[1]), "series_not_a_volume", f"cannot convert: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _in_processes(source: Source) -> bool:
+    """Worker processes for a local source (decoding and compressing are CPU-bound); threads for a network one."""
+    if getattr(source, "kind", None) not in LOCAL_KINDS:
+        return False
+    try:
+        pickle.dumps(source)
+    except Exception:  # noqa: BLE001 - a source that does not pickle runs in threads
+        return False
+    return True
+
+
 def series_volumes(
     datalist: dict[str, list[DatalistItem]],
     images: dict[str, ImageInfo],
@@ -138,18 +168,11 @@ def series_volumes(
             item = series_item(group, ordered, dz)
             out[section].append(item)
             jobs.append((ordered, output_dir / item.image, item.spacing or [1.0, 1.0, 1.0]))
-    if convert:
-
-        def one(job: tuple[list[ImageInfo], Path, list[float]]) -> FileIssue | None:
-            try:
-                if done is None or not done(job[1]):
-                    write_volume(job[0], source, job[1], job[2])
-            except Exception as exc:  # one series that cannot be decoded or written never stops the others
-                return FileIssue(str(job[1]), "series_not_a_volume", f"cannot convert: {type(exc).__name__}: {exc}")
-            return None
-
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            failed = [i for i in progress_bar(pool.map(one, jobs), len(jobs), "series volumes", progress) if i is not None]
+    if convert:  # the `workers` pool (0: one per core), one series per task: a series is ~0.1 s of work
+        todo = [job for job in jobs if done is None or not done(job[1])]
+        processes = _in_processes(source)
+        results = pool_map(partial(_convert, source), todo, workers, "series volumes", progress, processes=processes, chunksize=1)
+        failed = [i for i in results if i is not None]
         bad = {i.source for i in failed}
         for section in out:
             out[section] = [it for it in out[section] if str(output_dir / it.image) not in bad]

@@ -25,6 +25,7 @@ from bundle.datalist.schema import PER_BOX, DatalistItem
 from bundle.io.dicom import read_dataset
 from bundle.io.nifti import slice_array
 from bundle.io.records import FileIssue, ImageInfo
+from bundle.mining.fast_pixels import plain_plane
 from bundle.mining.items import safe_name
 from bundle.pacs.source import Source, pool_map
 
@@ -105,9 +106,15 @@ def series_item(items: list[DatalistItem], ordered: list[ImageInfo], dz: float) 
     )
 
 
+def _plane(raw: bytes) -> np.ndarray:
+    """One slice as the key-slice files hold it: the plain-image path (bundle/mining/fast_pixels.py), else pydicom."""
+    plane = plain_plane(raw)
+    return plane if plane is not None else slice_array(read_dataset(raw))
+
+
 def write_volume(ordered: list[ImageInfo], source: Source, path: Path, spacing: list[float]) -> None:
     """Stack the slices (same array layout as the key-slice NIfTI files) and write them with a diagonal affine."""
-    planes = [slice_array(read_dataset(source.read_bytes(i.location))) for i in ordered]
+    planes = [_plane(source.read_bytes(i.location)) for i in ordered]
     vol = np.stack(planes, axis=-1)
     aff = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
     if ordered[0].position is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bundle.mining.__main__ import main
-from bundle.mining.config import Config, Unsupported, literal
+from bundle.mining.config import Config, Unsupported, literal, load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_COMPARED = ("mining_timing.json",)  # seconds and objects/s: the only fields two runs may differ in
@@ -34,6 +34,33 @@ def test_lean_command_writes_the_bytes_monai_bundle_run_writes(pacs_export, tmp_
     assert sorted(a) == sorted(b)
     assert [k for k in a if a[k] != b[k]] == []
     assert b'"min_long_mm": 5' in b["mining_report.json"]  # the nested override reached the rules
+
+
+def _plain(obj) -> dict:
+    """An object's plain attributes (a client or session object: its type only)."""
+    simple = (str, int, float, bool, list, tuple, dict, Path, type(None))
+    return {"type": type(obj).__name__, **{k: v if isinstance(v, simple) else type(v).__name__ for k, v in vars(obj).items()}}
+
+
+@pytest.mark.parametrize("source", ["@folder_source", "@dicomweb_source", "@dimse_source"])
+def test_lean_reader_builds_the_miner_monai_builds(pacs_export, tmp_path, source):
+    """Every source the config defines, with nested and typed overrides: the same Miner settings and source attributes."""
+    from monai.bundle import ConfigParser
+
+    overrides = {"source": source, "source_dir": str(pacs_export / "dicom"), "output_dir": str(tmp_path / "out"),
+                 "dimse_cache": str(tmp_path / "cache"), "box_rules#min_long_mm": 5, "series_rules#require_axial": "false",
+                 "date_from": 20200101, "dicomweb_auth#kind": "none"}  # fmt: skip
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "mine.yaml"))
+    parser.update(overrides)
+    theirs = parser.get_parsed_content("miner")
+    cfg = Config(load_file(ROOT / "configs" / "mine.yaml"))
+    for k, v in overrides.items():
+        cfg.set(k, v)
+    ours = cfg.get("miner")
+    assert type(ours) is type(theirs) and ours.settings() == theirs.settings()
+    assert _plain(ours.source) == _plain(theirs.source)
+    assert (ours.workers, ours.shard_count, ours.reuse_dirs) == (theirs.workers, theirs.shard_count, theirs.reuse_dirs)
 
 
 def test_lean_command_imports_neither_monai_nor_torch(pacs_export, tmp_path):

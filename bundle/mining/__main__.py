@@ -51,6 +51,8 @@ def build(argv: list[str]) -> tuple[Config, Any]:
     for k in WORKFLOW_KEYS:
         if k in pairs:
             raise Unsupported(f"--{k}")
+    if not Path(config_file).is_file():
+        raise SystemExit(f"error: {config_file}: no such config file")
     root = Path(config_file).parent
     content = load_file(config_file)
     meta_file = pairs.pop("meta_file", str(root / "metadata.json"))

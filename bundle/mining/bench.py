@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -35,12 +36,18 @@ def drop_page_cache() -> bool:
         return False
 
 
-def _run(command: list[str], config: str, source_dir: str, out_dir: str, extra: list[str], python: str) -> tuple[float, dict[str, Any]]:
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(command: list[str], config: str, source_dir: str, out_dir: str, extra: list[str], python: str) -> tuple[float, float, dict]:
+    """(wall s, CPU s of the command and its worker processes, mining_timing.json): CPU time is what a busy machine does not skew."""
     cmd = [python, *command, "--config_file", config, "--source_dir", source_dir, "--output_dir", out_dir]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _children_cpu()
     subprocess.run(cmd + ["--progress", "false", *extra], cwd=ROOT, check=True, capture_output=True)
     wall = time.perf_counter() - t
-    return wall, json.loads((Path(out_dir) / "mining_timing.json").read_text())
+    return wall, _children_cpu() - cpu, json.loads((Path(out_dir) / "mining_timing.json").read_text())
 
 
 def _tree(d: Path) -> dict[str, bytes]:
@@ -51,8 +58,8 @@ def _measure(name: str, config: str, source_dir: str, out_dir: Path, extra: list
     """One command: cold run (page cache dropped first), warm run, then its start-up alone."""
     command, imports = COMMANDS[name]
     cold = drop_page_cache()
-    wall_cold, t_cold = _run(command, config, source_dir, str(out_dir), extra, python)
-    wall_warm, t_warm = _run(command, config, source_dir, str(out_dir), extra, python)
+    wall_cold, cpu_cold, t_cold = _run(command, config, source_dir, str(out_dir), extra, python)
+    wall_warm, cpu_warm, t_warm = _run(command, config, source_dir, str(out_dir), extra, python)
     t = time.perf_counter()
     subprocess.run([python, "-c", imports], cwd=ROOT, check=True)
     startup = time.perf_counter() - t
@@ -65,6 +72,8 @@ def _measure(name: str, config: str, source_dir: str, out_dir: Path, extra: list
         "miner_total_s_warm": t_warm["total_s"],
         "command_wall_s_cold": round(wall_cold, 2),
         "command_wall_s_warm": round(wall_warm, 2),
+        "command_cpu_s_cold": round(cpu_cold, 2),
+        "command_cpu_s_warm": round(cpu_warm, 2),
         "startup_s": round(startup, 2),
         "cache_dropped": cold,
         "workers": t_warm["workers"],
@@ -83,7 +92,7 @@ def mining_throughput(
 
     `extra_args`: more command-line keys, e.g. ["--split_file", "split.json", "--volumes", "false"].
     Returns per command objects/s (the read phase, as the miner reports it), the miner's total seconds, command
-    wall seconds and start-up seconds; whether the commands wrote the same files (all but mining_timing.json);
+    wall and CPU seconds (the command with its worker processes) and start-up seconds; whether the commands wrote the same files (all but mining_timing.json);
     and the load average before and after (a shared machine skews wall times).
     """
     extra = [str(a) for a in extra_args or []]

@@ -24,7 +24,7 @@ class Dying(FolderSource):
     def read_bytes(self, location):
         Dying.calls += 1
         if Dying.calls > {after}:
-            os.kill(os.getpid(), signal.SIGKILL)  # as a scheduler's kill -9: no clean-up runs
+            os.killpg(0, signal.SIGKILL)  # as a scheduler's kill -9 of the job (its worker processes too): no clean-up runs
         return super().read_bytes(location)
 
 Miner({out!r}, Dying({src!r}), workers=2, progress=False).run()
@@ -46,7 +46,7 @@ def uninterrupted(pacs_export, tmp_path_factory) -> Path:
 def test_killed_run_rerun_gives_the_same_bytes(pacs_export, uninterrupted, tmp_path, after, resume):
     out = tmp_path / "out"
     script = KILLED.format(root=str(ROOT), after=after, out=str(out), src=str(pacs_export / "dicom"))
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, start_new_session=True)  # its own group
     assert r.returncode == -9, r.stderr  # it really died mid-conversion
     left = tree(out)
     assert "datalist.json" not in left and "mining_report.json" not in left  # nothing final was half-written

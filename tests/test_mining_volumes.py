@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from bundle.io.dicom import read_dataset
+from bundle.io.nifti import slice_array
 from bundle.io.records import ImageInfo
+from bundle.mining.fast_pixels import plain_plane
 from bundle.mining.pipeline import Miner
-from bundle.mining.volumes import NotAVolume, order_series
+from bundle.mining.volumes import NotAVolume, _in_processes, order_series
 from bundle.pacs.folder import FolderSource
 
 
@@ -73,3 +77,49 @@ def test_mined_series_volumes_hold_the_key_slices_and_their_boxes(pacs_export, t
             assert len(vi["long_mm"]) == len(vi["box"]) == len(vi["label"])
             n_boxes += len(vi["box"])
     assert n_boxes == sum(len(k["box"]) for s in keys.values() for k in s)
+
+
+def test_volumes_of_a_local_source_are_written_in_worker_processes(pacs_export, tmp_path):
+    """Decoding and compressing are CPU-bound: a folder (or DIMSE cache) source gets processes, a network one threads."""
+    assert _in_processes(FolderSource(str(pacs_export / "dicom")))
+
+    class Remote:
+        kind = "dicomweb"
+
+    assert not _in_processes(Remote())
+    one, two = tmp_path / "w1", tmp_path / "w2"
+    for out, workers in ((one, 1), (two, 2)):  # in-line and the process pool write the same bytes
+        Miner(str(out), FolderSource(str(pacs_export / "dicom")), progress=False, workers=workers, convert=True).run()
+    files = sorted(p.relative_to(one) for p in one.rglob("*.nii.gz") if p.parts[len(one.parts)] == "volumes")
+    assert files and all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    assert (one / "datalist_volumes.json").read_bytes() == (two / "datalist_volumes.json").read_bytes()
+
+
+def _same(plane: np.ndarray, raw: bytes) -> bool:
+    ref = slice_array(read_dataset(raw))
+    return plane.dtype == ref.dtype and plane.shape == ref.shape and plane.tobytes() == ref.tobytes()
+
+
+def test_plain_image_pixels_are_the_pydicom_pixels(pacs_export):
+    """The volumes step's fast path gives every plain image's slice exactly as pydicom + slice_array do, else None."""
+    import pydicom
+
+    files = sorted(p for p in (pacs_export / "dicom").rglob("*") if p.is_file())
+    fast = [p for p in files if plain_plane(p.read_bytes()) is not None]
+    assert len(fast) > 20 and all(_same(plain_plane(p.read_bytes()), p.read_bytes()) for p in fast)
+    ds = pydicom.dcmread(fast[0])
+
+    def variant(**kw) -> bytes:
+        d = ds.copy()
+        for k, v in kw.items():
+            setattr(d, k, v)
+        buf = io.BytesIO()
+        d.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
+
+    scaled = variant(RescaleSlope="2.5", RescaleIntercept="-3")
+    assert plain_plane(scaled).dtype == np.float32 and _same(plain_plane(scaled), scaled)
+    for declined in (variant(BitsStored=12), variant(PhotometricInterpretation="MONOCHROME1"), variant(RescaleSlope="1\\2")):
+        assert plain_plane(declined) is None  # the full pydicom path decides
+    raw = fast[0].read_bytes()
+    assert plain_plane(raw[:-2]) is None and plain_plane(raw + b"\0\0") is None  # truncated, trailing bytes

@@ -68,7 +68,9 @@ class Unsure(Exception):
     """The fast path declines this object; the full pydicom path reads it."""
 
 
-def _walk(buf: bytes, pos: int, end: int, out: dict[int, bytes] | None, stop_at_pixels: bool) -> tuple[int, int | None]:
+def _walk(
+    buf: bytes, pos: int, end: int, out: dict[int, bytes] | None, stop_at_pixels: bool, wanted: set[int] = WANTED
+) -> tuple[int, int | None]:
     """Walk explicit-VR-LE elements in buf[pos:end]; keep wanted top-level values. Returns (pos, PixelData length)."""
     while pos < end:
         if pos + 8 > end:
@@ -99,7 +101,7 @@ def _walk(buf: bytes, pos: int, end: int, out: dict[int, bytes] | None, stop_at_
             continue
         if pos + length > end:
             raise Unsure
-        if out is not None and tag in WANTED:
+        if out is not None and tag in wanted:
             out[tag] = buf[pos : pos + length]
         pos += length
     return pos, None

@@ -13,8 +13,9 @@ the plane normal), so a key-slice box keeps its x, y coordinates.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
 from pathlib import Path
 
 import nibabel as nib
@@ -24,10 +25,12 @@ from bundle.datalist.schema import PER_BOX, DatalistItem
 from bundle.io.dicom import read_dataset
 from bundle.io.nifti import slice_array
 from bundle.io.records import FileIssue, ImageInfo
+from bundle.mining.fast_pixels import plain_plane
 from bundle.mining.items import safe_name
-from bundle.pacs.source import Source, progress_bar
+from bundle.pacs.source import Source, pool_map
 
 log = logging.getLogger("bundle.mining")
+LOCAL_KINDS = frozenset({"folder", "dimse"})  # sources that read files on this machine: volumes in worker processes
 
 
 class NotAVolume(ValueError):
@@ -37,7 +40,15 @@ class NotAVolume(ValueError):
 def _normal(info: ImageInfo) -> np.ndarray | None:
     if not info.orientation or len(info.orientation) != 6:
         return None
-    return np.cross(np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:]))
+    return _cross(tuple(info.orientation))
+
+
+@lru_cache(maxsize=4096)
+def _cross(orientation: tuple[float, ...]) -> np.ndarray:
+    """The plane normal, once per distinct orientation (a series shares one): read-only, as it is shared."""
+    n = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
+    n.flags.writeable = False
+    return n
 
 
 def order_series(infos: list[ImageInfo]) -> tuple[list[ImageInfo], float]:
@@ -95,15 +106,41 @@ def series_item(items: list[DatalistItem], ordered: list[ImageInfo], dz: float) 
     )
 
 
+def _plane(raw: bytes) -> np.ndarray:
+    """One slice as the key-slice files hold it: the plain-image path (bundle/mining/fast_pixels.py), else pydicom."""
+    plane = plain_plane(raw)
+    return plane if plane is not None else slice_array(read_dataset(raw))
+
+
 def write_volume(ordered: list[ImageInfo], source: Source, path: Path, spacing: list[float]) -> None:
     """Stack the slices (same array layout as the key-slice NIfTI files) and write them with a diagonal affine."""
-    planes = [slice_array(read_dataset(source.read_bytes(i.location))) for i in ordered]
+    planes = [_plane(source.read_bytes(i.location)) for i in ordered]
     vol = np.stack(planes, axis=-1)
     aff = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
     if ordered[0].position is not None:
         aff[:3, 3] = ordered[0].position
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(vol, aff), path)
+
+
+def _convert(source: Source, job: tuple[list[ImageInfo], Path, list[float]]) -> FileIssue | None:
+    """One series volume; a series that cannot be decoded or written is its issue, never raised (it never stops the others)."""
+    try:
+        write_volume(job[0], source, job[1], job[2])
+    except Exception as exc:  # noqa: BLE001
+        return FileIssue(str(job[1]), "series_not_a_volume", f"cannot convert: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _in_processes(source: Source) -> bool:
+    """Worker processes for a local source (decoding and compressing are CPU-bound); threads for a network one."""
+    if getattr(source, "kind", None) not in LOCAL_KINDS:
+        return False
+    try:
+        pickle.dumps(source)
+    except Exception:  # noqa: BLE001 - a source that does not pickle runs in threads
+        return False
+    return True
 
 
 def series_volumes(
@@ -138,18 +175,11 @@ def series_volumes(
             item = series_item(group, ordered, dz)
             out[section].append(item)
             jobs.append((ordered, output_dir / item.image, item.spacing or [1.0, 1.0, 1.0]))
-    if convert:
-
-        def one(job: tuple[list[ImageInfo], Path, list[float]]) -> FileIssue | None:
-            try:
-                if done is None or not done(job[1]):
-                    write_volume(job[0], source, job[1], job[2])
-            except Exception as exc:  # one series that cannot be decoded or written never stops the others
-                return FileIssue(str(job[1]), "series_not_a_volume", f"cannot convert: {type(exc).__name__}: {exc}")
-            return None
-
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            failed = [i for i in progress_bar(pool.map(one, jobs), len(jobs), "series volumes", progress) if i is not None]
+    if convert:  # the `workers` pool (0: one per core), one series per task: a series is ~0.1 s of work
+        todo = [job for job in jobs if done is None or not done(job[1])]
+        processes = _in_processes(source)
+        results = pool_map(partial(_convert, source), todo, workers, "series volumes", progress, processes=processes, chunksize=1)
+        failed = [i for i in results if i is not None]
         bad = {i.source for i in failed}
         for section in out:
             out[section] = [it for it in out[section] if str(output_dir / it.image) not in bad]

@@ -1,7 +1,7 @@
 """The README's main job, end to end on the built-in demo data (the steps are bundle/demo/run.py).
 
 demo data -> PACS export (DICOM, GSPS, SR) -> de-identification -> mining -> three trainings:
-(a) mined key slices only, (b) whole mined series with ignore regions, self-trained over every slice,
+(a) mined key slices only, (b) whole mined series with ignore regions (--series_rounds: self-trained over every slice),
 (c) oracle on complete boxes -> evaluation on held-out, fully annotated test patients: per volume
 (sensitivity, false boxes per volume, paired test), then key slices (F1 with 95% CI, FROC, COCO) ->
 inference with the final model -> runs/demo/results.md (docs/results.md is written by scripts/ablation.py, docs/results_key_slices.md by scripts/replicate.py).
@@ -30,7 +30,8 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
     ap.add_argument("--size", default=d.size, help="demo size: tiny, small, default, large (large is for a GPU machine)")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--epochs", type=int, default=d.epochs, help="epochs of each training")
-    ap.add_argument("--rounds", type=int, default=d.rounds, help="self-training rounds")
+    ap.add_argument("--rounds", type=int, default=d.rounds, help="key-slice self-training rounds (--series false)")
+    ap.add_argument("--series_rounds", type=int, default=d.series_rounds, help="(b)'s self-training rounds over every slice")
     ap.add_argument(
         "--score_threshold",
         type=parse_threshold,

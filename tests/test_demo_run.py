@@ -27,8 +27,9 @@ def test_script_flags_are_the_options():
     """scripts/demo.py only parses: no flag means DemoOptions' defaults, and each flag lands in its field."""
     parse = _script().parse
     assert parse([]) == DemoOptions()
-    o = parse(["--size", "tiny", "--epochs", "2", "--score_threshold", "0.4", "--work", "w"])
-    assert (o.size, o.epochs, o.score_threshold, o.work, o.seed) == ("tiny", 2, 0.4, "w", 0)
+    o = parse(["--size", "tiny", "--epochs", "2", "--score_threshold", "0.4", "--work", "w", "--series_rounds", "2"])
+    assert (o.size, o.epochs, o.score_threshold, o.work, o.seed, o.series_rounds) == ("tiny", 2, 0.4, "w", 0, 2)
+    assert DemoOptions().series and DemoOptions().series_rounds == 0  # docs/results.md's choice: whole series + ignore
 
 
 def test_split_file_is_keyed_by_pseudonym():
@@ -41,7 +42,8 @@ def test_split_file_is_keyed_by_pseudonym():
 @pytest.mark.slow
 def test_demo_command_runs_end_to_end(tmp_path):
     results = tmp_path / "results.md"
-    cmd = [sys.executable, "scripts/demo.py", "--size", "tiny", "--epochs", "2", "--n_bootstrap", "50"]
+    # one round of series self-training: the default is none (docs/results.md's validation choice), the path stays tested
+    cmd = [sys.executable, "scripts/demo.py", "--size", "tiny", "--epochs", "2", "--n_bootstrap", "50", "--series_rounds", "1"]
     cmd += [
         "--work",
         str(tmp_path / "work"),
@@ -70,4 +72,5 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert exported and all(truth["split"][p] != "test" for p in exported)
     assert (tmp_path / "models" / "model.pt").is_file()
     page = results.read_text()
-    assert "(b) self-trained" in page and "Self-training rounds" in page
+    assert "(b) whole series + ignore regions, self-trained up to 1 round(s)" in page and "Self-training rounds" in page
+    assert r["series_rounds"] == 1 and len(r["self_training"]) in (1, 2)  # round 0, and round 1 unless it stopped early

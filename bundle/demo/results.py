@@ -16,6 +16,14 @@ LABELS = {
 }
 
 
+def label(name: str, r: dict) -> str:
+    """A model's row label; (b) says what it is in this run (whole series, rounds of self-training, or key slices)."""
+    if name != "self_trained" or not r.get("series"):
+        return LABELS[name]
+    rounds = r.get("series_rounds", 0)
+    return "(b) whole series + ignore regions" + (f", self-trained up to {rounds} round(s)" if rounds else "")
+
+
 def _f(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -52,7 +60,9 @@ def assemble(
         "seed": o.seed,
         "size": o.size,
         "epochs": o.epochs,
-        "rounds": o.rounds,
+        "rounds": o.series_rounds if o.series else o.rounds,
+        "series": o.series,
+        "series_rounds": o.series_rounds,
         "score_threshold": o.score_threshold,
         "target_precision": o.target_precision,
         "self_training_best_round": st["best_round"],
@@ -84,8 +94,9 @@ def assemble(
     }
 
 
-def _volume_lines(v: dict | None) -> list[str]:
+def _volume_lines(r: dict) -> list[str]:
     """The primary figure: whole test volumes at each model's validation operating point (configs/evaluate_volume.yaml)."""
+    v = r.get("volume")
     if not v:
         return []
     lines = [
@@ -101,7 +112,7 @@ def _volume_lines(v: dict | None) -> list[str]:
     for n in ("mined_only", "self_trained"):
         x = v[n]
         lines.append(
-            f"| {LABELS[n]} | {_f(x['sensitivity >=10 mm'])} ({x['found_ge10']}/{x['lesions_ge10']}) | {_f(x['fp_per_volume'])} | "
+            f"| {label(n, r)} | {_f(x['sensitivity >=10 mm'])} ({x['found_ge10']}/{x['lesions_ge10']}) | {_f(x['fp_per_volume'])} | "
             f"{_f(x['fp_per_normal_volume'])} | {x['threshold']:.4f} | {_f(x['cpm'])} |"
         )
     d = v["b_vs_a"]
@@ -123,13 +134,13 @@ def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/res
         "",
         f"    {r['command']}",
         "",
-        f"Seed {r['seed']}, demo size `{r['size']}`, {r['epochs']} epochs per training, up to {r['rounds']} self-training round(s), "
-        f"pseudo-box score threshold {_threshold(r)}. (b) is the round with the best validation F1 "
-        f"(round {r.get('self_training_best_round', '-')}). Test: {r['test_images']} images of {r['test_patients']} held-out, "
+        f"Seed {r['seed']}, demo size `{r['size']}`, {r['epochs']} epochs per training, (b): {label('self_trained', r)}, "
+        f"up to {r['rounds']} self-training round(s), pseudo-box score threshold {_threshold(r)}; (b) is the round with the best "
+        f"validation F1 (round {r.get('self_training_best_round', '-')}). Test: {r['test_images']} images of {r['test_patients']} held-out, "
         "fully annotated patients that never entered the PACS export; operating point of each model chosen on the fully annotated validation patients.",
         "",
     ]
-    lines += _volume_lines(r.get("volume"))
+    lines += _volume_lines(r)
     lines += [
         "Mining: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["mining"].items() if not isinstance(v, dict)) + ".",
         f"Training images: {r['experiment']['training_images']}, with {r['experiment']['mined_boxes']} mined boxes; "
@@ -141,10 +152,10 @@ def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/res
     for n in ("mined_only", "self_trained", "oracle", "untrained"):
         x = m[n]
         lines.append(
-            f"| {LABELS[n]} | {x['f1']:.3f} | {x['f1_ci95'][0]:.3f}-{x['f1_ci95'][1]:.3f} | {x['precision']:.3f} | {x['recall']:.3f} | "
+            f"| {label(n, r)} | {x['f1']:.3f} | {x['f1_ci95'][0]:.3f}-{x['f1_ci95'][1]:.3f} | {x['precision']:.3f} | {x['recall']:.3f} | "
             f"{x['mAP']:.3f} | {x['cpm']:.3f} | {_f(x['study_auc'])} |"
         )
-    for key, title in (("b_vs_a", "(b) self-trained vs (a) mined only"), ("c_vs_a", "(c) oracle vs (a) mined only")):
+    for key, title in (("b_vs_a", f"{label('self_trained', r)} vs (a) mined only"), ("c_vs_a", "(c) oracle vs (a) mined only")):
         t = r[key]
         lines += [
             "",

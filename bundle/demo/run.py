@@ -40,7 +40,7 @@ class DemoOptions:
     size: str = "default"  # demo size: tiny, small, default, large (large is for a GPU machine)
     seed: int = 0
     epochs: int = 15  # epochs of each training (train.yaml's default)
-    rounds: int = 1  # self-training rounds
+    rounds: int = 1  # key-slice self-training rounds (series False: the seed study's setting)
     score_threshold: float | str = PseudoRules.score_threshold  # pseudo-box score, or 'auto' (each teacher's validation precision)
     target_precision: float = Schedule.target_precision
     n_bootstrap: int = 1000
@@ -48,7 +48,10 @@ class DemoOptions:
     results: str = "runs/demo/results.md"  # this run's page (docs/results.md is the replicate command's)
     model_dir: str = "models"  # the self-trained model is copied here as model.pt (the bundle's model)
     data: str = "data"  # demo data, export, de-identified copy and mined datalist
-    series: bool = True  # (b) on whole mined series with ignore regions, self-trained over every slice; False: key slices as the seed study
+    series: bool = True  # (b) on whole mined series with ignore regions; False: key slices, self-trained, as the seed study
+    # (b)'s self-training rounds over every slice. 0: docs/results.md chose whole series + ignore regions on validation
+    # (2 seeds; a student round never beat its teacher there, so the loop kept round 0 anyway)
+    series_rounds: int = 0
     context_slices: int = 1  # (b)'s input: 2D here (its key-slice comparison reads 2D slices); 2.5D: scripts/ablation.py
     ignore_floor: float = 0.3  # series self-training: teacher scores in [floor, pseudo threshold) become ignore regions
     series_target_precision: float = 0.8  # series self-training: the teacher's precision on every validation slice
@@ -282,7 +285,7 @@ def run(o: DemoOptions, command: str) -> dict:
     clock.stop("mine")
     a_model = None
     if series is not None:
-        clock.start(4, f"(a) mined key slices only; (b) whole series + ignore regions, then {o.rounds} round(s) over every slice")
+        clock.start(4, f"(a) mined key slices only; (b) whole series + ignore regions, then {o.series_rounds} self-training round(s)")
         a_model = volume_steps.train_key_slices(o, p, exp["mined"])
         st = volume_steps.self_train_series(o, p, series)
     else:
@@ -296,7 +299,7 @@ def run(o: DemoOptions, command: str) -> dict:
     models, metrics, b_vs_a, c_vs_a = evaluate_models(o, p, st, exp, a_model)
     volume = volume_figures(o, p, models, series["volume_datalist"]) if series is not None else None
     clock.stop("evaluate")
-    clock.start(7, f"the self-trained model becomes {rel(p.model_out)}; inference on the test split")
+    clock.start(7, f"(b) becomes {rel(p.model_out)}; inference on the test split")
     if series is not None:
         volume_steps.ship(models["self_trained"], p.model_out)
         volume_steps.infer_volumes(p, p.model_out, series["volume_datalist"], o.context_slices)

@@ -40,12 +40,12 @@ def train_overrides(o: DemoOptions) -> dict:
 
 
 def self_train_series(o: DemoOptions, p: Paths, series: dict) -> dict:
-    """(b): round 0 on the mined series (ignore regions at each lesion's reach), then rounds over every slice."""
+    """(b): round 0 on the mined series (ignore regions at each lesion's reach), then ``series_rounds`` over every slice."""
     st = run_self_training(
         str(p.work / "selftrain_series"),
         series["series_mined"],
         PseudoRules(score_threshold=o.score_threshold, ignore_floor=o.ignore_floor, max_per_image=o.max_pseudo_per_series),
-        Schedule(rounds=o.rounds, target_precision=o.series_target_precision, series=True),
+        Schedule(rounds=o.series_rounds, target_precision=o.series_target_precision, series=True),
         truth=series["series_truth_map"],
         train_overrides=train_overrides(o),
     )

@@ -56,7 +56,19 @@ class AblationPlan:
     train_seeds: list[int] = field(default_factory=lambda: [0])
     size: str = "default"
     epochs: int = 15
-    arms: list[str] = field(default_factory=lambda: ["mined_only", "whole_series", "ignore", "context", "self_trained"])
+    arms: list[str] = field(
+        default_factory=lambda: [
+            "mined_only",
+            "whole_series",
+            "ignore",
+            "lopsided",
+            "hard_pool",
+            "context",
+            "focal",
+            "self_trained_2d",
+            "self_trained",
+        ]
+    )
     rounds: int = 1
     target_precision: float = 0.8  # the teacher's validation precision (on every validation slice) for a pseudo-box
     ignore_floor: float = 0.3  # teacher scores in [ignore_floor, pseudo threshold) become ignore regions

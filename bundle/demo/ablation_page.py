@@ -141,8 +141,9 @@ def page(summary: dict, source: str) -> str:
         "## Whole volumes (primary): what a radiologist sees on a series",
         "",
         f"Written by `{command(plan, summary.get('defaults', plan))}` from `{source}`. Data seeds {plan['data_seeds']} x training "
-        f"seeds {plan['train_seeds']}, demo size `{plan['size']}`, {plan['epochs']} epochs per training; "
-        f"{sum(r['seconds'] for r in reps) / 60:.0f} min of training and evaluation on the machine the command ran on.",
+        f"seeds {plan['train_seeds']}, demo size `{plan['size']}`, {plan['epochs']} epochs per training. "
+        f"This invocation took {sum(r['seconds'] for r in reps) / 60:.0f} min; arms already trained and evaluated under "
+        "`work_dir` are reused (each evaluation is stamped with its model's path), so a resumed run reports only what it added.",
         "",
         "Each model runs over every slice of each held-out, fully labelled test volume through `configs/inference_volume.yaml` "
         "(the path MONAI Label and the Deploy app use); a lesion is found when a 3D box has IoU >= 0.1 with it or contains its "

@@ -37,7 +37,7 @@ def split_inputs(items: list[dict], device: torch.device, box_key: str, label_ke
     Boxes labelled ``IGNORE_LABEL`` travelled through the crop, flip and clip transforms with the real boxes;
     here they leave ``box`` for the target's ``ignore_box`` (bundle/networks/detector.py).
     """
-    images = [d["image"].to(device, non_blocking=non_blocking) for d in items]
+    images = [torch.as_tensor(d["image"]).to(device, non_blocking=non_blocking) for d in items]  # NumPy from numpy_collation
     targets = []
     for d in items:
         if box_key in d:

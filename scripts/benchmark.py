@@ -29,6 +29,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 PATIENTS = {"tiny": 4, "small": 3, "default": 6}
 
+from scripts.bench_training import bench_training, render_rows  # noqa: E402  (ROOT on sys.path first)
+
 
 def machine(device: str) -> str:
     import torch
@@ -160,65 +162,6 @@ def _per_slice_512(det, device: str, n: int = 16) -> dict:
     return res
 
 
-def bench_training(data: Path, device: str, iters: int, workers: list[int]) -> dict:
-    """Iterations per second of the training data loader alone and with the network, cached vs plain Dataset."""
-    out = {}
-    for cached in (True, False):
-        for w in workers:
-            parser = _train_parser(data, device, w, cached)
-            loader = parser.get_parsed_content("train#dataloader")
-            out[f"loader_{'cache' if cached else 'plain'}_w{w}"] = iters / _loop(loader, iters)
-        parser = _train_parser(data, device, workers[0], cached)
-        out[f"step_{'cache' if cached else 'plain'}_w{workers[0]}"] = iters / _loop(
-            parser.get_parsed_content("train#dataloader"), iters, parser
-        )
-    return out
-
-
-def _train_parser(data: Path, device: str, workers: int, cached: bool):
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "train.yaml"))
-    parser.update({"dataset_dir": str(data), "num_workers": workers, "device": f"$torch.device('{device}')", "amp": device == "cuda"})
-    if not cached:
-        parser["train#dataset"] = {"_target_": "Dataset", "data": "@train_datalist", "transform": "@train#preprocessing"}
-    return parser
-
-
-def _loop(loader, iters: int, parser=None) -> float:
-    """Seconds for `iters` batches (after one warm-up batch); with a parser, a full training step on each."""
-    from bundle.engines.detection import flatten_batch, split_inputs
-
-    step = None
-    if parser is not None:
-        import torch
-
-        torch.manual_seed(0)
-        det, opt = parser.get_parsed_content("detector"), parser.get_parsed_content("optimizer")
-        parser.get_parsed_content("detector_ops")
-        det.train()
-
-        def step(batch):
-            images, targets = split_inputs(flatten_batch(batch), next(det.network.parameters()).device, "box", "label")
-            losses = det(images, targets)
-            opt.zero_grad()
-            (losses[det.cls_key] + losses[det.box_reg_key]).backward()
-            opt.step()
-
-    done, t = -1, 0.0
-    while done < iters:
-        for batch in loader:
-            if done == 0:
-                t = time.perf_counter()
-            if step is not None:
-                step(batch)
-            done += 1
-            if done >= iters:
-                break
-    return time.perf_counter() - t
-
-
 def bench_deid(data: Path, pacs: Path, workers: int) -> dict:
     """De-identification files per second vs a plain pydicom read + write of the same files (the I/O floor)."""
     import pydicom
@@ -255,7 +198,7 @@ def run_section(args) -> None:
     if args.section == "volume":
         res = bench_volume(data, args.device, args.repeats, args.model)
     elif args.section == "training":
-        res = bench_training(data, args.device, args.iters, [0] if args.size == "tiny" else [0, 1, 2])
+        res = bench_training(data, args.device, args.iters, args.repeats)
     elif args.section == "deid":
         res = bench_deid(data, work / "pacs" / "dicom", workers=min(2, os.cpu_count() or 1))
     else:
@@ -317,22 +260,7 @@ def render(results: dict, machine_line: str, args, command: str) -> str:
         rows.append(f"| network on 512x512 slices (batch 16) | {ps['torchscript_over_fp32']:.2f}x | {line} | - |")
     else:
         rows.append(f"| volume inference | not measured | {v.get('error', '')} | - |")
-    if "error" not in tr:
-        w = sorted(int(k.rsplit("w", 1)[1]) for k in tr if k.startswith("loader_cache_w"))
-        loaders = (
-            ", ".join(f"{n} workers: cached {tr[f'loader_cache_w{n}']:.1f}, plain {tr[f'loader_plain_w{n}']:.1f}" for n in w) if gpu else ""
-        )
-        rel = ", ".join(f"{n} workers {tr[f'loader_cache_w{n}'] / tr[f'loader_plain_w{n}']:.2f}x" for n in w)
-        share = tr[f"step_cache_w{w[0]}"] / tr[f"loader_cache_w{w[0]}"]
-        rows.append(
-            f"| training data loader alone, it/s (CacheDataset vs plain Dataset) | {rel} | {loaders or 'ratios only on a CPU'} | {tr['peak_rss_mib']:.0f} |"
-        )
-        rows.append(
-            f"| training step (loader + network), it/s (cached vs plain, {w[0]} workers) | {tr[f'step_cache_w{w[0]}'] / tr[f'step_plain_w{w[0]}']:.2f}x | "
-            f"loading takes {share:.0%} of a cached step's time (the rest is the network) | - |"
-        )
-    else:
-        rows.append(f"| training | not measured | {tr['error']} | - |")
+    rows += render_rows(tr, gpu)
     if "lean" in m:
         lean, full = m["lean"], m["monai_bundle_run"]
         detail = (

@@ -1,14 +1,15 @@
-"""The training data pipeline: a cache that a draw reads without copying, augmentation without meta tracking.
+"""The training data pipeline: a lean cache that draws read without copying, augmented without meta tracking.
 
 Why: MONAI's CacheDataset keeps the deterministic head of the transforms in memory (decoded, normalised
 and padded key slices; decoded whole volumes for configs/train_series.yaml), but by default it deep-copies
-the cached item on every draw (a whole volume, and the image file's header with it), and the random part
-then runs with MetaTensor tracking, whose bookkeeping costs more than the arithmetic on a 96x96 crop. On
-the tiny demo the random part took about 9 ms per item with tracking and 3 ms without, so MONAI's cached
-path was barely faster than decoding every file again. :class:`LeanCacheDataset` shares the cached item
-with the random transforms (they read it and write new tensors: tests/test_loader.py checks that the cache
-is unchanged and that the batches are those of MONAI's CacheDataset, bit for bit) and runs them with
-tracking off; the last transforms of train.yaml drop the metadata anyway.
+the cached item on every draw (a whole volume, and the image file's header with it), MONAI's box crop
+deep-copies it again for every crop, and the random part runs with MetaTensor tracking, whose bookkeeping
+costs more than the arithmetic on a 96x96 crop. So MONAI's cached path was barely faster than decoding
+every file again. :class:`LeanCacheDataset` caches plain tensors, shares them with the random transforms
+(they read them and write new tensors: tests/test_loader.py checks that the cache is unchanged and that
+the batches are those of MONAI's CacheDataset, bit for bit) and runs those with tracking off; the last
+transforms of train.yaml drop the metadata anyway. :func:`numpy_collation` hands batches from the worker
+processes over cheaply, :func:`default_workers` sizes the workers to the machine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from copy import deepcopy
 from typing import Any
 
 import torch
-from monai.data import CacheDataset, get_track_meta, set_track_meta
+from monai.data import CacheDataset, MetaTensor, get_track_meta, set_track_meta
 from monai.transforms import Compose, RandomizableTrait, Transform
 
 
@@ -93,6 +94,23 @@ def numpy_collation(batch: list) -> list:
     return _numpy(batch)
 
 
+def plain_tensors(item: Any) -> Any:
+    """The cached item with its MetaTensors as plain tensors: the image file's header and transform history dropped.
+
+    Why: MONAI's RandCropBoxByPosNegLabeld deep-copies the whole item for every crop; with the header in the
+    metadata (about 40 entries) that copy cost more than the crop (the key-slice loader ran 2x faster without).
+    Nothing after the cache reads the metadata: the slicing of a volume (bundle/transforms/slices.py) gives
+    its slice an affine that the last transforms drop with the rest.
+    """
+    if isinstance(item, MetaTensor):
+        return item.as_tensor()
+    if isinstance(item, dict):
+        return {k: plain_tensors(v) for k, v in item.items()}
+    if isinstance(item, list):
+        return [plain_tensors(v) for v in item]
+    return item
+
+
 class LeanCacheDataset(CacheDataset):
     """CacheDataset whose draws share the cached item (``copy_cache=False`` by default) and augment with tracking off.
 
@@ -105,6 +123,9 @@ class LeanCacheDataset(CacheDataset):
     def __init__(self, data, transform, *args, copy_cache: bool = False, track_meta_random: bool = False, **kwargs) -> None:
         self.track_meta_random = track_meta_random
         super().__init__(data, transform, *args, copy_cache=copy_cache, **kwargs)
+
+    def _load_cache_item(self, idx: int):
+        return plain_tensors(super()._load_cache_item(idx))
 
     def _first_random(self) -> int | None:
         if not isinstance(self.transform, Compose):

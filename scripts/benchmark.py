@@ -301,6 +301,9 @@ def render(results: dict, machine_line: str, args, command: str) -> str:
 NOTES = """Notes
 - Time to a given validation F1 is not measured here: it needs whole trainings (about 3 minutes each
   for the demo on this CPU), several per arm to say anything; scripts/replicate.py is the harness for that.
+- Training (scripts/bench_training.py): a step can fall short of the network alone without waiting for data
+  when the loader workers and the network share too few cores (the 2-core machine, busy with other jobs);
+  with cores to spare the workers take nothing from the network and the waiting share is the whole gap.
 - Peak RSS is each section's own subprocess (`resource.getrusage` max RSS), start-up included.
 - GPU figures (ms per 512x512 slice with fp32, AMP and TorchScript) appear only with `--device cuda`.
   Run on a GPU machine: `python scripts/benchmark.py --size default --device cuda` (none was lent to this run

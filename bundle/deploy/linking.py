@@ -19,6 +19,8 @@ import torch
 from monai.data.box_utils import box_iou, non_max_suppression
 from monai.transforms import ScaleIntensityRangePercentiles
 
+from bundle.deploy.box_selection import batched_postprocess
+
 logger = logging.getLogger(__name__)
 
 
@@ -137,11 +139,15 @@ class SliceToVolumeDetector:
         amp: bool | None = None,
         channels_last: bool | None = None,
         stack: bool = True,
+        batched_select: bool = True,
     ) -> None:
         """``context_slices`` k (odd): each slice goes in with its k//2 neighbours each side as k channels
         (z-k//2 ... z+k//2, edges repeated), as the 2.5D model was trained. ``amp`` / ``channels_last``:
         None means on where they pay (AMP on CUDA; channels-last on CUDA and CPU). ``stack=False`` is
-        the previous path (a list of slices, contiguous layout), kept for the benchmark's side-by-side."""
+        the previous path (a list of slices, contiguous layout, MONAI's per-image box selection), kept for the
+        benchmark's side-by-side. ``batched_select``: the stacked path selects boxes for the whole batch
+        at once (:func:`bundle.deploy.box_selection.postprocess_batch`, MONAI's decisions); False keeps
+        MONAI's per-image ``postprocess_detections``."""
         if context_slices < 1 or context_slices % 2 == 0:
             raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
         self.detector = detector
@@ -153,6 +159,7 @@ class SliceToVolumeDetector:
         self.amp = amp
         self.channels_last = channels_last
         self.stack = stack
+        self.batched_select = batched_select
         self.link_kwargs = dict(
             link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
         )
@@ -214,7 +221,7 @@ class SliceToVolumeDetector:
                 continue
             if cl:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"):
+            with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"), batched_postprocess(det, self.batched_select):
                 preds.extend(det(chunk, use_inferer=use_inferer))
         return preds
 

@@ -11,7 +11,7 @@ from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorSha
 from monai.data import box_utils
 from torch import nn
 
-from bundle.deploy.box_selection import batched_nms, batched_postprocess, postprocess_batch
+from bundle.deploy.box_selection import batched_nms, batched_postprocess, non_max_suppression, postprocess_batch
 
 
 def _random_boxes(gen: torch.Generator, n: int, size: int = 40) -> torch.Tensor:
@@ -134,3 +134,35 @@ def test_batched_postprocess_is_scoped_to_the_block():
     det_ref = _detector(1)
     det_ref.box_selector.box_overlap_metric = box_utils.box_giou
     assert all(torch.equal(a[k], b[k]) for a, b in zip(giou, det_ref.postprocess_detections(head, anchors, sizes, locs)) for k in a)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_non_max_suppression_equals_monai_with_ties(dims):
+    """The one-table NMS of the 3D linking step picks what MONAI's loop picks (numpy in, numpy out)."""
+    rng = np.random.default_rng(dims)
+    for n in (0, 1, 2, 9, 40, 120):
+        lo = rng.integers(0, 30, (n, dims)).astype(np.float32)
+        boxes = np.concatenate([lo, lo + rng.integers(1, 10, (n, dims))], 1).astype(np.float32)
+        boxes[: n // 4] += rng.random((n // 4, 2 * dims), dtype=np.float32) * np.float32(0.5)  # some off the grid
+        scores = (rng.integers(0, 5, n) / 4).astype(np.float32)  # ties
+        for thresh in (0.0, 0.1, 0.2, 0.5, 1.0):
+            for max_proposals in (-1, 1, 3, 50):
+                ours = non_max_suppression(boxes, scores, thresh, max_proposals)
+                ref = box_utils.non_max_suppression(boxes, scores, thresh, max_proposals)
+                assert isinstance(ours, np.ndarray) and ours.dtype == ref.dtype and np.array_equal(ours, ref), (n, thresh)
+
+
+def test_link_slices_fast_nms_equals_monai_nms():
+    from bundle.deploy.linking import link_slices
+
+    rng = np.random.default_rng(0)
+    per_slice = []
+    for _ in range(12):  # overlapping boxes on consecutive slices: tracks that overlap in 3D
+        n = int(rng.integers(0, 8))
+        lo = rng.integers(0, 20, (n, 2))
+        boxes = np.concatenate([lo, lo + rng.integers(2, 9, (n, 2))], 1).astype(np.float32)
+        per_slice.append((boxes, rng.integers(0, 2, n), (rng.integers(1, 4, n) / 4).astype(np.float32)))
+    for kw in ({}, {"nms_thresh": 0.05, "max_boxes": 4}, {"link_metric": "iou", "max_gap": 1}):
+        fast, ref = link_slices(per_slice, **kw), link_slices(per_slice, **kw, fast_nms=False)
+        assert fast[3] == ref[3] and fast[3]["after_nms"] < fast[3]["tracks"]
+        assert all(np.array_equal(a, b) for a, b in zip(fast[:3], ref[:3]))

@@ -73,6 +73,33 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, nms_thresh: float
     return order[keep].to(boxes.device)
 
 
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, nms_thresh: float, max_proposals: int = -1) -> np.ndarray:
+    """The indices ``monai.data.box_utils.non_max_suppression`` (IoU, 2D or 3D boxes) returns, for a few boxes.
+
+    MONAI calls ``box_iou(remaining, picked)`` once per kept box; this calls it once for all pairs (the
+    same element-wise arithmetic per pair) and runs MONAI's greedy loop on the table: MONAI's stable
+    descending order, ``overlap <= nms_thresh`` survives, the first ``max_proposals`` picks. For the
+    3D boxes of :func:`bundle.deploy.linking.link_slices` (tens per volume, so the table is small).
+    """
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
+    if boxes.shape[0] == 0:
+        return np.zeros((0,), dtype=np.int64)
+    boxes_t = torch.as_tensor(boxes)
+    order = torch.argsort(torch.as_tensor(scores).to(boxes_t), dim=0, descending=True, stable=True)
+    b = boxes_t[order]
+    keep_pair = (box_utils.box_iou(b, b) <= nms_thresh).numpy()  # [j, i]: j survives picked i
+    removed = np.zeros(len(b), dtype=bool)
+    pick: list[int] = []
+    for i in range(len(b)):
+        if removed[i]:
+            continue
+        pick.append(i)
+        if len(pick) >= max_proposals >= 1:
+            break
+        removed |= ~keep_pair[:, i]
+    return order.numpy()[pick]
+
+
 def _monai(det: RetinaNetDetector, *args, **kwargs) -> list[dict[str, Tensor]]:
     return type(det).postprocess_detections(det, *args, **kwargs)
 

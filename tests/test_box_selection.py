@@ -94,6 +94,10 @@ def _head_outputs(det: RetinaNetDetector, gen: torch.Generator, batch: int, hw: 
     images = torch.zeros(batch, 1, *hw)
     levels = [(hw[0] // s, hw[1] // s) for s in (1, 2, 4)]
     cls = [torch.randint(-8, 8, (batch, a * c, *lv), generator=gen).float() / 4 for lv in levels]
+    if batch > 2:  # image 1 has no candidate on level 0, image 2 none at all: skipped levels
+        cls[0][1] -= 8.0
+        for lv in cls:
+            lv[2] -= 8.0
     reg = [torch.randn(batch, a * 4, *lv, generator=gen) * 0.5 for lv in levels]
     anchors = det.anchor_generator(images, cls)
     head = {det.cls_key: det._reshape_maps(cls), det.box_reg_key: det._reshape_maps(reg)}
@@ -103,7 +107,14 @@ def _head_outputs(det: RetinaNetDetector, gen: torch.Generator, batch: int, hw: 
 @pytest.mark.parametrize("num_classes,seed", [(1, 0), (1, 1), (2, 2), (3, 3)])
 def test_postprocess_batch_equals_monai(num_classes, seed):
     gen = torch.Generator().manual_seed(seed)
-    for selector in ({}, {"topk_candidates_per_level": 1000, "detections_per_img": 300, "nms_thresh": 0.5}, {"score_thresh": 0.99}):
+    selectors = (
+        {},
+        {"topk_candidates_per_level": 1000, "detections_per_img": 300, "nms_thresh": 0.5},
+        {"apply_sigmoid": False, "score_thresh": 0.5},
+        {"score_thresh": 0.0, "topk_candidates_per_level": 30},
+        {"score_thresh": 0.99},
+    )
+    for selector in selectors:
         det = _detector(num_classes, **selector)
         head, anchors, sizes, locs = _head_outputs(det, gen, batch=5, hw=(24, 32))
         ref = det.postprocess_detections(head, anchors, sizes, locs)
@@ -113,7 +124,8 @@ def test_postprocess_batch_equals_monai(num_classes, seed):
             assert o.keys() == r.keys()
             for k in r:
                 assert o[k].dtype == r[k].dtype and torch.equal(o[k], r[k]), k
-        assert (sum(len(r["boxes"]) for r in ref) > 0) == ("score_thresh" not in selector)  # 0.99: none at all
+        assert (sum(len(r["boxes"]) for r in ref) > 0) == (selector.get("score_thresh") != 0.99)  # 0.99: none at all
+        assert len(ref[2]["boxes"]) == 0 or selector.get("score_thresh") == 0.0
 
 
 def test_batched_postprocess_is_scoped_to_the_block():

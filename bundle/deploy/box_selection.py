@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -104,19 +105,45 @@ def _monai(det: RetinaNetDetector, *args, **kwargs) -> list[dict[str, Tensor]]:
     return type(det).postprocess_detections(det, *args, **kwargs)
 
 
+def _score_cut(sel: BoxSelector) -> float:
+    """A level whose largest logit is below this has no score above ``score_thresh`` (sigmoid is monotonic;
+    the margin is far wider than any rounding), so MONAI's top-k there would return nothing."""
+    t = float(sel.score_thresh)
+    if not sel.apply_sigmoid:
+        return t - 1e-3 * max(1.0, abs(t))
+    if t <= 0.0:
+        return -math.inf
+    return math.inf if t >= 1.0 else math.log(t / (1.0 - t)) - 1e-3
+
+
 def _candidates(det: RetinaNetDetector, logits: Tensor, per_level: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """MONAI's per-image, per-level score threshold and top-k: flat rows into (B*N), scores, labels, image index."""
+    """MONAI's per-image, per-level score threshold and top-k: rows of (B*N), scores, labels, image index.
+
+    ``select_top_score_idx_per_level`` itself runs wherever a candidate may pass (its top-k order among
+    equal scores is what MONAI's NMS sees); levels with every logit below the threshold are skipped."""
     sel, n_total = det.box_selector, logits.shape[1]
+    bounds = np.cumsum([0, *per_level])
+    peaks = torch.stack(
+        [
+            logits[:, lo:hi].amax(dim=(1, 2)) if hi > lo else logits.new_full((len(logits),), -math.inf)
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ],
+        1,
+    )
+    cut = _score_cut(sel)
     rows, scores, labels, image = [], [], [], []
-    for i in range(logits.shape[0]):
-        start = 0
-        for n in per_level:
-            idx, sc, lab = sel.select_top_score_idx_per_level(logits[i, start : start + n])
-            rows.append(idx + (i * n_total + start))
+    for i, peaks_i in enumerate(peaks.tolist()):
+        for lo, hi, peak in zip(bounds[:-1], bounds[1:], peaks_i):
+            if peak < cut:
+                continue
+            idx, sc, lab = sel.select_top_score_idx_per_level(logits[i, lo:hi])
+            rows.append(idx + (i * n_total + int(lo)))
             scores.append(sc)
             labels.append(lab)
             image.append(torch.full_like(idx, i))
-            start += n
+    if not rows:
+        empty = torch.zeros((0,), dtype=torch.long, device=logits.device)
+        return empty, empty.float(), empty, empty
     return torch.cat(rows), torch.cat(scores), torch.cat(labels), torch.cat(image)
 
 
@@ -143,15 +170,21 @@ def postprocess_batch(
     n_img, compute_dtype = logits.shape[0], logits.dtype
     per_level = [n * det.num_anchors_per_loc for n in num_anchor_locs_per_level]
     rows, scores, labels, image = _candidates(det, logits, per_level)
-    # decode only the candidates: MONAI decodes every anchor, element-wise, then indexes them
-    anchor_rows = torch.cat([a.to(reg.device) for a in anchors])[rows]
-    boxes = det.box_coder.decode_single(reg.reshape(-1, reg.shape[-1])[rows].to(torch.float32), anchor_rows).to(compute_dtype)
-    boxes, keep = box_utils.clip_boxes_to_image(boxes, image_sizes[0], remove_empty=True)
-    scores, labels, image = scores[keep], labels[keep], image[keep]
+    if rows.numel():  # decode only the candidates: MONAI decodes every anchor, element-wise, then indexes them
+        if all(a is anchors[0] for a in anchors):  # MONAI's generator hands every image the same tensor
+            anchor_rows = anchors[0][rows - image * logits.shape[1]]
+        else:
+            anchor_rows = torch.cat(anchors)[rows]
+        boxes = det.box_coder.decode_single(reg.reshape(-1, reg.shape[-1])[rows].to(torch.float32), anchor_rows).to(compute_dtype)
+        boxes, keep = box_utils.clip_boxes_to_image(boxes, image_sizes[0], remove_empty=True)
+        scores, labels, image = scores[keep], labels[keep], image[keep]
+    else:
+        boxes = torch.zeros((0, reg.shape[-1]), dtype=compute_dtype, device=reg.device)
     counts = torch.bincount(image, minlength=n_img).tolist()
     out = []
     for b, s, lab in zip(boxes.split(counts), scores.split(counts), labels.split(counts)):
-        k = batched_nms(b, s, lab, sel.nms_thresh, sel.detections_per_img)
+        # one box or none: MONAI's NMS keeps what there is
+        k = batched_nms(b, s, lab, sel.nms_thresh, sel.detections_per_img) if len(b) > 1 else torch.arange(len(b), device=b.device)
         out.append({det.target_box_key: b[k], det.pred_score_key: s[k].to(compute_dtype), det.target_label_key: lab[k]})
     return out
 

@@ -212,7 +212,7 @@ def test_per_slice_scaling_vectorised_equals_monai_slice_by_slice(repo_root, tin
 
 
 def test_batched_channels_last_path_gives_the_previous_boxes(repo_root, tiny_demo):
-    """Batched (B, C, H, W) slices in channels-last, TorchScript too, give the boxes of the list path."""
+    """Batched (B, C, H, W) slices in channels-last, batch-wise box selection, TorchScript too, give the boxes of the list path."""
     import torch
 
     det, pre = _volume_detector(repo_root)
@@ -222,6 +222,10 @@ def test_batched_channels_last_path_gives_the_previous_boxes(repo_root, tiny_dem
     det.stack, det.slice_batch, det.channels_last = True, 13, True  # chunks that do not divide the slice count
     (new,) = det([vol])
     _same_boxes(old, new)
+    det.batched_select = False  # MONAI's per-image box selection on the same batches: bit for bit the same
+    (monai_select,) = det([vol])
+    det.batched_select = True
+    assert all(torch.equal(new[k], monai_select[k]) for k in new)
     det.network = torch.jit.script(det.network)  # what ckpt_export writes to models/model.ts
     (scripted,) = det([vol])
     _same_boxes(old, scripted)

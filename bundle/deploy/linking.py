@@ -19,6 +19,9 @@ import torch
 from monai.data.box_utils import box_iou, non_max_suppression
 from monai.transforms import ScaleIntensityRangePercentiles
 
+from bundle.deploy.box_selection import batched_postprocess
+from bundle.deploy.box_selection import non_max_suppression as fast_non_max_suppression
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,6 +57,7 @@ def link_slices(
     min_slices: int = 1,
     nms_thresh: float = 0.2,
     max_boxes: int = 50,
+    fast_nms: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Link per-slice 2D boxes into 3D boxes.
 
@@ -62,7 +66,8 @@ def link_slices(
     ``link_metric`` (``iomin`` or ``iou``) >= ``link_iou`` (greedy by IoU, one box per track and slice); otherwise it starts a track.
     A track becomes the box enclosing its 2D boxes from its first slice to its last (+1, max
     exclusive) with the best 2D score (one confident slice is enough to flag a lesion). Tracks
-    shorter than ``min_slices`` are dropped and counted; overlapping 3D boxes go through NMS.
+    shorter than ``min_slices`` are dropped and counted; overlapping 3D boxes go through MONAI's NMS
+    (``fast_nms``: the same picks from one IoU table, :func:`bundle.deploy.box_selection.non_max_suppression`).
     Returns boxes (m, 6) xyzxyz, labels, scores and counts.
     """
     tracks: list[_Track] = []
@@ -107,7 +112,8 @@ def link_slices(
     keep_all: list[int] = []
     for c in np.unique(lab):
         idx = np.nonzero(lab == c)[0]
-        k = np.asarray(non_max_suppression(out[idx], sc[idx], nms_thresh=nms_thresh, max_proposals=max_boxes))
+        nms = fast_non_max_suppression if fast_nms else non_max_suppression
+        k = np.asarray(nms(out[idx], sc[idx], nms_thresh=nms_thresh, max_proposals=max_boxes))
         keep_all.extend(idx[k].tolist())
     keep = np.asarray(sorted(keep_all, key=lambda i: -sc[i])[:max_boxes], dtype=np.int64)
     counts["after_nms"] = len(keep)
@@ -137,11 +143,15 @@ class SliceToVolumeDetector:
         amp: bool | None = None,
         channels_last: bool | None = None,
         stack: bool = True,
+        batched_select: bool = True,
     ) -> None:
         """``context_slices`` k (odd): each slice goes in with its k//2 neighbours each side as k channels
         (z-k//2 ... z+k//2, edges repeated), as the 2.5D model was trained. ``amp`` / ``channels_last``:
         None means on where they pay (AMP on CUDA; channels-last on CUDA and CPU). ``stack=False`` is
-        the previous path (a list of slices, contiguous layout), kept for the benchmark's side-by-side."""
+        the previous path (a list of slices, contiguous layout, MONAI's per-image box selection), kept for the
+        benchmark's side-by-side. ``batched_select``: the stacked path selects boxes for the whole batch
+        at once (:func:`bundle.deploy.box_selection.postprocess_batch`, MONAI's decisions); False keeps
+        MONAI's per-image ``postprocess_detections``."""
         if context_slices < 1 or context_slices % 2 == 0:
             raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
         self.detector = detector
@@ -153,6 +163,7 @@ class SliceToVolumeDetector:
         self.amp = amp
         self.channels_last = channels_last
         self.stack = stack
+        self.batched_select = batched_select
         self.link_kwargs = dict(
             link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
         )
@@ -214,28 +225,32 @@ class SliceToVolumeDetector:
                 continue
             if cl:
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"):
+            with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"), batched_postprocess(det, self.batched_select):
                 preds.extend(det(chunk, use_inferer=use_inferer))
         return preds
+
+    def _as_numpy(self, preds: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per-slice (boxes, labels, scores) arrays for :func:`link_slices`; ``batched_select``: one copy for all slices."""
+        keys = (self.detector.target_box_key, self.detector.target_label_key, self.detector.pred_score_key)
+
+        def arrays(boxes, labels, scores):
+            return boxes.detach().float().cpu().numpy(), labels.detach().cpu().numpy(), scores.detach().float().cpu().numpy()
+
+        if not self.batched_select or not preds:
+            return [arrays(*(p[k] for k in keys)) for p in preds]
+        cuts = np.cumsum([len(p[keys[0]]) for p in preds])[:-1]
+        return list(zip(*(np.split(a, cuts) for a in arrays(*(torch.cat([p[k] for p in preds]) for k in keys)))))
 
     def _one(self, vol: torch.Tensor, use_inferer: bool) -> dict:
         if vol.ndim != 4:
             raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
-        det = self.detector
-        per_slice = [
-            (
-                p[det.target_box_key].detach().float().cpu().numpy(),
-                p[det.target_label_key].detach().cpu().numpy(),
-                p[det.pred_score_key].detach().float().cpu().numpy(),
-            )
-            for p in self._run_slices(self.slice_stack(vol), use_inferer)
-        ]
-        boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs)
+        per_slice = self._as_numpy(self._run_slices(self.slice_stack(vol), use_inferer))
+        boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs, fast_nms=self.batched_select)
         if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs
             boxes = _reinsert_axis(boxes, self.slice_axis)
         self.last_counts.append(counts)
         logger.info("slice-wise detection: %s", counts)
-        dev = vol.device
+        det, dev = self.detector, vol.device
         return {
             det.target_box_key: torch.as_tensor(boxes, device=dev),
             det.target_label_key: torch.as_tensor(labels, device=dev),

@@ -64,7 +64,7 @@ def assemble(
         "series": o.series,
         "series_rounds": o.series_rounds,
         "score_threshold": o.score_threshold,
-        "target_precision": o.target_precision,
+        "target_precision": o.series_target_precision if o.series else o.target_precision,
         "self_training_best_round": st["best_round"],
         "mining": mining["counts"],
         "experiment": exp["counts"],
@@ -134,9 +134,14 @@ def write_results(r: dict, path: str | Path, source: str | Path = "runs/demo/res
         "",
         f"    {r['command']}",
         "",
-        f"Seed {r['seed']}, demo size `{r['size']}`, {r['epochs']} epochs per training, (b): {label('self_trained', r)}, "
-        f"up to {r['rounds']} self-training round(s), pseudo-box score threshold {_threshold(r)}; (b) is the round with the best "
-        f"validation F1 (round {r.get('self_training_best_round', '-')}). Test: {r['test_images']} images of {r['test_patients']} held-out, "
+        f"Seed {r['seed']}, demo size `{r['size']}`, {r['epochs']} epochs per training; {label('self_trained', r)}"
+        + (
+            f", pseudo-box score threshold {_threshold(r)}; (b) is the round with the best validation F1 "
+            f"(round {r.get('self_training_best_round', '-')})"
+            if r["rounds"]
+            else ""
+        )
+        + f". Test: {r['test_images']} images of {r['test_patients']} held-out, "
         "fully annotated patients that never entered the PACS export; operating point of each model chosen on the fully annotated validation patients.",
         "",
     ]

@@ -9,6 +9,7 @@ point chosen on validation volumes):
 - ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
 - ``context``: ``ignore`` + 2.5D (3 slices as channels);
 - ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
+- ``ignore_36ep``: ``ignore`` with 36 epochs, the training budget rather than a part (shown, never chosen);
 - ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as teacher over every slice of the training series (confident -> pseudo-box,
   uncertain band -> ignore region), student rounds; the round the loop keeps (best on validation), never the
   last one by default.
@@ -42,6 +43,8 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "hard_pool": (SERIES, "series_mined", {"ignore_reach": True, "hard_negative_pool_size": 100}),
     "context": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3}),
     "focal": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "cls_loss": "focal", "hard_negative_pool_size": 0}),
+    # the training budget, not a part: how far the chosen combination gets with 3x the epochs (never chosen by the page)
+    "ignore_36ep": (SERIES, "series_mined", {"ignore_reach": True, "epochs": 36}),
 }
 # self-trained arm -> its teacher arm (round 0 of its self-training)
 TEACHERS = {"self_trained": "context", "self_trained_2d": "ignore"}

@@ -9,7 +9,8 @@ point chosen on validation volumes):
 - ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
 - ``context``: ``ignore`` + 2.5D (3 slices as channels);
 - ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
-- ``ignore_36ep``: ``ignore`` with 36 epochs, the training budget rather than a part (shown, never chosen);
+- ``mined_only_36ep``, ``ignore_36ep``, ``context_36ep``: those arms with 36 epochs, the training budget rather
+  than a part (shown, never chosen as a combination);
 - ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as teacher over every slice of the training series (confident -> pseudo-box,
   uncertain band -> ignore region), student rounds; the round the loop keeps (best on validation), never the
   last one by default.
@@ -45,6 +46,8 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "focal": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "cls_loss": "focal", "hard_negative_pool_size": 0}),
     # the training budget, not a part: how far the chosen combination gets with 3x the epochs (never chosen by the page)
     "ignore_36ep": (SERIES, "series_mined", {"ignore_reach": True, "epochs": 36}),
+    "mined_only_36ep": (["configs/train.yaml"], "mined", {"epochs": 36}),
+    "context_36ep": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "epochs": 36}),
 }
 # self-trained arm -> its teacher arm (round 0 of its self-training)
 TEACHERS = {"self_trained": "context", "self_trained_2d": "ignore"}

@@ -72,6 +72,9 @@ class AblationPlan:
             "context",
             "focal",
             "self_trained_2d",
+            "mined_only_36ep",
+            "ignore_36ep",
+            "context_36ep",
             "self_trained",
         ]
     )

@@ -38,25 +38,27 @@ PARTS = {
 }
 
 
-def choose(pooled: dict) -> dict:
+def choose(pooled: dict, budget: str = "") -> dict:
     """The demo's default combination, read from validation volumes only (test patients choose nothing).
 
     Rule: the highest pooled validation sensitivity for lesions >= 10 mm at each arm's own operating point;
     arms within one binomial standard error of it are ties, and the tie with the fewest parts wins (then the
-    higher validation figure). Why the one-SE rule: two seeds of ~70 validation lesions each cannot separate
+    higher validation figure). ``budget``: compare only the arms trained with that suffix (e.g. ``_36ep``),
+    the same parts at another number of epochs. Why the one-SE rule: two seeds of ~70 validation lesions each cannot separate
     arms a few lesions apart, and every extra part costs training time and a way to fail."""
-    val = {}
+    val, parts = {}, {}
     for arm, a in pooled.items():
         v, n = a["pooled"]["validation_sensitivity_ge10"], a["counts"]["val_lesions_ge10"]
-        if arm in PARTS and v is not None and n:
-            val[arm] = (v, n)
+        base = arm.removesuffix(budget) if budget and arm.endswith(budget) else (None if budget else arm)
+        if base in PARTS and v is not None and n:
+            val[arm], parts[arm] = (v, n), PARTS[base]
     if not val:
         return {}
     best = max(val, key=lambda k: val[k][0])
     v, n = val[best]
     se = float(np.sqrt(v * (1 - v) / n))
     ties = [k for k in val if val[k][0] >= v - se]
-    chosen = min(ties, key=lambda k: (PARTS[k], -val[k][0]))
+    chosen = min(ties, key=lambda k: (parts[k], -val[k][0]))
     return {"chosen": chosen, "best": best, "best_validation": v, "se": se, "ties": ties}
 
 
@@ -167,15 +169,16 @@ def page(summary: dict, source: str) -> str:
             f"{_f(p['fp_per_volume'], 2)} | {_f(p['fp_per_normal_volume'], 2)} | {'yes' if p['meets_goal'] else 'no'} | "
             f"{_msf(r['sensitivity_ge10'])} | {_msf(r['sens_at_1fp'])} | {_msf(r['cpm'])} | {_f(p['validation_sensitivity_ge10'])} |"
         )
-    pick = choose(pooled)
-    if pick:
-        lines += [
-            "",
-            f"**Chosen on validation: {LABELS.get(pick['chosen'], pick['chosen'])}** (`{pick['chosen']}`). Highest pooled "
-            f"validation sensitivity: `{pick['best']}` {pick['best_validation']:.3f}; within one standard error "
-            f"({pick['se']:.3f}): {', '.join(f'`{t}`' for t in pick['ties'])}; of those, the fewest added parts "
-            "(`bundle/demo/ablation_page.py` `choose`). The demo's default (`scripts/demo.py`) trains this combination.",
-        ]
+    for budget, what in (("", f"{plan['epochs']} epochs"), ("_36ep", "36 epochs")):
+        pick = choose(pooled, budget)
+        if pick:
+            lines += [
+                "",
+                f"**Chosen on validation at {what}: {LABELS.get(pick['chosen'], pick['chosen'])}** (`{pick['chosen']}`). Highest "
+                f"pooled validation sensitivity: `{pick['best']}` {pick['best_validation']:.3f}; within one standard error "
+                f"({pick['se']:.3f}): {', '.join(f'`{t}`' for t in pick['ties'])}; of those, the fewest added parts "
+                "(`bundle/demo/ablation_page.py` `choose`).",
+            ]
     lines += [
         "",
         "### Per replicate",

@@ -182,8 +182,7 @@ def bench_mining(source: Path, out: Path, split: str) -> dict:
     from bundle.mining.bench import mining_throughput
 
     res = mining_throughput(source, out, ["--split_file", split] if split else [])
-    report = json.loads((out / "lean" / "mining_report.json").read_text())
-    res["objects"] = report.get("counts", {}).get("objects") or sum(1 for p in source.rglob("*") if p.is_file())
+    res["objects"] = json.loads((out / "lean" / "mining_report.json").read_text())["counts"]["objects_read"]
     return res
 
 

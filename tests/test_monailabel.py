@@ -109,6 +109,26 @@ def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_fact
         log.close()
 
 
+def _own_predictions(server, image: str, out, score_threshold: float) -> dict:
+    """The served bundle folder run by its own workflow (what MONAI Label runs) on a stored image: its one prediction."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=str(server["bundle"] / "configs" / "inference.yaml"),
+        meta_file=str(server["bundle"] / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(server["bundle"]),
+        input_image=str(server["store"] / f"{image}.nii.gz"),
+        output_path=str(out),
+        score_threshold=score_threshold,
+        device="$torch.device('cpu')",
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return json.loads(out.read_text())["predictions"][0]
+
+
 def _infer(server, image: str) -> dict:
     r = requests.post(
         f"{server['url']}/infer/{MODEL}",
@@ -133,27 +153,12 @@ def test_server_lists_the_bundle_as_3d_detection(server):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_infer_returns_the_bundles_world_boxes(server, repo_root, tmp_path):
-    from monai.bundle import ConfigWorkflow
 
     res = _infer(server, "demo-000")
     rois = np.asarray(res["box"], dtype=float).reshape(-1, 6)
     assert len(rois) == len(res["label"]) and set(res["label"]) <= {0}
     # the same bundle folder, run by this bundle's own workflow: its world boxes are what Slicer must get
-    out = tmp_path / "own.json"
-    wf = ConfigWorkflow(
-        config_file=str(server["bundle"] / "configs" / "inference.yaml"),
-        meta_file=str(server["bundle"] / "configs" / "metadata.json"),
-        workflow_type="infer",
-        bundle_root=str(server["bundle"]),
-        input_image=str(server["store"] / "demo-000.nii.gz"),
-        output_path=str(out),
-        score_threshold=THRESHOLD,
-        device="$torch.device('cpu')",
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    own = np.asarray(json.loads(out.read_text())["predictions"][0]["box_world"], dtype=float).reshape(-1, 6)
+    own = np.asarray(_own_predictions(server, "demo-000", tmp_path / "own.json", THRESHOLD)["box_world"], dtype=float).reshape(-1, 6)
     assert len(own) >= 1, "the comparison needs at least one box above the threshold"
     assert len(rois) == len(own)
     np.testing.assert_allclose(rois, own, atol=1e-2)
@@ -170,26 +175,11 @@ def test_infer_returns_the_bundles_world_boxes(server, repo_root, tmp_path):
 def test_infer_on_a_normal_volume_shows_only_boxes_at_the_shipped_operating_point(server, tmp_path):
     """The package's score threshold is the operating point shipped beside the model; /infer on a lesion-free
     volume returns exactly the boxes the bundle scores at or above it (none when validation put it above them)."""
-    from monai.bundle import ConfigWorkflow
 
     shipped = json.loads((server["bundle"] / "models" / "operating_point.json").read_text())["score_threshold"]
     assert shipped == THRESHOLD
     res = _infer(server, "normal-900")
-    out = tmp_path / "all.json"
-    wf = ConfigWorkflow(
-        config_file=str(server["bundle"] / "configs" / "inference.yaml"),
-        meta_file=str(server["bundle"] / "configs" / "metadata.json"),
-        workflow_type="infer",
-        bundle_root=str(server["bundle"]),
-        input_image=str(server["store"] / "normal-900.nii.gz"),
-        output_path=str(out),
-        score_threshold=0.0,
-        device="$torch.device('cpu')",
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    scores = np.asarray(json.loads(out.read_text())["predictions"][0]["score"], dtype=float)
+    scores = np.asarray(_own_predictions(server, "normal-900", tmp_path / "all.json", 0.0)["score"], dtype=float)
     assert len(res["label"]) == int((scores >= shipped).sum())
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.demo.run import DemoOptions, run  # noqa: E402
+from bundle.demo.run import DemoOptions, option_problem, run  # noqa: E402
 from bundle.selftrain.pseudo import parse_threshold  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
         help="(b) on whole series with ignore regions (false: key slices)",
     )
     ap.add_argument(
-        "--context_slices", type=int, default=d.context_slices, help="(b)'s input slices: 1 (2D); 2.5D is scripts/ablation.py's context arm"
+        "--context_slices", type=int, default=d.context_slices, help="(b)'s input slices: 3 (2.5D: each slice with its neighbours), 1 (2D)"
     )
     ap.add_argument(
         "--ignore_floor", type=float, default=d.ignore_floor, help="series self-training: lowest teacher score made an ignore region"
@@ -61,9 +61,10 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
     ap.add_argument("--model_dir", default=d.model_dir, help="where the self-trained model is copied as model.pt (the bundle's model)")
     ap.add_argument("--data", default=d.data, help="where the demo data, export, de-identified copy and mined datalist go")
     args = ap.parse_args(argv)
-    if args.context_slices != 1:  # one line, not run()'s ValueError traceback
-        ap.error(f"--context_slices {args.context_slices}: the demo compares on 2D key slices; 2.5D is scripts/ablation.py's 'context' arm")
-    return DemoOptions(**vars(args))
+    o = DemoOptions(**vars(args))
+    if option_problem(o):  # one line, not run()'s ValueError traceback
+        ap.error(option_problem(o))
+    return o
 
 
 def main() -> None:

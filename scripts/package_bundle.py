@@ -118,6 +118,16 @@ def monailabel_metadata(meta: dict) -> dict:
     return meta
 
 
+def describe_input(meta: dict, k: int) -> dict:
+    """network_data_format for a model of ``k`` input channels: a 2.5D model takes each slice with its neighbours."""
+    meta = json.loads(json.dumps(meta))
+    inp = meta["network_data_format"]["inputs"]["image"]
+    inp["num_channels"] = k
+    h = k // 2
+    inp["channel_def"] = {str(i): "image" if k == 1 else f"slice z{i - h:+d}" if i != h else "slice z" for i in range(k)}
+    return meta
+
+
 def md5(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -201,7 +211,7 @@ def package(
     ``models_dir`` (default ``<root>/models``) is where model.pt (or, without it, model.ts) is taken from.
     """
     from bundle.engines import operating_point
-    from bundle.engines.checkpoints import convert
+    from bundle.engines.checkpoints import convert, input_channels
 
     if out.exists():
         shutil.rmtree(out)
@@ -240,6 +250,9 @@ def package(
         ConfigParser.export_config_file(
             parser.get(), str(out / "configs" / "train.yaml"), fmt="yaml", default_flow_style=None, sort_keys=False
         )
+    k = input_channels(out / "models")  # the packaged model's input, in the metadata the zoo's checks feed it by
+    meta_path = out / "configs" / "metadata.json"
+    meta_path.write_text(json.dumps(describe_input(json.loads(meta_path.read_text()), k), indent=2))
     if (out / "models" / "model.pt").is_file():
         if convert(out / "models" / "model.pt"):
             print(f"{models / 'model.pt'} is in the pre-0.5.0 format; the package holds its weights alone", file=sys.stderr)

@@ -39,24 +39,30 @@ def pacs_export(tiny_demo, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def served_bundle(tmp_path_factory, tiny_demo) -> Path:
-    """A bundle root with a seconds-trained tiny model: models/model.pt and models/model.ts.
+    """A bundle root with a seconds-trained tiny model, shipped as the demo ships its own: models/model.pt and model.ts.
 
-    For the serving tests (zoo export, volume inference, MONAI Deploy, MONAI Label): they check
-    plumbing and geometry, not accuracy, which a model trained this briefly does not have.
+    2.5D on whole series, like the demo's (b): each slice with its two neighbours as 3 input channels, so
+    every serving path (zoo export, TorchScript, volume inference, MONAI Deploy, MONAI Label) has to read
+    the model's input from the model. For the serving tests: they check plumbing and geometry, not
+    accuracy, which a model trained this briefly does not have.
     """
     import subprocess
 
     from monai.bundle import ConfigWorkflow
 
+    from bundle.demo.volumes import write_volume_datalist
+
     root = tmp_path_factory.mktemp("served")
+    volumes = write_volume_datalist(tiny_demo, tiny_demo / "datalist_volume_served.json", ("training", "validation"))
     wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs" / "train.yaml"),
+        config_file=[str(ROOT / "configs" / "train.yaml"), str(ROOT / "configs" / "train_series.yaml")],
         meta_file=str(ROOT / "configs" / "metadata.json"),
         logging_file=str(ROOT / "configs" / "logging.conf"),
         workflow_type="train",
         bundle_root=str(root),
         dataset_dir=str(tiny_demo),
-        data_list_file_path=str(tiny_demo / "datalist.json"),
+        data_list_file_path=str(volumes),
+        context_slices=3,
         epochs=4,
         val_interval=4,
         batch_size=2,
@@ -68,6 +74,9 @@ def served_bundle(tmp_path_factory, tiny_demo) -> Path:
     wf.initialize()
     wf.run()
     wf.finalize()
+    from bundle.engines.checkpoints import input_channels
+
+    assert input_channels(root / "models") == 3
     # the model zoo's export command, exactly as docs/deployment.md gives it: model.pt is the weights
     # alone, so no --key_in_ckpt (the zoo's ci/verify_bundle.py gives none either)
     subprocess.run(

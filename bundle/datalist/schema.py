@@ -6,6 +6,8 @@ layout); each item is one image (a 2D slice or a volume) with its boxes. Convent
 - `box`: boxes in the image's array (voxel) coordinates, max exclusive: [x0, y0, x1, y1] for a slice
   (x = DICOM column), [x0, y0, z0, x1, y1, z1] for a volume; `label`: one integer per box, from 0;
 - every other field is optional; per-box fields (`long_mm`, `provenance`, ...) have one entry per box.
+- a key slice may say where it was cut from: `volume` (path, as `image`) and `slice` (its index on the last
+  array axis); a 2.5D model reads the slice's neighbours there (bundle/transforms/slices.py).
 Why a dataclass: one place says which fields exist, in which order they are written, and what a valid
 item is, so a datalist from another site fails loudly naming the file, the item and the field.
 """

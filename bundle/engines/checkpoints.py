@@ -64,6 +64,26 @@ def network_weights(path: str | Path, map_location: Any = "cpu") -> dict[str, to
     raise ValueError(f"{path}: not network weights (a state_dict, or {{'model': state_dict, ...}}); found {keys}")
 
 
+def input_channels(ckpt_dir: str | Path, default: int = 1) -> int:
+    """Input channels of the model in ckpt_dir (1: 2D slices; k: 2.5D, k adjacent slices), from its first convolution.
+
+    Why: a 2.5D model (context_slices k) is shipped as the same model.pt (or model.ts alone); every reader
+    of it (inference, evaluation, MONAI Label, the Deploy app) builds its network and its k-slice input
+    from this, so the model alone says what it takes. No model file: ``default`` (the bare package the zoo
+    checks build). ``ckpt_dir`` may also name the model file itself (.pt or .ts).
+    """
+    given = Path(ckpt_dir)
+    found = [given] if given.is_file() else [p for p in (given / "model.pt", given / "model.ts") if p.is_file()]
+    if not found:
+        return int(default)
+    path = found[0]
+    weights = torch.jit.load(str(path), map_location="cpu").state_dict() if path.suffix == ".ts" else network_weights(path)
+    for key, w in weights.items():
+        if key.endswith(".weight") and w.ndim >= 4:  # registration order: the stem convolution comes first
+            return int(w.shape[1])
+    raise ValueError(f"{path}: no convolution weight found to read the input channels from")
+
+
 def convert(src: str | Path, dst: str | Path | None = None) -> bool:
     """Rewrite a pre-0.5.0 ``model.pt`` as the weights alone (in place unless ``dst``); False if already so."""
     ckpt = _load(src)

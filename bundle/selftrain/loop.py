@@ -24,14 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def absolute_datalist(path: str | Path) -> dict:
-    """A datalist with absolute image paths, so rewritten datalists can live anywhere."""
+    """A datalist with absolute image (and key slices' volume) paths, so rewritten datalists can live anywhere."""
     p = Path(path)
     doc = read_datalist(p)
     for section in doc.values():
         if isinstance(section, list):
             for item in section:
-                if "image" in item:
-                    item["image"] = str((p.parent / item["image"]).resolve())
+                for key in ("image", "volume"):  # volume: where a key slice's neighbours are (2.5D models)
+                    if isinstance(item.get(key), str):
+                        item[key] = str((p.parent / item[key]).resolve())
     return doc
 
 

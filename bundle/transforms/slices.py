@@ -15,13 +15,16 @@ slice spacing) becomes an ignore region on the slices around k; ``ignore_box`` r
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import RandomizableTransform
+from monai.transforms import RandomizableTransform, Transform
 
 from bundle.datalist.schema import IGNORE_LABEL
+from bundle.io.errors import InputError
 
 
 def context_stack(img: torch.Tensor, z: int, context_slices: int) -> torch.Tensor:
@@ -126,4 +129,64 @@ class SliceWithBoxesd(RandomizableTransform):
         d[self.label_key] = torch.as_tensor(out_labels, dtype=torch.long)
         for k in (self.extent_key, self.ignore_key):
             d.pop(k, None)
+        return d
+
+
+class KeySliceContextd(Transform):
+    """A key slice (C, X, Y) -> its ``context_slices`` adjacent slices (C * k, X, Y), read from the volume it was cut from.
+
+    Why: a 2.5D model takes each slice with its neighbours, but the seed study's key-slice comparison
+    (configs/evaluate.yaml) and 2D inference lists hold single slices. Items that say which volume and
+    slice they come from (``volume``, ``slice``: the demo's, DeepLesion's key slices) get their neighbours
+    from it; the volume's slice must be the item's image, so a wrong index cannot pass silently.
+    Identity when ``context_slices`` is 1.
+    """
+
+    def __init__(
+        self, context_slices: int = 1, image_key: str = "image", volume_key: str = "volume", slice_key: str = "slice", cache: int = 4
+    ) -> None:
+        if context_slices < 1 or context_slices % 2 == 0:
+            raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
+        self.k, self.image_key, self.volume_key, self.slice_key = int(context_slices), image_key, volume_key, slice_key
+        self.cache_size = cache
+        self._cache: dict[str, torch.Tensor] = {}  # key slices of one volume come together in a datalist
+
+    def _volume(self, path: str) -> torch.Tensor:
+        if path not in self._cache:
+            from monai.transforms import LoadImage
+
+            if not Path(path).is_file():
+                raise InputError(f"{path}: no such volume (the '{self.volume_key}' of a key slice)")
+
+            vol = LoadImage(image_only=True, ensure_channel_first=True)(path)
+            if len(self._cache) >= self.cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[path] = torch.as_tensor(vol).as_subclass(torch.Tensor).float()
+        return self._cache[path]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        if self.k == 1:
+            return d
+        img = d[self.image_key]
+        name = getattr(img, "meta", {}).get("filename_or_obj", "")
+        path, z = d.get(self.volume_key), d.get(self.slice_key)
+        if not path or z is None:
+            raise InputError(
+                f"{name}: the model takes {self.k} adjacent slices, but the item has no '{self.volume_key}' and '{self.slice_key}' "
+                "(the volume this key slice was cut from, and its index); give them, or run volumes (configs/inference_volume.yaml)"
+            )
+        vol, z = self._volume(str(path)), int(z)
+        mine = torch.as_tensor(img).as_subclass(torch.Tensor).float()
+        if vol.ndim != 4 or tuple(vol.shape[:3]) != tuple(mine.shape) or not 0 <= z < vol.shape[-1]:
+            raise InputError(
+                f"{name}: '{self.slice_key}' {z} of {path} (shape {tuple(vol.shape)}) cannot be this image (shape {tuple(mine.shape)})"
+            )
+        tol = 1e-3 * max(1.0, float(mine.abs().max()))
+        if not torch.allclose(vol[..., z], mine, rtol=1e-3, atol=tol):
+            raise InputError(f"{name}: slice {z} of {path} is not this image (check the item's '{self.slice_key}')")
+        stack = context_stack(vol, z, self.k)
+        d[self.image_key] = MetaTensor(
+            stack, affine=getattr(img, "affine", None), meta={k: v for k, v in getattr(img, "meta", {}).items() if k != "affine"}
+        )
         return d

@@ -119,11 +119,19 @@ class BoxDetectionOperator(Operator):
         parser.read_config(str(self.bundle_root / "configs" / "inference_volume.yaml"))
         parser.read_meta(str(self.bundle_root / "configs" / "metadata.json"))
         from bundle.deploy.app_inputs import model_file
+        from bundle.engines.checkpoints import input_channels
 
         path = model_file(self.model_path)
-        # ckpt_dir = the model's folder: score_threshold defaults to the operating point shipped beside it
+        # ckpt_dir = the model's folder: score_threshold defaults to the operating point shipped beside it;
+        # the model's own input (1: 2D, k: 2.5D) sets the slices each network input stacks
         parser.update(
-            {"bundle_root": str(self.bundle_root), "ckpt_dir": str(path.parent), "device": "$torch.device('cpu')", **self.overrides}
+            {
+                "bundle_root": str(self.bundle_root),
+                "ckpt_dir": str(path.parent),
+                "device": "$torch.device('cpu')",
+                "context_slices": input_channels(path),
+                **self.overrides,
+            }
         )
         detector = parser.get_parsed_content("detector")
         if path.suffix == ".ts":

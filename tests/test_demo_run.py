@@ -30,6 +30,16 @@ def test_script_flags_are_the_options():
     o = parse(["--size", "tiny", "--epochs", "2", "--score_threshold", "0.4", "--work", "w", "--series_rounds", "2"])
     assert (o.size, o.epochs, o.score_threshold, o.work, o.seed, o.series_rounds) == ("tiny", 2, 0.4, "w", 0, 2)
     assert DemoOptions().series and DemoOptions().series_rounds == 0  # docs/results.md's choice: whole series + ignore
+    assert DemoOptions().context_slices == 3  # ... + 2.5D at 36 epochs
+
+
+def test_script_rejects_options_that_cannot_run(capsys):
+    parse = _script().parse
+    for argv, says in ((["--context_slices", "2"], "odd"), (["--context_slices", "3", "--series", "false"], "needs --series true")):
+        with pytest.raises(SystemExit):
+            parse(argv)
+        assert says in capsys.readouterr().err
+    assert parse(["--context_slices", "1", "--series", "false"]).context_slices == 1
 
 
 def test_split_file_is_keyed_by_pseudonym():
@@ -72,5 +82,9 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert exported and all(truth["split"][p] != "test" for p in exported)
     assert (tmp_path / "models" / "model.pt").is_file()
     page = results.read_text()
-    assert "(b) whole series + ignore regions, self-trained up to 1 round(s)" in page and "Self-training rounds" in page
+    assert "(b) whole series + ignore regions + 2.5D (3 slices), self-trained up to 1 round(s)" in page and "Self-training rounds" in page
+    # the shipped model is 2.5D (docs/results.md's 36-epoch choice): 3 input channels, read back from the model
+    from bundle.engines.checkpoints import input_channels
+
+    assert r["context_slices"] == 3 and input_channels(tmp_path / "models") == 3
     assert r["series_rounds"] == 1 and len(r["self_training"]) in (1, 2)  # round 0, and round 1 unless it stopped early

@@ -20,8 +20,9 @@ def label(name: str, r: dict) -> str:
     """A model's row label; (b) says what it is in this run (whole series, rounds of self-training, or key slices)."""
     if name != "self_trained" or not r.get("series"):
         return LABELS[name]
-    rounds = r.get("series_rounds", 0)
-    return "(b) whole series + ignore regions" + (f", self-trained up to {rounds} round(s)" if rounds else "")
+    rounds, k = r.get("series_rounds", 0), r.get("context_slices", 1)
+    context = f" + 2.5D ({k} slices)" if k > 1 else ""
+    return "(b) whole series + ignore regions" + context + (f", self-trained up to {rounds} round(s)" if rounds else "")
 
 
 def _f(v) -> str:
@@ -63,6 +64,7 @@ def assemble(
         "rounds": o.series_rounds if o.series else o.rounds,
         "series": o.series,
         "series_rounds": o.series_rounds,
+        "context_slices": o.context_slices,
         "score_threshold": o.score_threshold,
         "target_precision": o.series_target_precision if o.series else o.target_precision,
         "self_training_best_round": st["best_round"],

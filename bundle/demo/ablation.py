@@ -50,7 +50,7 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "context_36ep": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "epochs": 36}),
 }
 # self-trained arm -> its teacher arm (round 0 of its self-training)
-TEACHERS = {"self_trained": "context", "self_trained_2d": "ignore"}
+TEACHERS = {"self_trained": "context", "self_trained_2d": "ignore", "self_trained_36ep": "context_36ep"}
 INFERENCE_KEYS = ("context_slices", "val_patch_size")
 
 
@@ -75,7 +75,8 @@ class AblationPlan:
             "mined_only_36ep",
             "ignore_36ep",
             "context_36ep",
-            "self_trained",
+            "self_trained_36ep",
+            "self_trained",  # last: linking's min_slices option is evaluated on it
         ]
     )
     rounds: int = 1

@@ -19,6 +19,7 @@ LABELS = {
     "mined_only_36ep": "mined key slices only, 36 epochs (budget)",
     "ignore_36ep": "+ ignore regions, 36 epochs (budget)",
     "context_36ep": "+ ignore + 2.5D, 36 epochs (budget)",
+    "self_trained_36ep": "+ ignore + 2.5D + self-training, 36 epochs (budget)",
     "self_trained": "+ ignore + 2.5D + self-training (the round kept on validation)",
     "self_trained_2d": "+ ignore + self-training, 2D (the round kept on validation)",
 }

@@ -1,7 +1,7 @@
 """The training section of scripts/benchmark.py: is the data pipeline ever what a training step waits for?
 
 For key-slice training (configs/train.yaml) and whole-series training (train_series.yaml over it), each
-at 0 loader workers and at the machine-sized default (bundle/engines/loader.py default_workers):
+at 0 loader workers and at train.yaml's own `num_workers` (fixed, as a seed fixes the model with it):
 - the loader alone, three arms: train.yaml now (LeanCacheDataset, NumPy hand-over); before (MONAI's
   CacheDataset: a deep copy of the cached item per draw, metadata tracked, every tensor handed over
   through a shared-memory file of its own); plain (a Dataset that decodes and normalises every draw);
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"key_slices": ["train.yaml"], "series": ["train.yaml", "train_series.yaml"]}
 SERIES_DATALIST = "datalist_volumes.json"
-BEFORE_WORKERS = 2  # train.yaml's num_workers before it followed the machine
+BEFORE_WORKERS = 2  # train.yaml's num_workers before the lean cache (the same fixed 2 it has now)
 DATASETS = {  # overrides of train.yaml per arm
     "plain": {"train#dataset": {"_target_": "Dataset", "data": "@train_datalist", "transform": "@train#preprocessing"}},
     "monai_cache": {"train#dataset#_target_": "CacheDataset", "train#dataloader#collate_fn": "$monai.data.utils.no_collation"},
@@ -111,9 +111,9 @@ def network_alone(loader, iters: int, step) -> float:
 
 def bench_config(data: Path, device: str, config: str, iters: int, repeats: int) -> dict:
     """One config's loader, network and step figures: medians over `repeats` interleaved rounds."""
-    from bundle.engines.loader import default_workers
+    from monai.bundle import ConfigParser
 
-    n = default_workers()
+    n = int(ConfigParser.load_config_file(str(ROOT / "configs" / "train.yaml"))["num_workers"])  # what a training runs with
     draws = (iters + 2) * 4 * 2  # batch_size 4: every timed batch in one epoch, with room for the prefetched ones
     loaders = {
         f"loader_{ds}_w{w}": train_parser(data, device, config, w, ds, draws).get_parsed_content("train#dataloader")
@@ -161,7 +161,7 @@ def _loader_cells(r: dict, gpu: bool) -> tuple[str, str]:
 
 
 def _step_cells(r: dict, gpu: bool) -> tuple[str, str]:
-    """Now (machine-sized workers) vs before (2 workers); then shares of the network alone's speed and waiting."""
+    """Now (train.yaml's workers) vs before (CacheDataset, 2 workers); then shares of the network alone's speed and waiting."""
     nw, net = r["workers"], r["network"]
     ratio = f"{r[f'step_lean_w{nw}'] / r['step_before']:.2f}x ({nw} workers vs {r['before_workers']})"
     detail = (

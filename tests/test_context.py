@@ -96,6 +96,11 @@ def test_key_slice_evaluation_follows_the_evaluated_model(repo_root, served_bund
     )
     assert parser.get_parsed_content("context_slices") == 3
     assert parser.get_parsed_content("network").feature_extractor.body.conv1.in_channels == 3
+    # the demo and the ablation name the model file (--ckpt_path) outside ckpt_dir: k comes from that file
+    elsewhere = ConfigParser()
+    elsewhere.read_config([str(repo_root / "configs" / "train.yaml"), str(repo_root / "configs" / "evaluate.yaml")])
+    elsewhere.update({"bundle_root": str(tiny_demo), "ckpt_path": str(served_bundle / "models" / "model.pt")})
+    assert elsewhere.get_parsed_content("context_slices") == 3
     item = parser.get_parsed_content("test_datalist")[0]
     out = parser.get_parsed_content("validate#preprocessing")(item)
     assert out["image"].shape[0] == 3 and out["box"].shape[1] == 4

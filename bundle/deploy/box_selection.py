@@ -105,7 +105,7 @@ def _monai(det: RetinaNetDetector, *args, **kwargs) -> list[dict[str, Tensor]]:
     return type(det).postprocess_detections(det, *args, **kwargs)
 
 
-def _score_cut(sel: BoxSelector) -> float:
+def score_cut(sel: BoxSelector) -> float:
     """A level whose largest logit is below this has no score above ``score_thresh`` (sigmoid is monotonic;
     the margin is far wider than any rounding), so MONAI's top-k there would return nothing."""
     t = float(sel.score_thresh)
@@ -130,7 +130,7 @@ def _candidates(det: RetinaNetDetector, logits: Tensor, per_level: Sequence[int]
         ],
         1,
     )
-    cut = _score_cut(sel)
+    cut = score_cut(sel)
     rows, scores, labels, image = [], [], [], []
     for i, peaks_i in enumerate(peaks.tolist()):
         for lo, hi, peak in zip(bounds[:-1], bounds[1:], peaks_i):

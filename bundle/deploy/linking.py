@@ -21,7 +21,7 @@ from monai.transforms import ScaleIntensityRangePercentiles
 
 from bundle.deploy.box_selection import batched_postprocess
 from bundle.deploy.box_selection import non_max_suppression as fast_non_max_suppression
-from bundle.deploy.slice_forward import detect, in_workers, supported
+from bundle.deploy.slice_forward import detect, in_workers, supported, threads_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,13 @@ class SliceToVolumeDetector:
         idx = (torch.arange(n, device=v.device)[:, None] + torch.arange(-half, half + 1, device=v.device)[None, :]).clamp_(0, n - 1)
         return v[idx].flatten(1, 2)  # (n, k, C, a, b) -> (n, k*C, a, b), channel order z-half ... z+half
 
-    def _run_slices(self, slices: torch.Tensor, use_inferer: bool) -> list[dict]:
+    def _workers(self, dev: torch.device, use_inferer: bool) -> int:
+        """Threads the stacked path splits the slices between (``cpu_workers``; CPU only)."""
+        if not self.stack or use_inferer or dev.type != "cpu":
+            return 1
+        return self.cpu_workers or (2 if torch.get_num_threads() >= 2 else 1)
+
+    def _run_slices(self, slices: torch.Tensor, use_inferer: bool, workers: int = 1) -> list[dict]:
         """Chunks of ``slice_batch`` slices through the 2D detector as (B, C, H, W) batches."""
         det, dev, n = self.detector, slices.device, slices.shape[0]
         if not self.stack:  # the previous path: lists of contiguous slices
@@ -232,7 +238,6 @@ class SliceToVolumeDetector:
         amp = self.amp if self.amp is not None else dev.type == "cuda"
         cl = self.channels_last if self.channels_last is not None else dev.type in ("cuda", "cpu")
         lazy = self.lazy_regression and not use_inferer and supported(det)
-        workers = 1 if use_inferer or dev.type != "cpu" else self.cpu_workers or (2 if torch.get_num_threads() >= 2 else 1)
         bounds = np.linspace(0, n, min(workers, n) + 1).round().astype(int).tolist()
 
         def part(lo_hi: tuple[int, int]) -> list[dict]:  # no_grad and autocast are per thread
@@ -263,8 +268,10 @@ class SliceToVolumeDetector:
     def _one(self, vol: torch.Tensor, use_inferer: bool) -> dict:
         if vol.ndim != 4:
             raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
-        per_slice = self._as_numpy(self._run_slices(self.slice_stack(vol), use_inferer))
-        boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs, fast_nms=self.batched_select)
+        workers = self._workers(vol.device, use_inferer)
+        with threads_per_worker(workers):  # the linking step's small ops too
+            per_slice = self._as_numpy(self._run_slices(self.slice_stack(vol), use_inferer, workers))
+            boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs, fast_nms=self.batched_select)
         if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs
             boxes = _reinsert_axis(boxes, self.slice_axis)
         self.last_counts.append(counts)

@@ -12,10 +12,11 @@ batch (which oneDNN may sum in another order, as it may for any other batch size
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -88,19 +89,25 @@ def detect(det: RetinaNetDetector, batch: Tensor) -> list[dict[str, Tensor]]:
     return det.postprocess_detections(reshaped, anchors, image_sizes, num_anchor_locs_per_level)
 
 
-def in_workers(fn: Callable[[T], R], parts: Sequence[T], workers: int) -> list[R]:
-    """``[fn(p) for p in parts]``, in ``workers`` Python threads that share the intra-op threads between them.
+@contextlib.contextmanager
+def threads_per_worker(workers: int) -> Iterator[None]:
+    """Within the block, torch's intra-op threads divided by ``workers`` (process-wide, restored on exit).
 
-    Why: on a 2-core CPU one convolution on two OpenMP threads waits at barriers and the memory-bound
-    ops (norms, activations, reorders) barely scale; two single-threaded workers on two halves of the
-    slices keep both cores busy. ``torch.set_num_threads`` is process-wide: it is set for the call and
-    restored after it."""
-    if workers <= 1 or len(parts) <= 1:
-        return [fn(p) for p in parts]
+    Why: on a 2-core CPU one convolution on two OpenMP threads waits at barriers and the small or
+    memory-bound ops (norms, activations, reorders, the linking step's IoU tables) barely scale; two
+    single-threaded workers on two halves of the slices keep both cores busy."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // workers))
+    if workers > 1:
+        torch.set_num_threads(max(1, threads // workers))
     try:
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(fn, parts))
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def in_workers(fn: Callable[[T], R], parts: Sequence[T], workers: int) -> list[R]:
+    """``[fn(p) for p in parts]`` in ``workers`` Python threads, each with its share of the intra-op threads."""
+    if workers <= 1 or len(parts) <= 1:
+        return [fn(p) for p in parts]
+    with threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, parts))

@@ -152,7 +152,7 @@ def test_batched_postprocess_is_scoped_to_the_block():
 def test_non_max_suppression_equals_monai_with_ties(dims):
     """The one-table NMS of the 3D linking step picks what MONAI's loop picks (numpy in, numpy out)."""
     rng = np.random.default_rng(dims)
-    for n in (0, 1, 2, 9, 40, 120):
+    for n in (0, 1, 2, 9, 40, 120, 300):  # 300: blocks of 64, 128 and 256 candidates
         lo = rng.integers(0, 30, (n, dims)).astype(np.float32)
         boxes = np.concatenate([lo, lo + rng.integers(1, 10, (n, dims))], 1).astype(np.float32)
         boxes[: n // 4] += rng.random((n // 4, 2 * dims), dtype=np.float32) * np.float32(0.5)  # some off the grid

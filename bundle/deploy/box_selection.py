@@ -75,12 +75,14 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, nms_thresh: float
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, nms_thresh: float, max_proposals: int = -1) -> np.ndarray:
-    """The indices ``monai.data.box_utils.non_max_suppression`` (IoU, 2D or 3D boxes) returns, for a few boxes.
+    """The indices ``monai.data.box_utils.non_max_suppression`` (IoU, 2D or 3D boxes) returns, for many boxes.
 
-    MONAI calls ``box_iou(remaining, picked)`` once per kept box; this calls it once for all pairs (the
-    same element-wise arithmetic per pair) and runs MONAI's greedy loop on the table: MONAI's stable
-    descending order, ``overlap <= nms_thresh`` survives, the first ``max_proposals`` picks. For the
-    3D boxes of :func:`bundle.deploy.linking.link_slices` (tens per volume, so the table is small).
+    MONAI calls ``box_iou(remaining, picked)`` once per kept box; this calls it for blocks of candidates
+    in score order against the boxes from the block on (the same element-wise arithmetic per pair, so
+    the same table entries) and runs MONAI's greedy loop on them: MONAI's stable descending order,
+    ``overlap <= nms_thresh`` survives, the first ``max_proposals`` picks. Blocks double in size and
+    stop once ``max_proposals`` boxes are picked: the linking step's tracks number thousands for an
+    untrained network, its 50 picks come from the first few hundred.
     """
     boxes, scores = np.asarray(boxes), np.asarray(scores)
     if boxes.shape[0] == 0:
@@ -88,16 +90,20 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, nms_thresh: float
     boxes_t = torch.as_tensor(boxes)
     order = torch.argsort(torch.as_tensor(scores).to(boxes_t), dim=0, descending=True, stable=True)
     b = boxes_t[order]
-    keep_pair = (box_utils.box_iou(b, b) <= nms_thresh).numpy()  # [j, i]: j survives picked i
     removed = np.zeros(len(b), dtype=bool)
     pick: list[int] = []
-    for i in range(len(b)):
-        if removed[i]:
-            continue
-        pick.append(i)
-        if len(pick) >= max_proposals >= 1:
-            break
-        removed |= ~keep_pair[:, i]
+    lo, size = 0, 64
+    while lo < len(b) and not len(pick) >= max_proposals >= 1:
+        hi = min(lo + size, len(b))
+        survives = (box_utils.box_iou(b[lo:hi], b[lo:]) <= nms_thresh).numpy()  # [i - lo, j - lo]: j survives picked i
+        for i in range(lo, hi):
+            if removed[i]:
+                continue
+            pick.append(i)
+            if len(pick) >= max_proposals >= 1:
+                break
+            removed[lo:] |= ~survives[i - lo]
+        lo, size = hi, size * 2
     return order.numpy()[pick]
 
 
@@ -105,7 +111,7 @@ def _monai(det: RetinaNetDetector, *args, **kwargs) -> list[dict[str, Tensor]]:
     return type(det).postprocess_detections(det, *args, **kwargs)
 
 
-def _score_cut(sel: BoxSelector) -> float:
+def score_cut(sel: BoxSelector) -> float:
     """A level whose largest logit is below this has no score above ``score_thresh`` (sigmoid is monotonic;
     the margin is far wider than any rounding), so MONAI's top-k there would return nothing."""
     t = float(sel.score_thresh)
@@ -130,7 +136,7 @@ def _candidates(det: RetinaNetDetector, logits: Tensor, per_level: Sequence[int]
         ],
         1,
     )
-    cut = _score_cut(sel)
+    cut = score_cut(sel)
     rows, scores, labels, image = [], [], [], []
     for i, peaks_i in enumerate(peaks.tolist()):
         for lo, hi, peak in zip(bounds[:-1], bounds[1:], peaks_i):

@@ -21,6 +21,7 @@ from monai.transforms import ScaleIntensityRangePercentiles
 
 from bundle.deploy.box_selection import batched_postprocess
 from bundle.deploy.box_selection import non_max_suppression as fast_non_max_suppression
+from bundle.deploy.slice_forward import detect, in_workers, supported, threads_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ class SliceToVolumeDetector:
         channels_last: bool | None = None,
         stack: bool = True,
         batched_select: bool = True,
+        lazy_regression: bool = True,
+        cpu_workers: int | None = None,
     ) -> None:
         """``context_slices`` k (odd): each slice goes in with its k//2 neighbours each side as k channels
         (z-k//2 ... z+k//2, edges repeated), as the 2.5D model was trained. ``amp`` / ``channels_last``:
@@ -151,7 +154,10 @@ class SliceToVolumeDetector:
         the previous path (a list of slices, contiguous layout, MONAI's per-image box selection), kept for the
         benchmark's side-by-side. ``batched_select``: the stacked path selects boxes for the whole batch
         at once (:func:`bundle.deploy.box_selection.postprocess_batch`, MONAI's decisions); False keeps
-        MONAI's per-image ``postprocess_detections``."""
+        MONAI's per-image ``postprocess_detections``. ``lazy_regression``: the stacked path runs the box
+        regression head only on slices with a candidate (:mod:`bundle.deploy.slice_forward`). ``cpu_workers``:
+        the stacked path on the CPU splits the slices between this many threads (None: 2 where torch has
+        2 or more intra-op threads), :func:`bundle.deploy.slice_forward.in_workers`."""
         if context_slices < 1 or context_slices % 2 == 0:
             raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
         self.detector = detector
@@ -164,6 +170,8 @@ class SliceToVolumeDetector:
         self.channels_last = channels_last
         self.stack = stack
         self.batched_select = batched_select
+        self.lazy_regression = lazy_regression
+        self.cpu_workers = cpu_workers
         self.link_kwargs = dict(
             link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
         )
@@ -212,22 +220,38 @@ class SliceToVolumeDetector:
         idx = (torch.arange(n, device=v.device)[:, None] + torch.arange(-half, half + 1, device=v.device)[None, :]).clamp_(0, n - 1)
         return v[idx].flatten(1, 2)  # (n, k, C, a, b) -> (n, k*C, a, b), channel order z-half ... z+half
 
-    def _run_slices(self, slices: torch.Tensor, use_inferer: bool) -> list[dict]:
+    def _workers(self, dev: torch.device, use_inferer: bool) -> int:
+        """Threads the stacked path splits the slices between (``cpu_workers``; CPU only)."""
+        if not self.stack or use_inferer or dev.type != "cpu":
+            return 1
+        return self.cpu_workers or (2 if torch.get_num_threads() >= 2 else 1)
+
+    def _run_slices(self, slices: torch.Tensor, use_inferer: bool, workers: int = 1) -> list[dict]:
         """Chunks of ``slice_batch`` slices through the 2D detector as (B, C, H, W) batches."""
-        det, dev = self.detector, slices.device
+        det, dev, n = self.detector, slices.device, slices.shape[0]
+        if not self.stack:  # the previous path: lists of contiguous slices
+            return [
+                p
+                for s in range(0, n, self.slice_batch)
+                for p in det(list(slices[s : s + self.slice_batch].unbind(0)), use_inferer=use_inferer)
+            ]
         amp = self.amp if self.amp is not None else dev.type == "cuda"
         cl = self.channels_last if self.channels_last is not None else dev.type in ("cuda", "cpu")
-        preds: list[dict] = []
-        for start in range(0, slices.shape[0], self.slice_batch):
-            chunk = slices[start : start + self.slice_batch]
-            if not self.stack:  # the previous path: a list of contiguous slices
-                preds.extend(det(list(chunk.unbind(0)), use_inferer=use_inferer))
-                continue
-            if cl:
-                chunk = chunk.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"), batched_postprocess(det, self.batched_select):
-                preds.extend(det(chunk, use_inferer=use_inferer))
-        return preds
+        lazy = self.lazy_regression and not use_inferer and supported(det)
+        bounds = np.linspace(0, n, min(workers, n) + 1).round().astype(int).tolist()
+
+        def part(lo_hi: tuple[int, int]) -> list[dict]:  # no_grad and autocast are per thread
+            out: list[dict] = []
+            with torch.no_grad(), torch.autocast(dev.type, enabled=amp and dev.type == "cuda"):
+                for start in range(lo_hi[0], lo_hi[1], self.slice_batch):
+                    chunk = slices[start : min(start + self.slice_batch, lo_hi[1])]
+                    if cl:
+                        chunk = chunk.contiguous(memory_format=torch.channels_last)
+                    out.extend(detect(det, chunk) if lazy else det(chunk, use_inferer=use_inferer))
+            return out
+
+        with batched_postprocess(det, self.batched_select):
+            return [p for ps in in_workers(part, list(zip(bounds[:-1], bounds[1:])), workers) for p in ps]
 
     def _as_numpy(self, preds: list[dict]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per-slice (boxes, labels, scores) arrays for :func:`link_slices`; ``batched_select``: one copy for all slices."""
@@ -244,8 +268,10 @@ class SliceToVolumeDetector:
     def _one(self, vol: torch.Tensor, use_inferer: bool) -> dict:
         if vol.ndim != 4:
             raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
-        per_slice = self._as_numpy(self._run_slices(self.slice_stack(vol), use_inferer))
-        boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs, fast_nms=self.batched_select)
+        workers = self._workers(vol.device, use_inferer)
+        with threads_per_worker(workers):  # the linking step's small ops too
+            per_slice = self._as_numpy(self._run_slices(self.slice_stack(vol), use_inferer, workers))
+            boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs, fast_nms=self.batched_select)
         if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs
             boxes = _reinsert_axis(boxes, self.slice_axis)
         self.last_counts.append(counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import nibabel as nib
 import numpy as np
@@ -176,6 +177,9 @@ def _volume_detector(repo_root, **overrides):
 
     parser = ConfigParser()
     parser.read_config(str(repo_root / "configs" / "inference_volume.yaml"))
+    # no model in ckpt_dir: the input channels and the operating point are the config's defaults, not those of
+    # whatever `make demo` left in the checkout's models/
+    parser["ckpt_dir"] = tempfile.mkdtemp(prefix="no_model_")
     parser["slice_sliding_window"] = False
     parser["score_thresh"] = 0.0  # an untrained network scores low: keep its boxes so there is something to compare
     for k, v in overrides.items():

@@ -108,3 +108,19 @@ def test_the_choice_reads_validation_only_and_prefers_fewer_parts_within_one_sta
     # a budget compares only the arms trained with it, by their parts
     pooled |= {"ignore_36ep": arm(80, 100, 0.5), "context_36ep": arm(95, 100, 0.6)}
     assert choose(pooled)["chosen"] == "context" and choose(pooled, "_36ep")["chosen"] == "context_36ep"
+
+
+@pytest.mark.parametrize(("given", "arrives"), [(["--results", "None"], "None"), ([], "'docs/results.md'")])
+def test_results_none_on_the_command_line_reaches_the_config_as_none(repo_root: Path, tmp_path: Path, given, arrives):
+    """scripts/ablation.py's documented quick look (``--results None``) must not rewrite docs/results.md:
+    ``monai.bundle run`` keeps the config's value for an override that parses to None."""
+    from bundle.engines.runner import bundle_run, config_overrides
+
+    probe = tmp_path / "probe.yaml"  # merged over the real config: its run prints what `results` became
+    probe.write_text("run:\n  - \"$open(@probe_out, 'w').write(repr(@results))\"\n")
+    out = tmp_path / "results_value.txt"
+    overrides = config_overrides(given, "usage") | {"probe_out": str(out)}
+    bundle_run(
+        [str(repo_root / "configs" / "experiments" / "ablation.yaml"), str(probe)], repo_root, tmp_path / "log", quiet=True, **overrides
+    )
+    assert out.read_text() == arrives

@@ -40,9 +40,11 @@ def config_overrides(argv: list[str], usage: str) -> dict[str, str]:
     """``--key value`` pairs of a thin script's command line, passed on to a config as overrides.
 
     Why: scripts take what the config gives; they add no options of their own. Prints ``usage`` and exits
-    (0 for --help, 2 for an odd number of arguments) instead of guessing.
+    (0 for --help, 2 for an odd number of arguments) instead of guessing. ``None`` is passed as ``$None``:
+    ``monai.bundle run`` drops an override whose value parses to None and keeps the config's value, so
+    ``--results None`` would otherwise still write the results page.
     """
     if any(a in ("-h", "--help") for a in argv) or len(argv) % 2:
         print(usage)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    return {argv[i].removeprefix("--"): argv[i + 1] for i in range(0, len(argv), 2)}
+    return {argv[i].removeprefix("--"): "$None" if argv[i + 1] == "None" else argv[i + 1] for i in range(0, len(argv), 2)}

@@ -53,6 +53,9 @@ def _volume_parser(device: str, model: str):
 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "inference_volume.yaml"))
+    # the model's folder gives its input slices and shipped operating point, as inference_volume.yaml reads them;
+    # without a model an empty folder: 2D and the config's default threshold, whatever the checkout's models/ holds
+    parser["ckpt_dir"] = str(Path(model).resolve().parent) if model else tempfile.mkdtemp(prefix="bench_no_model_")
     parser["slice_sliding_window"] = False
     parser["device"] = f"$torch.device('{device}')"
     parser["amp"] = device == "cuda"
@@ -113,6 +116,8 @@ def bench_volume(data: Path, device: str, repeats: int, model: str) -> dict:
         "ratio": old / new,
         "identical_boxes": same,
         "n_boxes": sum(len(b["box"]) for b in boxes["new"]),
+        "context_slices": int(det.context_slices),
+        "score_threshold": float(parser.get_parsed_content("score_threshold")),
     }
     out["old_slices_per_s"], out["new_slices_per_s"] = n_slices / old, n_slices / new
     out["startup_s"] = _startup_seconds(device)
@@ -287,10 +292,17 @@ def render(results: dict, machine_line: str, args, command: str) -> str:
         "given only on a GPU: on the shared 2-core CPU they follow the neighbours' load, ratios much less so.",
         "",
         f"Machine: {machine_line}. Data: `--size {args.size}` demo generated into a temp dir. Volume inference uses",
-        f"{'the weights in ' + args.model if args.model else 'a seeded untrained network (speed does not depend on the weights; the box count does)'}.",
+        f"{'the weights in ' + args.model if args.model else 'a seeded untrained network (speed depends on the weights only through the slices with a candidate box)'}"
+        f"{_volume_setting(results.get('volume', {}))}.",
         "",
     ]
     return "\n".join(head + rows) + "\n\n" + NOTES
+
+
+def _volume_setting(v: dict) -> str:
+    if "context_slices" not in v:
+        return ""
+    return f", {v['context_slices']} input slice(s), score threshold {v['score_threshold']:.4g}"
 
 
 NOTES = """Notes

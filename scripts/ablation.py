@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.engines.runner import bundle_run, config_overrides  # noqa: E402
+from bundle.engines.runner import bundle_run, config_overrides, one_line_on_failed_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     work = work if work.is_absolute() else ROOT / work
     overrides["work_dir"] = work
     t0 = time.time()
-    bundle_run("configs/experiments/ablation.yaml", ROOT, work / "ablation_command.log", **overrides)
+    with one_line_on_failed_step():
+        bundle_run("configs/experiments/ablation.yaml", ROOT, work / "ablation_command.log", **overrides)
     pooled = json.loads((work / "ablation.json").read_text())["pooled"]
     for arm, a in pooled.items():
         p = a["pooled"]

@@ -53,9 +53,11 @@ def _volume_parser(device: str, model: str):
 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "inference_volume.yaml"))
-    # the model's folder gives its input slices and shipped operating point, as inference_volume.yaml reads them;
+    # the model's own input slices and the operating point shipped beside it, as inference_volume.yaml reads them;
     # without a model an empty folder: 2D and the config's default threshold, whatever the checkout's models/ holds
     parser["ckpt_dir"] = str(Path(model).resolve().parent) if model else tempfile.mkdtemp(prefix="bench_no_model_")
+    if model:
+        parser["context_slices"] = f"$checkpoints.input_channels({str(Path(model).resolve())!r}, default=1)"
     parser["slice_sliding_window"] = False
     parser["device"] = f"$torch.device('{device}')"
     parser["amp"] = device == "cuda"

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.demo.run import DemoOptions, option_problem, run  # noqa: E402
+from bundle.engines.runner import one_line_on_failed_step  # noqa: E402
 from bundle.selftrain.pseudo import parse_threshold  # noqa: E402
 
 
@@ -69,7 +70,8 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
 
 def main() -> None:
     command = " ".join(shlex.quote(c) for c in [Path(sys.executable).name, "scripts/demo.py", *sys.argv[1:]])
-    run(parse(), command)
+    with one_line_on_failed_step():  # the failed step's traceback is in runs/demo/demo.log
+        run(parse(), command)
 
 
 if __name__ == "__main__":

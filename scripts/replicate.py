@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.engines.runner import bundle_run, config_overrides  # noqa: E402
+from bundle.engines.runner import bundle_run, config_overrides, one_line_on_failed_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     work = work if work.is_absolute() else ROOT / work
     overrides["work_dir"] = work
     t0 = time.time()
-    bundle_run("configs/experiments/replicate.yaml", ROOT, work / "replicate_command.log", **overrides)
+    with one_line_on_failed_step():
+        bundle_run("configs/experiments/replicate.yaml", ROOT, work / "replicate_command.log", **overrides)
     pooled = json.loads((work / "replicates.json").read_text())["pooled"]
     for arm, m in pooled["arms"].items():
         print(f"{arm:18s} F1 {m['f1']['mean']:.3f} ± {m['f1']['sd']:.3f} (n={m['f1']['n']})")

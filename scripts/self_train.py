@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.engines.runner import bundle_run, config_overrides  # noqa: E402
+from bundle.engines.runner import bundle_run, config_overrides, one_line_on_failed_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("datalist", "truth"):  # the config runs from the bundle root; paths are the caller's
         if key in overrides and overrides[key] not in ("null", "None") and not Path(overrides[key]).is_absolute():
             overrides[key] = Path.cwd() / overrides[key]
-    bundle_run("configs/self_train.yaml", ROOT, work / "self_train_command.log", **overrides)
+    with one_line_on_failed_step():
+        bundle_run("configs/self_train.yaml", ROOT, work / "self_train_command.log", **overrides)
     print((work / "report.md").read_text())
     print(f"stopped: {json.loads((work / 'state.json').read_text())['stopped']}")
 

@@ -124,3 +124,19 @@ def test_results_none_on_the_command_line_reaches_the_config_as_none(repo_root: 
         [str(repo_root / "configs" / "experiments" / "ablation.yaml"), str(probe)], repo_root, tmp_path / "log", quiet=True, **overrides
     )
     assert out.read_text() == arrives
+
+
+def test_a_failed_step_ends_the_script_with_one_line(repo_root: Path, tmp_path: Path):
+    """The step's traceback goes to its log; the script says which command failed and where to look."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "scripts/ablation.py", "--work_dir", str(tmp_path / "abl"), "--plan#no_such_field", "1"],
+        cwd=repo_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.startswith("error: step failed (exit 1)") and out.stderr.count("\n") == 1
+    assert out.stderr.rstrip().endswith(str(tmp_path / "abl" / "ablation_command.log"))
+    assert "no_such_field" in (tmp_path / "abl" / "ablation_command.log").read_text()

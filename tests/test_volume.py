@@ -170,6 +170,9 @@ def test_world_labels_come_back_as_truth_boxes_in_training(tiny_demo, tmp_path):
     np.testing.assert_allclose(np.asarray(s["box"]), crossing, atol=1e-4)
 
 
+_NO_MODEL = tempfile.mkdtemp(prefix="no_model_")  # one empty ckpt_dir for every call of the helper below
+
+
 def _volume_detector(repo_root, **overrides):
     """The detector and preprocessing of inference_volume.yaml with a seeded, untrained network."""
     import torch
@@ -179,7 +182,7 @@ def _volume_detector(repo_root, **overrides):
     parser.read_config(str(repo_root / "configs" / "inference_volume.yaml"))
     # no model in ckpt_dir: the input channels and the operating point are the config's defaults, not those of
     # whatever `make demo` left in the checkout's models/
-    parser["ckpt_dir"] = tempfile.mkdtemp(prefix="no_model_")
+    parser["ckpt_dir"] = _NO_MODEL
     parser["slice_sliding_window"] = False
     parser["score_thresh"] = 0.0  # an untrained network scores low: keep its boxes so there is something to compare
     for k, v in overrides.items():

@@ -7,11 +7,28 @@ command is one a user can copy.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+
+class StepFailed(RuntimeError):
+    """A ``monai.bundle run`` step exited non-zero; its own traceback is in the step's log."""
+
+
+@contextlib.contextmanager
+def one_line_on_failed_step() -> Iterator[None]:
+    """For the thin scripts: a failed step ends the command with its one line (command, exit code, log), exit 1.
+
+    Why: the pipeline's Python stack above the step says nothing the user can act on; the log does."""
+    try:
+        yield
+    except StepFailed as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def bundle_run(config: str | list[str], cwd: str | Path, log_path: str | Path, quiet: bool = False, **overrides) -> float:
@@ -29,7 +46,7 @@ def bundle_run(config: str | list[str], cwd: str | Path, log_path: str | Path, q
         log.flush()
         proc = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode:
-        raise RuntimeError(f"step failed (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}")
+        raise StepFailed(f"step failed (exit {proc.returncode}): {' '.join(cmd)}; see {log_path}")
     dt = time.time() - t0
     if not quiet:
         print(f"  done in {dt:.0f} s", flush=True)

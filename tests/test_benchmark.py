@@ -29,3 +29,19 @@ def test_benchmark_quickest_mode_writes_every_row(repo_root, tmp_path):
     table = text.split("Notes")[0]
     assert "identical boxes: yes" in text and "not measured" not in table
     assert "same files: yes" in text  # the lean mining command wrote what monai.bundle run wrote
+
+
+def test_box_gap_tells_how_far_two_paths_are_apart(repo_root):
+    """A 'NO' on the page says why: another box count on a volume, or boxes or scores beyond tolerance."""
+    import torch
+
+    sys.path.insert(0, str(repo_root))
+    from scripts.benchmark import box_gap
+
+    a = {"box": torch.tensor([[0.0, 0.0, 0.0, 4.0, 4.0, 2.0]]), "label_scores": torch.tensor([0.5])}
+    near = {"box": a["box"] + 5e-4, "label_scores": a["label_scores"] + 5e-5}
+    assert box_gap([a], [near])["identical_boxes"]
+    far = {"box": a["box"] + 0.01, "label_scores": a["label_scores"] + 0.002}
+    gap = box_gap([a, a], [far, {"box": torch.zeros(0, 6), "label_scores": torch.zeros(0)}])
+    assert not gap["identical_boxes"] and gap["count_mismatches"] == 1
+    assert abs(gap["max_box_diff"] - 0.01) < 1e-6 and abs(gap["max_score_diff"] - 0.002) < 1e-6

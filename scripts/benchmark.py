@@ -139,7 +139,6 @@ def bench_volume(data: Path, device: str, repeats: int, model: str) -> dict:
 
 def box_gap(old: list[dict], new: list[dict]) -> dict:
     """Are the two paths' boxes the same (counts equal, boxes within 1e-3, scores within 1e-4)? And if not, how far apart."""
-
     counts = sum(len(a["box"]) != len(b["box"]) for a, b in zip(old, new))
     pairs = [(a, b) for a, b in zip(old, new) if len(a["box"]) == len(b["box"]) and len(a["box"])]
     d_box = max((float((a["box"] - b["box"]).abs().max()) for a, b in pairs), default=0.0)

@@ -9,6 +9,7 @@
 set -uo pipefail
 out=${1:?usage: gpu_figures.sh OUT [bench|demo|all]}
 part=${2:-all}
+[[ $part =~ ^(bench|demo|all)$ ]] || { echo "error: part must be bench, demo or all, not '$part'" >&2; exit 2; }
 py=${PYTHON:-python3}
 scratch=${GPU_SCRATCH:-/tmp/gpu_figures}
 cd "$(dirname "$0")/.." || exit 1

@@ -2,8 +2,8 @@
 
 Why highdicom: it knows the template tree (TID 1500 -> 1410/1411 -> SCOORD/SCOORD3D) so we read
 content, not raw nesting. Groups that point at a segmentation are reported as not convertible.
-Why a direct walk first: highdicom builds and deep-copies the whole content tree, about 16 ms per report,
-half of a mining run's CPU on the demo export. The common shape (a person observer, TID 1410 planar groups
+Why a direct walk first: highdicom builds and deep-copies the whole content tree, which made the demo
+export's 52 reports the largest single cost of a mining run's read phase. The common shape (a person observer, TID 1410 planar groups
 with one SCOORD or SCOORD3D image region, NUM measurements) is read straight from the pydicom tree; a report
 with anything else in it (volumetric groups, segmentation references, groups without a template id, device
 observers, unknown items) goes through highdicom, whose reading the walk must equal (tests/test_sr_reader.py).
@@ -186,7 +186,7 @@ def _region(item: pydicom.Dataset) -> Region:
         raise _Unusual  # highdicom refuses a graphic type its enums lack
     if item.ValueType == "SCOORD3D":
         return Region(
-            str(item.GraphicType).upper(),
+            str(item.GraphicType),
             np.asarray(item.GraphicData, dtype=np.float64).reshape(-1, 3),
             str(item.ReferencedFrameOfReferenceUID),
         )
@@ -200,7 +200,7 @@ def _region(item: pydicom.Dataset) -> Region:
     if frames is not None:  # as highdicom reads it: "" is an error there, and here (int(""))
         frames = [int(f) for f in frames] if isinstance(frames, pydicom.multival.MultiValue) else [int(frames)]
     return Region(
-        str(item.GraphicType).upper(),
+        str(item.GraphicType),  # already one of _GRAPHIC_TYPES, upper case
         np.asarray(item.GraphicData, dtype=np.float64).reshape(-1, 2),
         sop_instance_uid=str(ref.ReferencedSOPInstanceUID),
         frames=frames,

@@ -123,3 +123,25 @@ def test_plain_image_pixels_are_the_pydicom_pixels(pacs_export):
         assert plain_plane(declined) is None  # the full pydicom path decides
     raw = fast[0].read_bytes()
     assert plain_plane(raw[:-2]) is None and plain_plane(raw + b"\0\0") is None  # truncated, trailing bytes
+
+
+def test_gzip_nifti_writer_gives_nibabels_image_and_the_same_bytes_every_time(tmp_path):
+    """save_nifti's ISA-L gzip: a standard .nii.gz nibabel reads back exactly; no mtime, so shards merge byte for byte."""
+    import gzip
+
+    from bundle.io.nifti import save_nifti
+
+    rng = np.random.default_rng(0)
+    vol = rng.integers(-1000, 3000, size=(31, 27, 5), dtype=np.int16)
+    aff = np.diag([0.7, 0.8, 3.0, 1.0])
+    aff[:3, 3] = [-10.5, 20.25, 3.0]
+    a = save_nifti(nib.Nifti1Image(vol, aff), tmp_path / "a.nii.gz")
+    b = save_nifti(nib.Nifti1Image(vol.copy(), aff), tmp_path / "b.nii.gz")
+    ref = tmp_path / "ref.nii.gz"
+    nib.save(nib.Nifti1Image(vol, aff), ref)
+    back = nib.load(a)
+    assert np.array_equal(np.asanyarray(back.dataobj), vol) and back.get_data_dtype() == np.int16
+    assert np.allclose(back.affine, aff)
+    assert a.read_bytes() == b.read_bytes()
+    assert gzip.decompress(a.read_bytes()) == gzip.decompress(ref.read_bytes())  # nibabel's own file, compressed otherwise
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.nii.gz", "b.nii.gz", "ref.nii.gz"]  # no partial left

@@ -23,7 +23,7 @@ import numpy as np
 
 from bundle.datalist.schema import PER_BOX, DatalistItem
 from bundle.io.dicom import read_dataset
-from bundle.io.nifti import slice_array
+from bundle.io.nifti import save_nifti, slice_array
 from bundle.io.records import FileIssue, ImageInfo
 from bundle.mining.fast_pixels import plain_plane
 from bundle.mining.items import safe_name
@@ -120,7 +120,7 @@ def write_volume(ordered: list[ImageInfo], source: Source, path: Path, spacing: 
     if ordered[0].position is not None:
         aff[:3, 3] = ordered[0].position
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(vol, aff), path)
+    save_nifti(nib.Nifti1Image(vol, aff), path)
 
 
 def _convert(source: Source, job: tuple[list[ImageInfo], Path, list[float]]) -> FileIssue | None:

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
-from scipy import ndimage
-from scipy.spatial import ConvexHull
 
 from bundle.io.records import Measurement
 
@@ -36,10 +34,16 @@ def overlay_groups(ds: pydicom.Dataset) -> list[int]:
 
 def read_overlays(ds: pydicom.Dataset, source: str, spacing: list[float] | None, rules: OverlayRules | None = None) -> list[Measurement]:
     """Outlines (kind polyline: the corners of the outline's convex hull, PIXEL coordinates) and rejected glyphs."""
+    groups = overlay_groups(ds)
+    if not groups:
+        return []
+    from scipy import ndimage  # only here: most images have no overlay, and scipy was a third of mining's start-up
+    from scipy.spatial import ConvexHull
+
     rules = rules or OverlayRules()
     out: list[Measurement] = []
     sp = np.asarray(spacing if spacing else [1.0, 1.0])
-    for group in overlay_groups(ds):
+    for group in groups:
         arr = ds.overlay_array(group)
         if arr.ndim == 3:
             arr = arr[0]

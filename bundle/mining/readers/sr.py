@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import highdicom as hd
 import numpy as np
 import pydicom
-from pydicom.sr.codedict import codes
 
 from bundle.io.records import Measurement
 
@@ -53,6 +51,8 @@ class Region:
     @classmethod
     def of(cls, roi) -> Region:
         """highdicom's ImageRegion / ImageRegion3D."""
+        import highdicom as hd
+
         gtype = str(roi.graphic_type.value if hasattr(roi.graphic_type, "value") else roi.graphic_type).upper()
         pts = np.asarray(roi.value, dtype=np.float64)
         if isinstance(roi, hd.sr.ImageRegion3D):
@@ -108,7 +108,10 @@ def read_sr(ds: pydicom.Dataset, source: str) -> list[Measurement]:
 
 
 def _read_with_highdicom(ds: pydicom.Dataset, common: dict) -> list[Measurement]:
-    """Every report the direct walk leaves alone."""
+    """Every report the direct walk leaves alone (highdicom and its code dictionaries are imported here, when one comes)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     sr = (
         hd.sr.Comprehensive3DSR.from_dataset(ds, copy=False)
         if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"

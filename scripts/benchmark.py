@@ -351,7 +351,7 @@ NOTES = """Notes
 - GPU figures (ms per 512x512 slice with fp32, AMP and TorchScript) appear only with `--device cuda`.
   Run on a GPU machine: `python scripts/benchmark.py --size default --device cuda` (none was lent to this run
   unless the machine line above names one); `scripts/gpu_figures.sh` runs it there with a default-size
-  self-training demo. The one GPU run so far (an H200): docs/benchmarks_gpu.md and docs/training.md, "On a GPU".
+  self-training demo. GPU runs so far (an H200, two sessions): docs/benchmarks_gpu.md (the second) and docs/training.md, "On a GPU".
 """
 
 

@@ -29,7 +29,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 PATIENTS = {"tiny": 4, "small": 3, "default": 6}
 
-from scripts.bench_training import bench_training, render_rows  # noqa: E402  (ROOT on sys.path first)
+from scripts.bench_time_to_f1 import bench_time_to_f1, render_row  # noqa: E402  (ROOT on sys.path first)
+from scripts.bench_training import bench_training, render_rows  # noqa: E402
 
 
 def machine(device: str) -> str:
@@ -228,6 +229,9 @@ def run_section(args) -> None:
         res = bench_volume(data, args.device, args.repeats, args.model)
     elif args.section == "training":
         res = bench_training(data, args.device, args.iters, args.repeats)
+    elif args.section == "time_to_f1":
+        datalist = Path(args.ttf_datalist) if args.ttf_datalist else data / "datalist.json"
+        res = bench_time_to_f1(datalist.resolve(), work / "time_to_f1", args.ttf_epochs, args.ttf_f1, args.device)
     elif args.section == "deid":
         res = bench_deid(data, work / "pacs" / "dicom", workers=min(2, os.cpu_count() or 1))
     else:
@@ -252,6 +256,7 @@ def child(args, section: str, data: Path, work: Path) -> dict:
     cmd = [sys.executable, "-W", "ignore", __file__, "--section", section, "--data", str(data), "--work", str(work), "--size", args.size]
     cmd += ["--device", args.device, "--repeats", str(args.repeats), "--iters", str(args.iters), "--model", args.model]
     cmd += ["--mining_source", args.mining_source, "--mining_split", args.mining_split]
+    cmd += ["--ttf_datalist", args.ttf_datalist, "--ttf_epochs", str(args.ttf_epochs), "--ttf_f1", str(args.ttf_f1)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
@@ -296,7 +301,7 @@ def render(results: dict, machine_line: str, args, command: str) -> str:
         rows.append(f"| network on 512x512 slices (batch 16) | {ps['torchscript_over_fp32']:.2f}x | {line} | - |")
     else:
         rows.append(f"| volume inference | not measured | {v.get('error', '')} | - |")
-    rows += render_rows(tr, gpu)
+    rows += render_rows(tr, gpu) + [render_row(results.get("time_to_f1", {"error": "not run"}), gpu)]
     if "lean" in m:
         lean, full = m["lean"], m["monai_bundle_run"]
         detail = (
@@ -342,8 +347,8 @@ def _volume_setting(v: dict) -> str:
 
 
 NOTES = """Notes
-- Time to a given validation F1 is not measured here: it needs whole trainings (about 3 minutes each
-  for the demo on this CPU), several per arm to say anything; scripts/replicate.py is the harness for that.
+- Time to a validation F1 (scripts/bench_time_to_f1.py): two whole trainings, one per arm, the same seed; on one
+  machine both draw the same batches, so the row says whether their F1 curves agreed (then the ratio is the pipeline's).
 - Training (scripts/bench_training.py): a step can fall short of the network alone without waiting for data
   when the loader workers and the network share too few cores (the 2-core machine, busy with other jobs);
   with cores to spare the workers take nothing from the network and the waiting share is the whole gap.
@@ -363,7 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds per path (medians are compared)")
     ap.add_argument("--iters", type=int, default=20, help="training iterations per measurement")
     ap.add_argument("--model", default="", help="weights for the volume section (default: a seeded untrained network)")
-    ap.add_argument("--sections", default="volume,training,mining,deid")
+    ap.add_argument("--sections", default="volume,training,time_to_f1,mining,deid")
+    ap.add_argument(
+        "--ttf_datalist",
+        default="",
+        help="key-slice datalist for time_to_f1 (default: the generated demo's), e.g. data/mined/datalist.json",
+    )
+    ap.add_argument("--ttf_epochs", type=int, default=20, help="epochs of each time_to_f1 training")
+    ap.add_argument("--ttf_f1", type=float, default=0.5, help="the validation F1 time_to_f1 times")
     ap.add_argument("--work", default="", help="keep the generated data here (default: a temp dir)")
     ap.add_argument(
         "--mining_source", default="", help="mine this export (default: the generated one), e.g. a de-identified default demo export"

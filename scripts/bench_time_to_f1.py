@@ -1,0 +1,90 @@
+"""The time-to-validation-F1 section of scripts/benchmark.py: whole trainings, now (train.yaml) vs before (MONAI CacheDataset).
+
+Why whole trainings: a faster step only matters if the model gets as good as soon. Both arms are the
+command a user runs, `python -m monai.bundle run --config_file configs/train.yaml`, on the same key-slice
+datalist with the same seed, validating after every epoch; the clock runs from the command's launch
+(start-up included) to the first validation at or above the target F1 (key slices, IoU 0.5). The arms
+draw the same batches (tests/test_loader.py), so on one machine their F1 curves should agree epoch for
+epoch, and the page says whether they did: if they do, the time ratio is the pipeline's alone.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = {  # overrides of train.yaml per arm (the "before" arm as scripts/bench_training.py builds it)
+    "now": [],
+    "before": ["--train#dataset#_target_", "CacheDataset", "--train#dataloader#collate_fn", "$monai.data.utils.no_collation"],
+}
+METRICS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) - .*Epoch\[(\d+)\] Metrics -- .*?val_mAP_F1: ([0-9.]+)", re.M)
+
+
+def f1_curve(log: str, t0: float) -> list[tuple[int, float, float]]:
+    """(epoch, validation F1, seconds since launch) for every validation line of a training log."""
+    out = []
+    for stamp, epoch, f1 in METRICS.findall(log):
+        at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # the log's local time, as time.time() counts
+        out.append((int(epoch), float(f1), round(at - t0, 2)))
+    return out
+
+
+def reached(curve: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
+    """(epoch, seconds) of the first validation at or above `target`, or None."""
+    return next(((e, s) for e, f1, s in curve if f1 >= target), None)
+
+
+def train_arm(arm: str, datalist: Path, out: Path, epochs: int, device: str) -> dict:
+    """One whole training of configs/train.yaml in a fresh process; its F1 curve and wall time."""
+    cmd = [sys.executable, "-W", "ignore", "-m", "monai.bundle", "run", "--config_file", "configs/train.yaml"]
+    cmd += ["--bundle_root", str(ROOT), "--dataset_dir", str(datalist.parent), "--data_list_file_path", str(datalist)]
+    cmd += ["--ckpt_dir", str(out / arm / "models"), "--output_dir", str(out / arm / "eval"), "--epochs", str(epochs)]
+    cmd += ["--val_interval", "1", "--seed", "0", "--train_state_interval", "0", "--device", f"$torch.device('{device}')"]
+    t0 = time.time()
+    proc = subprocess.run(cmd + ARMS[arm], cwd=ROOT, capture_output=True, text=True)
+    wall = time.time() - t0
+    log = proc.stdout + proc.stderr
+    (out / f"{arm}.log").parent.mkdir(parents=True, exist_ok=True)
+    (out / f"{arm}.log").write_text(log)
+    if proc.returncode:
+        raise RuntimeError(f"{arm} training failed (exit {proc.returncode}): {(log.strip().splitlines() or ['no output'])[-1]}")
+    return {"wall_s": round(wall, 2), "curve": f1_curve(log, t0)}
+
+
+def bench_time_to_f1(datalist: Path, out: Path, epochs: int, target: float, device: str) -> dict:
+    """Both arms, one after the other (`now` first); the time each took to reach `target`."""
+    arms = {arm: train_arm(arm, datalist, out, epochs, device) for arm in ARMS}
+    res: dict = {"datalist": str(datalist), "epochs": epochs, "target_f1": target, **arms}
+    now, before = (reached(arms[a]["curve"], target) for a in ("now", "before"))
+    res["same_curve"] = [c[:2] for c in arms["now"]["curve"]] == [c[:2] for c in arms["before"]["curve"]]
+    res["reached"] = {"now": now, "before": before}
+    if now and before:
+        res["ratio"] = before[1] / now[1]
+    res["training_ratio"] = arms["before"]["wall_s"] / arms["now"]["wall_s"]
+    return res
+
+
+def render_row(r: dict, gpu: bool) -> str:
+    """One row of docs/benchmarks.md."""
+    what = "training, time to a validation F1 (whole `monai.bundle run` of train.yaml from launch: now vs MONAI CacheDataset as before)"
+    if "error" in r:
+        return f"| {what} | not measured | {r['error']} | - |"
+    best = {a: max((f1 for _, f1, _ in r[a]["curve"]), default=0.0) for a in ("now", "before")}
+    detail = f"{r['datalist']}, {r['epochs']} epochs, validation every epoch; "
+    got = r["reached"]
+    if "ratio" in r:
+        detail += f"F1 >= {r['target_f1']} at epoch {got['now'][0]} (now) and {got['before'][0]} (before)"
+        if gpu:
+            detail += f", {got['now'][1]:.0f} vs {got['before'][1]:.0f} s"
+        cell = f"{r['ratio']:.2f}x"
+    else:
+        missed = " and ".join(a for a in ("now", "before") if not got[a])
+        detail += f"F1 {r['target_f1']} not reached by {missed} (best F1 now {best['now']:.3f}, before {best['before']:.3f})"
+        cell = "-"
+    detail += f"; F1 curves epoch for epoch the same: {'yes' if r['same_curve'] else 'NO'}; whole training {r['training_ratio']:.2f}x"
+    return f"| {what} | {cell} | {detail} | - |"

@@ -54,7 +54,7 @@ def test_time_to_f1_reads_the_validation_lines_of_a_training_log(repo_root):
     from datetime import datetime
 
     sys.path.insert(0, str(repo_root))
-    from scripts.bench_time_to_f1 import f1_curve, reached
+    from scripts.bench_time_to_f1 import _median_hit, f1_curve, reached
 
     t0 = datetime(2026, 12, 4, 14, 45, 0).timestamp()
     log = (
@@ -66,3 +66,5 @@ def test_time_to_f1_reads_the_validation_lines_of_a_training_log(repo_root):
     assert [c[:2] for c in curve] == [(1, 0.4016), (2, 0.5403)]
     assert abs(curve[0][2] - 15.468) < 0.01 and abs(curve[1][2] - 36.925) < 0.01
     assert reached(curve, 0.5) == (2, curve[1][2]) and reached(curve, 0.4) == (1, curve[0][2]) and reached(curve, 0.6) is None
+    assert _median_hit([(10, 84.0), (10, 74.0)]) == [10, 79.0]  # an arm's trainings: median epoch and seconds
+    assert _median_hit([(10, 84.0), None]) is None  # one training that missed the target: the arm did not reach it

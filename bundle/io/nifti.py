@@ -56,10 +56,9 @@ def write_dicom_slice(ds: pydicom.Dataset, path: str | Path, spacing: list[float
 def save_nifti(img: nib.Nifti1Image, path: str | Path) -> Path:
     """Write beside the target, then rename: a killed or failed write never leaves a half file under the final name.
 
-    A ``.nii.gz`` is compressed by ISA-L's gzip (``isal.igzip``, level 1 as nibabel's own default): the same
-    file size as zlib's level 1 and about 4x faster, which was most of the mining command's series-volumes
-    step (docs/benchmarks.md). Header mtime 0, so one image always gives the same bytes (merged shards
-    equal a single run byte for byte)."""
+    A ``.nii.gz`` is compressed by ISA-L's gzip (``isal.igzip``, level 1 as nibabel's own default) instead of
+    zlib, whose compression was most of the mining command's series-volumes step (docs/mining.md). Header
+    mtime 0, so one image always gives the same bytes (merged shards equal a single run byte for byte)."""
     path = Path(path)
     tmp = path.with_name(f".partial-{os.getpid()}-{threading.get_ident()}-{path.name}")
     try:

@@ -15,7 +15,7 @@ from bundle.mining.header import BIG_HEAD, HEAD, fast_image_info, read_head, stu
 from bundle.mining.readers.aim import looks_like_xml, read_aim
 from bundle.mining.readers.deeplesion import looks_like_deeplesion_csv, read_deeplesion
 from bundle.mining.readers.gsps import read_gsps
-from bundle.mining.readers.overlay import OverlayRules, overlay_groups, read_overlays
+from bundle.mining.readers.overlay import OverlayRules, read_overlays
 from bundle.mining.readers.sr import read_sr
 from bundle.mining.shard import shard_of, study_of
 
@@ -110,7 +110,7 @@ def inspect_object(raw: bytes, location: str, overlay_rules: OverlayRules | None
             ms = read_sr(ds, location)
         elif kind == "image":
             res.image = image_info(ds, location)
-            ms = read_overlays(ds, location, res.image.spacing, overlay_rules) if overlay_groups(ds) else []
+            ms = read_overlays(ds, location, res.image.spacing, overlay_rules)  # [] without overlay groups
             if ms:
                 res.object = "overlay"
         else:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.filereader import data_element_generator
 
 from bundle.io.frames import acquisition_attributes, frame_planes
@@ -36,14 +37,31 @@ class UnreadableError(Exception):
 
 
 def _check_complete(raw: bytes, implicit_vr: bool, little_endian: bool) -> None:
-    """pydicom reads truncated files silently; walk the raw elements and demand every declared length."""
+    """pydicom reads truncated files silently; walk the raw elements and demand every declared length.
+
+    The walk yields two kinds of element. A `RawDataElement` (defined length, or an undefined-length
+    value such as encapsulated pixel data) is checked against its declared length. An undefined-length
+    sequence comes back already parsed as a `DataElement` with no `length` (pydicom 3): its items were
+    read to their delimiters, and a stream that ends inside one raises while it is parsed, so there is
+    nothing left to compare. Real Siemens and Philips files hold such sequences; treating the missing
+    attribute as damage called every one of them corrupt.
+    """
     fp = io.BytesIO(raw)
     try:
         pydicom.filereader.read_preamble(fp, force=False)
         pydicom.filereader._read_file_meta_info(fp)
         for elem in data_element_generator(fp, is_implicit_VR=implicit_vr, is_little_endian=little_endian, defer_size=None):
-            if elem.length != 0xFFFFFFFF and elem.value is not None and len(elem.value) < elem.length:
+            if not isinstance(elem, RawDataElement):
+                continue  # an undefined-length sequence, parsed whole (truncation inside it raised above)
+            if elem.value is None:
+                continue
+            if elem.length != 0xFFFFFFFF and len(elem.value) < elem.length:
                 raise UnreadableError("corrupt", f"element {elem.tag} declares {elem.length} bytes, file has {len(elem.value)}")
+            if elem.length == 0xFFFFFFFF:  # encapsulated pixel data: its delimiter item must be there whole
+                end = elem.value_tell + len(elem.value)
+                delimiter = (b"\xfe\xff\xdd\xe0" if little_endian else b"\xff\xfe\xe0\xdd") + b"\0\0\0\0"
+                if raw[end : end + 8] != delimiter:
+                    raise UnreadableError("corrupt", f"element {elem.tag} (undefined length) ends without its sequence delimiter")
     except UnreadableError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure of the raw stream means damage

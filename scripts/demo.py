@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.demo.run import DemoOptions, option_problem, run  # noqa: E402
-from bundle.engines.runner import one_line_on_failed_step  # noqa: E402
 from bundle.selftrain.pseudo import parse_threshold  # noqa: E402
+from bundle.steps.runner import one_line_on_failed_step  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> DemoOptions:

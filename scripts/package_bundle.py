@@ -178,7 +178,7 @@ def ship_operating_point(models: Path, out: Path) -> dict | None:
     inference warns as it would have. The volume config's default becomes the shipped threshold, so a
     package whose models/ lacks the file at run time (weights fetched elsewhere) still uses it.
     """
-    from bundle.engines import operating_point
+    from bundle.inference import operating_point
 
     src = models / operating_point.FILENAME
     if not src.is_file():
@@ -210,7 +210,7 @@ def package(
 
     ``models_dir`` (default ``<root>/models``) is where model.pt (or, without it, model.ts) is taken from.
     """
-    from bundle.engines import operating_point
+    from bundle.inference import operating_point
     from bundle.engines.checkpoints import convert, input_channels
 
     if out.exists():

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.engines.runner import bundle_run, config_overrides, one_line_on_failed_step  # noqa: E402
+from bundle.steps.runner import bundle_run, config_overrides, one_line_on_failed_step  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

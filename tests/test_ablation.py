@@ -114,7 +114,7 @@ def test_the_choice_reads_validation_only_and_prefers_fewer_parts_within_one_sta
 def test_results_none_on_the_command_line_reaches_the_config_as_none(repo_root: Path, tmp_path: Path, given, arrives):
     """scripts/ablation.py's documented quick look (``--results None``) must not rewrite docs/results.md:
     ``monai.bundle run`` keeps the config's value for an override that parses to None."""
-    from bundle.engines.runner import bundle_run, config_overrides
+    from bundle.steps.runner import bundle_run, config_overrides
 
     probe = tmp_path / "probe.yaml"  # merged over the real config: its run prints what `results` became
     probe.write_text("run:\n  - \"$open(@probe_out, 'w').write(repr(@results))\"\n")

@@ -157,8 +157,8 @@ def test_datalist_rows(row, tmp_path):
 
 def test_batch_skips_reports_and_goes_on(tmp_path):
     """A batch: the bad items are dropped, each listed with its reason for the saver; the good one stays."""
-    from bundle.engines.handlers import DetectionSaver
-    from bundle.engines.inputs import screen_inputs
+    from bundle.inference.inputs import screen_inputs
+    from bundle.inference.predictions import DetectionSaver
 
     good, nan, missing = (_make(k, tmp_path) for k in ("good", "nan", "missing"))
     items = [{"image": nan}, {"image": good}, {"image": missing}]
@@ -170,7 +170,7 @@ def test_batch_skips_reports_and_goes_on(tmp_path):
 
 
 def test_batch_of_only_bad_items_stops(tmp_path):
-    from bundle.engines.inputs import screen_inputs
+    from bundle.inference.inputs import screen_inputs
     from bundle.transforms.checks import BadImageError
 
     items = [{"image": _make("nan", tmp_path)}, {"image": _make("zero", tmp_path)}]
@@ -206,7 +206,7 @@ def test_debug_env_shows_the_traceback(monkeypatch, capsys):
     assert "Traceback" in err and "InputError: x.nii.gz: no such file" in err
 
 
-# --- the Deploy app (deploy/app/app.py): checked before its graph starts (bundle/deploy/app_inputs.py) ---
+# --- the Deploy app (deploy/app/app.py): checked before its graph starts (bundle/serving/app_inputs.py) ---
 # (id, bad input, maker, expected message tail)
 DEPLOY_ROWS = [
     ("deploy_file", "`-i` names a file, not a folder", "file", "is a file, not a folder; give -i the folder that holds the DICOM series"),
@@ -219,7 +219,7 @@ DEPLOY_ROWS = [
 
 
 def _series(d: Path, desc: str, number: int, shape=(16, 16, 4), orientation: str = "axial") -> list[Path]:
-    from bundle.deploy.dicom_series import write_mr_series
+    from bundle.demo.dicom_series import write_mr_series
 
     vol = (np.random.default_rng(number).random(shape) * 100 + 1).astype(np.float32)
     nii = d / f"s{number}.nii.gz"
@@ -261,8 +261,8 @@ def test_deploy_rows(row, tmp_path):
     """The checks the app runs before its graph; the series choice itself is the SDK's (subprocess row below)."""
     import pydicom
 
-    from bundle.deploy.app_inputs import dicom_files, model_file, screen_series
     from bundle.io.errors import InputError
+    from bundle.serving.app_inputs import dicom_files, model_file, screen_series
 
     rid, _, kind, tail = row
     given, named = _deploy_input(kind, tmp_path)
@@ -282,7 +282,7 @@ def test_deploy_one_damaged_slice_is_not_refused(tmp_path):
     """The app's volume step skips and reports a single damaged slice (tests/test_deploy_series.py): no error here."""
     import pydicom
 
-    from bundle.deploy.app_inputs import screen_series
+    from bundle.serving.app_inputs import screen_series
 
     paths = _series(tmp_path, "AX T1 POST GAD", 1)
     paths[2].write_bytes(paths[2].read_bytes()[:-100])

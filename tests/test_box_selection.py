@@ -11,7 +11,7 @@ from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorSha
 from monai.data import box_utils
 from torch import nn
 
-from bundle.deploy.box_selection import batched_nms, batched_postprocess, non_max_suppression, postprocess_batch
+from bundle.inference.box_selection import batched_nms, batched_postprocess, non_max_suppression, postprocess_batch
 
 
 def _random_boxes(gen: torch.Generator, n: int, size: int = 40) -> torch.Tensor:
@@ -165,7 +165,7 @@ def test_non_max_suppression_equals_monai_with_ties(dims):
 
 
 def test_link_slices_fast_nms_equals_monai_nms():
-    from bundle.deploy.linking import link_slices
+    from bundle.inference.linking import link_slices
 
     rng = np.random.default_rng(0)
     per_slice = []

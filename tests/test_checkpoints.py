@@ -9,7 +9,7 @@ from monai.bundle import ConfigWorkflow
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from bundle.engines.checkpoints import KeyMetricState, convert, main, network_weights, resume_path
-from bundle.engines.inputs import inference_datalist, require_inputs
+from bundle.inference.inputs import inference_datalist, require_inputs
 
 TINY = {"batch_size": 2, "num_samples": 1, "num_workers": 0, "patch_size": [64, 64], "val_patch_size": [64, 64], "val_interval": 1}
 

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from bundle.deploy.dicom_series import ras_array_box_to_dicom, write_mr_series
-from bundle.deploy.dicom_sr import build_gsps, build_sr, long_axis_mm, read_sr_boxes
+from bundle.demo.dicom_series import ras_array_box_to_dicom, write_mr_series
+from bundle.serving.dicom_sr import build_gsps, build_sr, long_axis_mm, read_sr_boxes
 from bundle.transforms.world import voxel_to_world
 
 needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed (.ci/run installs it)")

@@ -12,7 +12,8 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate, generate_frames
 
-from bundle.deploy.dicom_series import SeriesError, screen_slices, write_mr_series
+from bundle.demo.dicom_series import write_mr_series
+from bundle.serving.series_screening import SeriesError, screen_slices
 
 pytestmark = pytest.mark.skipif(not shutil.which("dcmcjpeg"), reason="dcmtk must be installed")
 

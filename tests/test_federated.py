@@ -1,4 +1,8 @@
-"""The bundle as a MONAI FL client: two simulated hospitals train a round each, FedAvg, evaluate."""
+"""The bundle as a MONAI FL client: two simulated hospitals train a round each, FedAvg, evaluate.
+
+NVIDIA FLARE's FedAvg aggregator (the one the NVFlare job runs, bundle/federated/job.py) is checked here against
+the reference rule in bundle/federated/fedavg.py; tests/test_nvflare.py runs the whole job in NVFlare's simulator.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from monai.fl.client import MonaiAlgo
 from monai.fl.utils.constants import WeightType
 from monai.fl.utils.exchange_object import ExchangeObject
 
-from bundle.engines.federated import fedavg
+from bundle.federated.fedavg import fedavg
 
 TINY = {"batch_size": 2, "num_samples": 1, "num_workers": 0, "patch_size": [64, 64], "val_patch_size": [64, 64]}
 
@@ -36,6 +40,46 @@ def _site(repo_root: Path, tiny_demo: Path, root: Path, patient: str, validation
         train_kwargs=dict(kwargs),
         eval_kwargs=dict(kwargs),
     )
+
+
+def nvflare_fedavg(diffs: list[dict], weights: list[float], global_weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The global weights after NVFlare's InTimeAccumulateWeightedAggregator (the job's server aggregator) takes
+    the sites' weight differences, each with its round's step count, as ClientAlgoExecutor sends them."""
+    from nvflare.apis.dxo import DXO, DataKind, MetaKey
+    from nvflare.apis.fl_context import FLContext
+    from nvflare.apis.shareable import ReservedHeaderKey
+    from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import InTimeAccumulateWeightedAggregator
+    from nvflare.app_common.app_constant import AppConstants
+
+    agg = InTimeAccumulateWeightedAggregator(expected_data_kind=DataKind.WEIGHT_DIFF)
+    ctx = FLContext()
+    ctx.set_prop(AppConstants.CURRENT_ROUND, 0, private=True, sticky=False)
+    for i, (diff, w) in enumerate(zip(diffs, weights)):
+        data = {k: torch.as_tensor(v).detach().cpu().numpy() for k, v in diff.items()}
+        shareable = DXO(DataKind.WEIGHT_DIFF, data=data, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: w}).to_shareable()
+        shareable.set_header(ReservedHeaderKey.PEER_PROPS, {"__identity_name__": f"site-{i}"})
+        shareable.add_cookie(AppConstants.CONTRIBUTION_ROUND, 0)
+        assert agg.accept(shareable, ctx)
+    mean_diff = agg.aggregate(ctx)["DXO"]["data"]
+    return {k: global_weights[k].double() + torch.as_tensor(mean_diff[k]).double() for k in global_weights}
+
+
+def _close(engine: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+    """Float weights equal; integer buffers (BatchNorm's step count) within the reference's rounding."""
+    assert set(engine) == set(reference)
+    for k, v in reference.items():
+        tol = 1e-6 if v.is_floating_point() else 0.5
+        assert torch.allclose(engine[k], v.double(), atol=tol), k
+
+
+def test_nvflare_aggregator_is_the_reference_fedavg():
+    """Weighted by step count as NVFlare weighs, the engine's FedAvg is the reference item-weighted mean."""
+    g = {"w": torch.tensor([1.0, 1.0]), "n": torch.tensor(0)}
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([4.0, 8.0]), "n": torch.tensor(6)}
+    diffs = [{k: w[k] - g[k] for k in g} for w in (a, b)]
+    updates = [ExchangeObject(weights=d, weight_type=WeightType.WEIGHT_DIFF) for d in diffs]
+    _close(nvflare_fedavg(diffs, [1, 2], g), fedavg(updates, [1, 2], g))
 
 
 def test_fedavg_is_the_item_weighted_mean():
@@ -78,6 +122,7 @@ def test_two_hospitals_train_a_round_aggregate_and_evaluate(repo_root, tiny_demo
     assert any(not torch.equal(local[0][k], local[1][k]) for k in start)  # on different data
 
     agg = fedavg(updates, n_items, start)
+    _close(nvflare_fedavg([u.weights for u in updates], n_items, start), agg)  # the FL engine's aggregate is the same
     total = sum(n_items)
     for k, v in agg.items():
         expected = (local[0][k].double() * n_items[0] + local[1][k].double() * n_items[1]) / total

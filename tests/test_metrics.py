@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from bundle.datalist.rules import SizeRule
+from bundle.inference.predictions import load_predictions, pair
 from bundle.metrics import bootstrap, breakdown, froc, study
 from bundle.metrics.coco import coco_metrics
 from bundle.metrics.matching import best_f1_threshold, counts_at, match_image, prf, threshold_for_precision
-from bundle.metrics.report import compare, evaluate, load_predictions, match_all, pair
+from bundle.metrics.report import compare, evaluate, match_all
 
 GT = [[10, 10, 20, 20]]
 
@@ -340,7 +341,7 @@ def test_report_errors_name_the_problem(tmp_path):
     doc = json.loads(open(p).read())
     doc["predictions"].append({"image": str(tmp_path / "nowhere.nii.gz"), "box": [], "score": []})
     (tmp_path / "unknown.json").write_text(json.dumps(doc))
-    from bundle.metrics.report import load_truth
+    from bundle.datalist.sections import load_truth
 
     with pytest.raises(ValueError, match="not in the truth, e.g. .*nowhere.nii.gz"):
         pair(load_predictions(tmp_path / "unknown.json"), load_truth(dl, "test"), "unknown.json")

@@ -52,7 +52,7 @@ def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_fact
     # offline: the bundle sits in <app>/model/<name> and zoo_source is not "monaihosting"
     # the model ships with its operating point (issue 13): a copy of the served model with operating_point.json at
     # THRESHOLD, as configs/evaluate_volume.yaml writes it; the package makes it the MONAI Label default
-    from bundle.engines import operating_point
+    from bundle.inference import operating_point
 
     models = base / "models"
     shutil.copytree(served_bundle / "models", models, ignore=shutil.ignore_patterns("train_state", "operating_point.json"))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bundle.selftrain.loop import Schedule, SelfTraining, absolute_datalist, pseudo_quality
+from bundle.datalist.sections import absolute_datalist
+from bundle.selftrain.loop import Schedule, SelfTraining, pseudo_quality
 from bundle.selftrain.pseudo import PseudoRules, expand_datalist, select_pseudo
 
 SP = (1.0, 1.0)
@@ -159,7 +160,7 @@ def test_auto_threshold_decides_which_pseudo_boxes_are_added(tmp_path):
 def test_self_train_config_runs_with_monai_bundle(tiny_demo, tmp_path):
     """configs/self_train.yaml through `python -m monai.bundle run`, rules overridden on the command line so that a
     round surely adds pseudo-boxes (threshold 0, any size): they are there, with their provenance and scores."""
-    from bundle.engines.runner import bundle_run
+    from bundle.steps.runner import bundle_run
 
     tiny = TINY_TRAINING
     work = tmp_path / "work"

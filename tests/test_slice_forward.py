@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bundle.deploy.box_selection import score_cut
-from bundle.deploy.slice_forward import head_outputs, in_workers, supported
+from bundle.inference.box_selection import score_cut
+from bundle.inference.slice_forward import head_outputs, in_workers, supported
 from tests.test_volume import _same_boxes, _volume_detector
 
 

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bundle.deploy.linking import link_slices
+from bundle.inference.linking import link_slices
 from bundle.transforms.world import voxel_to_world, world_to_voxel
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bundle.engines import operating_point
+from bundle.inference import operating_point
 from bundle.metrics import froc, volume_stats
 from bundle.metrics.matching import ImageMatch
 from bundle.metrics.volume import MatchRule, Volume, at_threshold, choose_operating_point, froc_figures, match_volume, to_detector_grid
@@ -189,8 +189,8 @@ def test_demo_volume_datalist_holds_every_lesion(tiny_demo, tmp_path):
 
 def _normal_volume_study(tmp_path, demo_spacing):
     """A lesion-free demo volume (the simulator with p_normal 1), as NIfTI and as a DICOM series."""
+    from bundle.demo.dicom_series import write_mr_series
     from bundle.demo.synth import generate_patient
-    from bundle.deploy.dicom_series import write_mr_series
 
     p = generate_patient(np.random.default_rng([1, 900]), "demo-900", tuple(demo_spacing), tmp_path / "data", p_normal=1.0)
     assert p.lesions == []
@@ -299,8 +299,8 @@ def test_sr_of_a_volume_without_boxes_says_neoplasm_absent(tiny_demo, tmp_path):
     import pydicom
     from pydicom.sr.codedict import codes
 
-    from bundle.deploy.dicom_series import write_mr_series
-    from bundle.deploy.dicom_sr import build_gsps, build_sr, read_sr_boxes
+    from bundle.demo.dicom_series import write_mr_series
+    from bundle.serving.dicom_sr import build_gsps, build_sr, read_sr_boxes
 
     patient = json.loads((tiny_demo / "truth.json").read_text())["patients"][0]
     paths = write_mr_series(tiny_demo / patient["image"], tmp_path / "s", "AX T1 POST GAD", 1)

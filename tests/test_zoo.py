@@ -161,7 +161,7 @@ def test_package_holds_what_configs_import_and_nothing_else(repo_root, tmp_path)
     # every bundle module the configs name is there, and every packaged module is reached from a config
     mods = {str(p.relative_to(repo_root)) for p in bundle_modules(repo_root)}
     assert {f for f in files if f.startswith("bundle/")} == mods
-    assert "bundle/networks/retinanet.py" in mods and "bundle/deploy/linking.py" in mods
+    assert "bundle/networks/retinanet.py" in mods and "bundle/inference/linking.py" in mods
     assert "bundle/demo/synth.py" not in mods  # demo data generation is not imported by any config
     with zipfile.ZipFile(res["zip"]) as z:
         names = set(z.namelist())

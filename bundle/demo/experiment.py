@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 
 from bundle.datalist.schema import PER_BOX
+from bundle.datalist.sections import absolute_datalist
 from bundle.demo.synth import slice_boxes
-from bundle.selftrain.loop import absolute_datalist
 
 
 def load_linkage(path: str | Path | None) -> dict[str, str]:

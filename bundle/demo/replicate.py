@@ -20,13 +20,13 @@ from bundle.datalist.rules import SizeRule
 from bundle.datalist.schema import read_datalist, write_datalist
 from bundle.demo.replicate_page import write_page
 from bundle.demo.run import DemoOptions, Paths, deidentify, evaluate, make_data, mine, save_untrained
-from bundle.engines.runner import bundle_run
 from bundle.metrics.bootstrap import patient_counts
 from bundle.metrics.breakdown import long_axis_mm
 from bundle.metrics.replicates import mean_sd, two_level_difference
 from bundle.metrics.report import patient_pictures, score_model
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
+from bundle.steps.runner import bundle_run
 
 ROOT = Path(__file__).resolve().parents[2]
 ARMS = ("mined_only", "self_trained", "oracle", "oracle_size_rule", "untrained")

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from bundle.demo.experiment import build_series
 from bundle.demo.volumes import write_volume_datalist
-from bundle.engines.runner import bundle_run
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
+from bundle.steps.runner import bundle_run
 
 if TYPE_CHECKING:
     from bundle.demo.run import DemoOptions, Paths

@@ -19,9 +19,9 @@ import torch
 from monai.data.box_utils import box_iou, non_max_suppression
 from monai.transforms import ScaleIntensityRangePercentiles
 
-from bundle.deploy.box_selection import batched_postprocess
-from bundle.deploy.box_selection import non_max_suppression as fast_non_max_suppression
-from bundle.deploy.slice_forward import detect, in_workers, supported, threads_per_worker
+from bundle.inference.box_selection import batched_postprocess
+from bundle.inference.box_selection import non_max_suppression as fast_non_max_suppression
+from bundle.inference.slice_forward import detect, in_workers, supported, threads_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def link_slices(
     A track becomes the box enclosing its 2D boxes from its first slice to its last (+1, max
     exclusive) with the best 2D score (one confident slice is enough to flag a lesion). Tracks
     shorter than ``min_slices`` are dropped and counted; overlapping 3D boxes go through MONAI's NMS
-    (``fast_nms``: the same picks from one IoU table, :func:`bundle.deploy.box_selection.non_max_suppression`).
+    (``fast_nms``: the same picks from one IoU table, :func:`bundle.inference.box_selection.non_max_suppression`).
     Returns boxes (m, 6) xyzxyz, labels, scores and counts.
     """
     tracks: list[_Track] = []
@@ -153,11 +153,11 @@ class SliceToVolumeDetector:
         None means on where they pay (AMP on CUDA; channels-last on CUDA and CPU). ``stack=False`` is
         the previous path (a list of slices, contiguous layout, MONAI's per-image box selection), kept for the
         benchmark's side-by-side. ``batched_select``: the stacked path selects boxes for the whole batch
-        at once (:func:`bundle.deploy.box_selection.postprocess_batch`, MONAI's decisions); False keeps
+        at once (:func:`bundle.inference.box_selection.postprocess_batch`, MONAI's decisions); False keeps
         MONAI's per-image ``postprocess_detections``. ``lazy_regression``: the stacked path runs the box
-        regression head only on slices with a candidate (:mod:`bundle.deploy.slice_forward`). ``cpu_workers``:
+        regression head only on slices with a candidate (:mod:`bundle.inference.slice_forward`). ``cpu_workers``:
         the stacked path on the CPU splits the slices between this many threads (None: 2 where torch has
-        2 or more intra-op threads), :func:`bundle.deploy.slice_forward.in_workers`."""
+        2 or more intra-op threads), :func:`bundle.inference.slice_forward.in_workers`."""
         if context_slices < 1 or context_slices % 2 == 0:
             raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
         self.detector = detector

@@ -27,7 +27,7 @@ from monai.apps.detection.utils.box_selector import BoxSelector
 from monai.apps.detection.utils.detector_utils import preprocess_images
 from torch import Tensor
 
-from bundle.deploy.box_selection import score_cut
+from bundle.inference.box_selection import score_cut
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -1,6 +1,6 @@
 """Write one DICOM object: the header blocks every writer repeats, and the MR image / MR series writer.
 
-Why: the PACS-export simulator (bundle/demo/) and the Deploy side (bundle/deploy/) write the same
+Why: the PACS-export simulator (bundle/demo/) and the Deploy tests (bundle/demo/dicom_series.py) write the same
 modules (file meta, SOP common, patient, study, series + equipment, image plane, MR acquisition,
 pixels, creation dates). They live here once. No policy: callers pass every value (UIDs, dates,
 descriptions, geometry), and a value is written with the type it comes in (``3`` and ``3.0`` are

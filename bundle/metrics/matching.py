@@ -22,7 +22,7 @@ class ImageMatch:
     matched_truth: np.ndarray  # index of the truth each prediction matched, -1 for none
 
 
-def _as_boxes(boxes, what: str) -> np.ndarray:
+def as_boxes(boxes, what: str) -> np.ndarray:
     arr = np.asarray(boxes, dtype=np.float64)
     if arr.size == 0:
         return np.zeros((0, arr.shape[-1] if arr.ndim == 2 else 4))
@@ -48,8 +48,8 @@ def match_image(
     criterion "iou": a prediction matches a free truth with IoU >= iou_threshold (highest IoU wins);
     criterion "center": the prediction's centre lies inside a free truth box.
     """
-    p = _as_boxes(pred_boxes, f"{where} predictions")
-    g = _as_boxes(gt_boxes, f"{where} truth")
+    p = as_boxes(pred_boxes, f"{where} predictions")
+    g = as_boxes(gt_boxes, f"{where} truth")
     s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     if len(s) != len(p):
         raise ValueError(f"{where}: {len(p)} predicted boxes but {len(s)} scores")

@@ -104,8 +104,8 @@ def plot_patient(
     """One patient's slices that have anything to show, as one PNG: truth, mined and pseudo boxes, predictions.
 
     Why: a reader judges a detector faster from its boxes on the images than from a table.
-    items: the patient's datalist items with absolute image paths (report.load_truth), truth in "box".
-    predictions: {absolute image path: record} as report.load_predictions returns; only boxes with
+    items: the patient's datalist items with absolute image paths (bundle.datalist.sections.load_truth), truth in "box".
+    predictions: {absolute image path: record} as bundle.inference.predictions.load_predictions returns; only boxes with
     score >= threshold (the operating point) are drawn, with their scores. mined / pseudo: one box
     list per item (aligned with items), where the patient has such boxes. A slice is shown when it
     has a truth, mined, pseudo or kept predicted box; at most max_panels, in item order.

@@ -11,76 +11,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from bundle.datalist.rules import SizeRule
-from bundle.datalist.schema import read_datalist
+from bundle.datalist.sections import load_truth, spacing_of
+from bundle.inference.predictions import load_predictions, pair, skipped_images
 from bundle.metrics import bootstrap, breakdown, froc, plots, study
 from bundle.metrics.coco import coco_key, coco_label, coco_metrics
 from bundle.metrics.matching import ImageMatch, best_f1_threshold, counts_at, match_image, prf
 
 
-def _key(path: str) -> str:
-    return str(Path(path).resolve())
-
-
-def load_predictions(path: str | Path) -> dict[str, dict]:
-    """Predictions JSON (DetectionSaver) -> {absolute image path: record}; empty or bad files name themselves."""
-    p = Path(path)
-    text = p.read_text() if p.exists() else ""
-    if not text.strip():
-        raise ValueError(f"{p}: predictions file is missing or empty")
-    try:
-        doc = json.loads(text)
-        recs = doc["predictions"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{p}: not a predictions file (needs a 'predictions' list): {e}") from e
-    out = {}
-    for i, r in enumerate(recs):
-        if "image" not in r:
-            raise ValueError(f"{p}: predictions[{i}] has no 'image' field")
-        for f in ("box", "score"):
-            if f not in r:
-                raise ValueError(f"{p}: predictions[{i}] ({r['image']}) has no '{f}' field")
-        r.setdefault("label", [0] * len(r["score"]))
-        out[_key(r["image"])] = r
-    return out
-
-
-def skipped_images(path: str | Path) -> set[str]:
-    """Images the run screened out as unusable (the predictions file's ``skipped``): scored as absent, not as misses."""
-    doc = json.loads(Path(path).read_text())
-    return {_key(r["image"]) for r in doc.get("skipped", [])}
-
-
 def _usable_truth(datalist, key: str, predictions) -> list[dict]:
     skipped = skipped_images(predictions)
     return [t for t in load_truth(datalist, key) if t["image"] not in skipped]
-
-
-def load_truth(datalist_path: str | Path, key: str) -> list[dict]:
-    """Datalist section as records with absolute image paths."""
-    p = Path(datalist_path)
-    doc = read_datalist(p)
-    if key not in doc:
-        raise ValueError(f"{p}: datalist has no '{key}' section (has {sorted(doc)})")
-    out = []
-    for r in doc[key]:
-        r = dict(r)
-        r["image"] = _key(str(p.parent / r["image"]))
-        out.append(r)
-    return out
-
-
-def pair(preds: dict[str, dict], truth: list[dict], where: str) -> list[tuple[dict, dict]]:
-    """(truth, prediction) per truth image; a prediction for an image not in the truth is an error."""
-    known = {t["image"] for t in truth}
-    unknown = sorted(set(preds) - known)
-    if unknown:
-        raise ValueError(f"{where}: predictions for {len(unknown)} image(s) not in the truth, e.g. {unknown[0]}")
-    empty = {"box": [], "score": [], "label": []}
-    return [(t, preds.get(t["image"], empty)) for t in truth]
 
 
 def patient_items(datalist_path: str | Path, key: str, patient: str) -> list[dict]:
@@ -109,14 +52,6 @@ def match_all(pairs: list[tuple[dict, dict]], criterion: str = "iou", iou_thresh
             raise ValueError(f"{t['image']}: predictions are {pb.shape[-1] // 2}D boxes but truth is {tb.shape[-1] // 2}D")
         out.append(match_image(p["box"], p["score"], t["box"], criterion=criterion, iou_threshold=iou_threshold, where=t["image"]))
     return out
-
-
-def spacing_of(item: dict, dims: int) -> tuple[float, ...]:
-    """Pixel spacing (mm) from the item or, failing that, from the image header (header only, no pixels)."""
-    if "spacing" in item:
-        return tuple(float(s) for s in item["spacing"][:dims])
-    zooms = nib.load(item["image"]).header.get_zooms()
-    return tuple(float(z) for z in zooms[:dims])
 
 
 @dataclass

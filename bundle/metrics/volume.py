@@ -22,10 +22,11 @@ import nibabel as nib
 import numpy as np
 from monai.data.box_utils import box_iou
 
+from bundle.datalist.sections import load_truth, spacing_of
+from bundle.inference.predictions import load_predictions, pair
 from bundle.metrics import froc, volume_stats
 from bundle.metrics.breakdown import SIZE_BINS_MM, long_axis_mm
-from bundle.metrics.matching import ImageMatch, _as_boxes, greedy
-from bundle.metrics.report import load_predictions, load_truth, pair, spacing_of
+from bundle.metrics.matching import ImageMatch, as_boxes, greedy
 
 LARGE_MM = 10.0
 GE_LABEL = ">=10 mm"
@@ -52,7 +53,7 @@ class MatchRule:
 def match_volume(pred_boxes, pred_scores, gt_boxes, rule: MatchRule | None = None, where: str = "volume") -> ImageMatch:
     """One volume's 3D predictions (xyzxyz) against its lesions, greedy by score (matching.greedy)."""
     rule = rule or MatchRule()
-    p, g = _as_boxes(pred_boxes, f"{where} predictions"), _as_boxes(gt_boxes, f"{where} truth")
+    p, g = as_boxes(pred_boxes, f"{where} predictions"), as_boxes(gt_boxes, f"{where} truth")
     s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     if len(s) != len(p):
         raise ValueError(f"{where}: {len(p)} predicted boxes but {len(s)} scores")

@@ -14,26 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from bundle.datalist.rules import from_config
-from bundle.datalist.schema import read_datalist
-from bundle.engines.runner import bundle_run
+from bundle.datalist.sections import absolute_datalist, spacing_of
+from bundle.inference.predictions import load_predictions
 from bundle.metrics.matching import best_f1_threshold, match_image, threshold_for_precision
-from bundle.metrics.report import load_predictions, spacing_of
 from bundle.selftrain.pseudo import PseudoRules, expand_datalist, write_datalist
+from bundle.steps.runner import bundle_run
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def absolute_datalist(path: str | Path) -> dict:
-    """A datalist with absolute image (and key slices' volume) paths, so rewritten datalists can live anywhere."""
-    p = Path(path)
-    doc = read_datalist(p)
-    for section in doc.values():
-        if isinstance(section, list):
-            for item in section:
-                for key in ("image", "volume"):  # volume: where a key slice's neighbours are (2.5D models)
-                    if isinstance(item.get(key), str):
-                        item[key] = str((p.parent / item[key]).resolve())
-    return doc
 
 
 def validation_matches(datalist: dict, predictions_path: str, section: str = "validation", iou_threshold: float = 0.5) -> list:

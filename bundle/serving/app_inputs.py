@@ -6,7 +6,7 @@ Python traceback, and the SDK's operators fail far from the cause (an empty fold
 slice in "Failed to apply rescale to DICOM volume"). These checks raise ``InputError`` with one line
 naming the folder or file and the problem; deploy/app/app.py runs them (with the SDK's own loader and
 selector for the series choice) and its excepthook prints the line, exit code 1. A damaged slice is not
-refused: the app's volume step skips and reports it (bundle/deploy/dicom_series.py ``screen_slices``).
+refused: the app's volume step skips and reports it (bundle/serving/series_screening.py ``screen_slices``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from bundle.deploy.dicom_series import SeriesError, screen_slices
 from bundle.io.errors import InputError
+from bundle.serving.series_screening import SeriesError, screen_slices
 
 
 def _is_dicom(path: Path) -> bool:

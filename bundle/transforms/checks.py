@@ -4,7 +4,7 @@ Why: MONAI's loaders and the detector accept almost anything and fail far away f
 volume ends in ``pred_whd_axis is NaN or Inf``, a 4D file in a conv channel mismatch). ``check_image``
 reads the file as ``LoadImaged`` will, and raises ``BadImageError`` with one line naming the file and the
 problem. ``CheckImaged`` runs it at the head of every inference preprocessing (configs, MONAI Label, the
-Deploy app); ``bundle.engines.inputs.screen_inputs`` runs it over a batch to skip bad items.
+Deploy app); ``bundle.inference.inputs.screen_inputs`` runs it over a batch to skip bad items.
 """
 
 from __future__ import annotations

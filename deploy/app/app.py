@@ -8,12 +8,12 @@ installs into MONAI's package folder and pulls Holoscan, which the bundle's envi
 Why own operators: the SDK has no detection operator (its bundle operator runs a network, not
 MONAI's RetinaNetDetector with anchors, box decoding and NMS) and no TID 1500 writer. Loading,
 series selection and DICOM -> volume are the SDK's; detection runs the bundle's own volume config
-(configs/inference_volume.yaml); DICOM writing is bundle/deploy/dicom_sr.py (highdicom).
+(configs/inference_volume.yaml); DICOM writing is bundle/serving/dicom_sr.py (highdicom).
 
 Settings from the environment: BUNDLE_ROOT (default: this repository), BUNDLE_OVERRIDES (JSON of
 config keys, e.g. '{"score_threshold": 0.5}'), SERIES_RULES (selector JSON, default below).
 Without a score_threshold override the operating point shipped beside the model is used
-(<model folder>/operating_point.json, bundle/engines/operating_point.py).
+(<model folder>/operating_point.json, bundle/inference/operating_point.py).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class ScreenedSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
     def prepare_series(self, series):
         from dataclasses import asdict
 
-        from bundle.deploy.dicom_series import screen_slices
+        from bundle.serving.series_screening import screen_slices
 
         instances = list(series.get_sop_instances())
         keep, skipped = screen_slices([s.get_native_sop_instance() for s in instances], str(series.SeriesInstanceUID))
@@ -118,8 +118,8 @@ class BoxDetectionOperator(Operator):
         parser = ConfigParser()
         parser.read_config(str(self.bundle_root / "configs" / "inference_volume.yaml"))
         parser.read_meta(str(self.bundle_root / "configs" / "metadata.json"))
-        from bundle.deploy.app_inputs import model_file
         from bundle.engines.checkpoints import input_channels
+        from bundle.serving.app_inputs import model_file
 
         path = model_file(self.model_path)
         # ckpt_dir = the model's folder: score_threshold defaults to the operating point shipped beside it;
@@ -212,7 +212,7 @@ class DICOMDetectionWriterOperator(Operator):
         spec.input("detections")
 
     def compute(self, op_input, op_output, context):
-        from bundle.deploy.dicom_sr import build_gsps, build_sr
+        from bundle.serving.dicom_sr import build_gsps, build_sr
 
         det = op_input.receive("detections")
         self.output_folder.mkdir(parents=True, exist_ok=True)
@@ -279,7 +279,7 @@ def preflight(argv: list[str]) -> None:
     """
     from monai.deploy.core import Fragment
 
-    from bundle.deploy.app_inputs import dicom_files, model_file, no_series_matched, screen_series
+    from bundle.serving.app_inputs import dicom_files, model_file, no_series_matched, screen_series
 
     ctx = Application.init_app_context(argv)
     folder = Path(ctx.input_path)

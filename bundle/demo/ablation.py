@@ -29,11 +29,11 @@ from bundle.demo.ablation_page import pool, write_page
 from bundle.demo.experiment import build_series
 from bundle.demo.run import DemoOptions, Paths, deidentify, make_data, mine
 from bundle.demo.volumes import write_volume_datalist
+from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
 from bundle.steps.runner import bundle_run
 
-ROOT = Path(__file__).resolve().parents[2]
 SERIES = ["configs/train.yaml", "configs/train_series.yaml"]
 # arm -> (training configs, experiment datalist, train.yaml overrides)
 ARMS: dict[str, tuple[list[str], str, dict]] = {

@@ -24,11 +24,11 @@ from bundle.metrics.bootstrap import patient_counts
 from bundle.metrics.breakdown import long_axis_mm
 from bundle.metrics.replicates import mean_sd, two_level_difference
 from bundle.metrics.report import patient_pictures, score_model
+from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
 from bundle.steps.runner import bundle_run
 
-ROOT = Path(__file__).resolve().parents[2]
 ARMS = ("mined_only", "self_trained", "oracle", "oracle_size_rule", "untrained")
 METRICS = ("f1", "precision", "recall")
 

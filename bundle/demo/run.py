@@ -24,11 +24,11 @@ from bundle.demo.experiment import build, load_linkage, split_by_pseudonym
 from bundle.demo.pacs_export import export
 from bundle.demo.results import assemble, write_results
 from bundle.demo.synth import generate
+from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
 from bundle.steps.runner import bundle_run
 
-ROOT = Path(__file__).resolve().parents[2]
 EVAL = ["configs/train.yaml", "configs/evaluate.yaml"]
 STEPS = 7
 

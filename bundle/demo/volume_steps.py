@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from bundle.demo.experiment import build_series
 from bundle.demo.volumes import write_volume_datalist
+from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
 from bundle.steps.runner import bundle_run
@@ -23,7 +24,6 @@ from bundle.steps.runner import bundle_run
 if TYPE_CHECKING:
     from bundle.demo.run import DemoOptions, Paths
 
-ROOT = Path(__file__).resolve().parents[2]
 VOLUME_EVAL = ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"]
 
 

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from bundle.paths import ROOT
+
 COMMANDS = {  # name -> (the command before its arguments, what it imports before mining starts)
     "monai_bundle_run": (["-m", "monai.bundle", "run"], "import monai.bundle, bundle.mining.pipeline"),
     "lean": (["-m", "bundle.mining"], "import bundle.mining.__main__, bundle.mining.pipeline, yaml"),

@@ -17,10 +17,9 @@ from bundle.datalist.rules import from_config
 from bundle.datalist.sections import absolute_datalist, spacing_of
 from bundle.inference.predictions import load_predictions
 from bundle.metrics.matching import best_f1_threshold, match_image, threshold_for_precision
+from bundle.paths import ROOT
 from bundle.selftrain.pseudo import PseudoRules, expand_datalist, write_datalist
 from bundle.steps.runner import bundle_run
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def validation_matches(datalist: dict, predictions_path: str, section: str = "validation", iou_threshold: float = 0.5) -> list:

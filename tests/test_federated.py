@@ -46,18 +46,20 @@ def nvflare_fedavg(diffs: list[dict], weights: list[float], global_weights: dict
     """The global weights after NVFlare's InTimeAccumulateWeightedAggregator (the job's server aggregator) takes
     the sites' weight differences, each with its round's step count, as ClientAlgoExecutor sends them."""
     from nvflare.apis.dxo import DXO, DataKind, MetaKey
+    from nvflare.apis.event_type import EventType
+    from nvflare.apis.fl_constant import ReservedKey
     from nvflare.apis.fl_context import FLContext
-    from nvflare.apis.shareable import ReservedHeaderKey
     from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import InTimeAccumulateWeightedAggregator
     from nvflare.app_common.app_constant import AppConstants
 
     agg = InTimeAccumulateWeightedAggregator(expected_data_kind=DataKind.WEIGHT_DIFF)
     ctx = FLContext()
     ctx.set_prop(AppConstants.CURRENT_ROUND, 0, private=True, sticky=False)
+    agg.handle_event(EventType.START_RUN, ctx)  # what the server's engine does before the first round
     for i, (diff, w) in enumerate(zip(diffs, weights)):
         data = {k: torch.as_tensor(v).detach().cpu().numpy() for k, v in diff.items()}
         shareable = DXO(DataKind.WEIGHT_DIFF, data=data, meta={MetaKey.NUM_STEPS_CURRENT_ROUND: w}).to_shareable()
-        shareable.set_header(ReservedHeaderKey.PEER_PROPS, {"__identity_name__": f"site-{i}"})
+        shareable.set_peer_props({ReservedKey.IDENTITY_NAME: f"site-{i}"})
         shareable.add_cookie(AppConstants.CONTRIBUTION_ROUND, 0)
         assert agg.accept(shareable, ctx)
     mean_diff = agg.aggregate(ctx)["DXO"]["data"]

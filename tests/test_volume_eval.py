@@ -12,7 +12,16 @@ import pytest
 from bundle.inference import operating_point
 from bundle.metrics import froc, volume_stats
 from bundle.metrics.matching import ImageMatch
-from bundle.metrics.volume import MatchRule, Volume, at_threshold, choose_operating_point, froc_figures, match_volume, to_detector_grid
+from bundle.metrics.volume import (
+    OLD_RULE,
+    MatchRule,
+    Volume,
+    at_threshold,
+    choose_operating_point,
+    froc_figures,
+    match_volume,
+    to_detector_grid,
+)
 
 LESION = [10, 10, 10, 20, 20, 20]  # 10 voxels a side, centre (15, 15, 15)
 
@@ -25,24 +34,48 @@ def _vol(scores, tp, n_truth, long_mm=None, patient="p", matched=None) -> Volume
     return Volume(f"{patient}.nii.gz", patient, m, np.asarray(long_mm if long_mm is not None else [15.0] * n_truth, float))
 
 
-def test_match_iou_or_centre():
+def _tp(*args, **kw) -> list[bool]:
+    return match_volume(*args, **kw)[0].tp.tolist()
+
+
+def test_match_strict_rule_and_the_old_column():
     # IoU of [10..20]^3 with [12..22]^3: 8^3 / (2 * 10^3 - 8^3) = 0.344
-    assert match_volume([[12, 12, 12, 22, 22, 22]], [0.9], [LESION]).tp.tolist() == [True]
-    # a huge box holds the centre, IoU 1000 / 64000 = 0.016 < 0.1: matched by the centre rule only
-    big = [[0, 0, 0, 40, 40, 40]]
-    assert match_volume(big, [0.9], [LESION]).tp.tolist() == [True]
-    assert match_volume(big, [0.9], [LESION], MatchRule("iou", 0.1)).tp.tolist() == [False]
-    # a small box beside the centre, overlapping a corner: IoU 1/1007 and no centre -> FP
+    assert _tp([[12, 12, 12, 22, 22, 22]], [0.9], [LESION]) == [True]
+    # a box 64x the lesion's volume around it: IoU 1000 / 64000 = 0.016 < 0.1 and its own centre (21, 21, 21) outside
+    # the lesion: a miss by the strict rule; it holds the lesion's centre, so a hit by the old rule (the old column)
+    big = [[1, 1, 1, 41, 41, 41]]
+    assert _tp(big, [0.9], [LESION]) == [False]
+    assert _tp(big, [0.9], [LESION], OLD_RULE) == [True]
+    assert _tp(big, [0.9], [LESION], MatchRule("iou", 0.1)) == [False]
+    # a small box beside the centre, overlapping a corner: IoU 1/1007, its own centre (10, 10, 10) on the lesion's edge
     corner = [[9, 9, 9, 11, 11, 11]]
-    assert match_volume(corner, [0.9], [LESION]).tp.tolist() == [False]
-    # a box around the lesion's centre but tiny: IoU 8 / 1000 < 0.1; the centre rule alone accepts it
+    assert _tp(corner, [0.9], [LESION], OLD_RULE) == [False]
+    assert _tp(corner, [0.9], [LESION], MatchRule("iou", 0.1)) == [False]
+    assert _tp([[7, 7, 7, 9, 9, 9]], [0.9], [LESION]) == [False]  # own centre (8, 8, 8) outside: a miss
+    # a box inside the lesion but tiny: IoU 8 / 1000 < 0.1; its own centre is inside: a hit by the strict rule
     tiny = [[14, 14, 14, 16, 16, 16]]
-    assert match_volume(tiny, [0.9], [LESION], MatchRule("center")).tp.tolist() == [True]
-    assert match_volume(tiny, [0.9], [LESION], MatchRule("iou", 0.1)).tp.tolist() == [False]
+    assert _tp(tiny, [0.9], [LESION]) == [True]
+    assert _tp(tiny, [0.9], [LESION], MatchRule("center")) == [True]
+    assert _tp(tiny, [0.9], [LESION], MatchRule("iou", 0.1)) == [False]
+
+
+def test_large_lesions_matched_before_small_ones_and_duplicates_ignored():
+    small = [14, 14, 14, 17, 17, 17]  # a 3-voxel lesion inside the large one's box
+    box = [[13, 13, 13, 18, 18, 18]]  # IoU 27/125 with the small one, 125/1000 with the large one
+    m, ign = match_volume(box, [0.9], [LESION, small], long_mm=[15.0, 5.0])
+    assert m.matched_truth.tolist() == [0] and not ign.any()  # the >= 10 mm lesion first
+    m, _ = match_volume(box, [0.9], [LESION, small], OLD_RULE, long_mm=[15.0, 5.0])
+    assert m.matched_truth.tolist() == [1]  # the old rule: the best IoU, whatever the size
+    # a second box on a found lesion: ignored (neither TP nor FP) by the strict rule, a FP by the old one
+    two = [[10, 10, 10, 20, 20, 20], [11, 11, 11, 21, 21, 21]]
+    m, ign = match_volume(two, [0.8, 0.3], [LESION])
+    assert m.tp.tolist() == [True, False] and ign.tolist() == [False, True]
+    m, ign = match_volume(two, [0.8, 0.3], [LESION], OLD_RULE)
+    assert m.tp.tolist() == [True, False] and not ign.any()
 
 
 def test_each_lesion_matched_once_greedy_by_score():
-    m = match_volume([[10, 10, 10, 20, 20, 20], [11, 11, 11, 21, 21, 21]], [0.3, 0.8], [LESION])
+    m, _ = match_volume([[10, 10, 10, 20, 20, 20], [11, 11, 11, 21, 21, 21]], [0.3, 0.8], [LESION])
     assert m.tp.tolist() == [False, True] and m.matched_truth.tolist() == [-1, 0]
     with pytest.raises(ValueError, match="3D boxes"):
         match_volume([[0, 0, 5, 5]], [0.5], [LESION])
@@ -231,7 +264,7 @@ def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served
 
     from bundle.datalist.schema import write_datalist
     from bundle.demo.volumes import volume_items
-    from scripts.package_bundle import package
+    from bundle.serving.package import package
 
     truth = json.loads((tiny_demo / "truth.json").read_text())
     normal = _normal_volume_study(tmp_path, truth["patients"][0]["spacing"])
@@ -318,3 +351,93 @@ def test_sr_of_a_volume_without_boxes_says_neoplasm_absent(tiny_demo, tmp_path):
         for name in ("sr.dcm", "gsps.dcm"):
             out = subprocess.run(["dciodvfy", str(tmp_path / name)], capture_output=True, text=True)
             assert not [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")], name
+
+
+def _scorer_case(tmp_path, rng, strict_equals_iou: bool):
+    """A generated test split in the demo's truth.json format and a predictions file: lesions of 4-30 voxels (1 mm),
+    normal volumes, boxes near each lesion (shifted, shrunk, grown), oversized boxes, second boxes, stray boxes.
+    strict_equals_iou: no box has its own centre inside a lesion without IoU >= 0.1 (then strict == IoU alone)."""
+    from bundle.demo.volumes import write_volume_datalist
+
+    patients, split, preds = [], {}, []
+    for k in range(14):
+        pid = f"demo-{k:03d}"
+        split[pid] = "test" if k >= 2 else "validation"
+        lesions = []
+        for _ in range(0 if k % 4 == 3 else int(rng.integers(1, 4))):
+            d = float(rng.choice([4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 30.0]))
+            lo = rng.integers(2, 90, 3).astype(float)
+            box = [*lo.tolist(), *(lo + d).tolist()]
+            lesions.append({"box_vox": box, "center_vox": (lo + d / 2 + 0.25).tolist(), "diameter_mm": d, "kind": "met"})
+        boxes = []
+        for les in lesions:
+            lo, hi = np.asarray(les["box_vox"][:3]), np.asarray(les["box_vox"][3:])
+            d = hi - lo
+            for _ in range(int(rng.integers(0, 3))):  # 0-2 boxes near it: a miss, a hit, a second box
+                shift = rng.uniform(-0.6, 0.6, 3) * d
+                scale = rng.uniform(0.4, 1.6)
+                c = (lo + hi) / 2 + shift
+                boxes.append([*(c - scale * d / 2).tolist(), *(c + scale * d / 2).tolist()])
+            if rng.random() < 0.5:  # oversized: 4x each side, its own centre moved off the lesion
+                c = hi + 1.0 if strict_equals_iou else (lo + hi) / 2
+                boxes.append([*(c - 2 * d).tolist(), *(c + 2 * d).tolist()])
+        for _ in range(int(rng.integers(0, 3))):  # stray boxes
+            lo = rng.uniform(0, 100, 3)
+            boxes.append([*lo.tolist(), *(lo + rng.uniform(3, 15, 3)).tolist()])
+        if strict_equals_iou:
+            boxes = [b for b in boxes if _own_centre_hit_implies_iou(b, lesions)]
+        patients.append({"patient_id": pid, "image": f"{pid}/t1c.nii.gz", "spacing": [1.0, 1.0, 1.0], "lesions": lesions})
+        scores = rng.permutation(np.linspace(0.01, 0.99, 97))[: len(boxes)]
+        preds.append({"image": str(tmp_path / pid / "t1c.nii.gz"), "box": boxes, "score": scores.tolist(), "label": [0] * len(boxes)})
+    (tmp_path / "truth.json").write_text(json.dumps({"patients": patients, "split": split}))
+    pred_path = tmp_path / "predictions_volume_test.json"
+    pred_path.write_text(json.dumps({"predictions": [p for p, q in zip(preds, patients) if split[q["patient_id"]] == "test"]}))
+    return write_volume_datalist(tmp_path, sections=("test",)), pred_path
+
+
+def _own_centre_hit_implies_iou(box, lesions) -> bool:
+    from monai.data.box_utils import box_iou
+
+    c = (np.asarray(box[:3]) + np.asarray(box[3:])) / 2
+    for les in lesions:
+        lb = np.asarray(les["box_vox"])
+        inside = bool(np.all((lb[:3] <= c) & (c <= lb[3:])))
+        if inside and float(box_iou(np.asarray([box]), lb[None])[0, 0]) < 0.1:
+            return False
+    return True
+
+
+def _outside(truth_dir, pred_path, rule: str, thr: float) -> tuple[float, float, float]:
+    """The held-out scorer (../shared/tools/volume_froc_strict.py) at one threshold: sensitivity >= 10 mm, FP/volume, FP/normal volume."""
+    import re
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[2] / "shared" / "tools" / "volume_froc_strict.py"
+    if not tool.is_file():
+        pytest.skip(f"{tool}: the outside scorer is not in this checkout")
+    cmd = [sys.executable, str(tool), str(truth_dir / "truth.json"), str(pred_path), "--rule", rule, "--thr", repr(thr)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+    m = re.search(r"sensitivity ([\d.]+), FP/volume ([\d.]+), FP/normal volume ([\d.]+)", out)
+    assert m, out
+    return tuple(float(x) for x in m.groups())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_figures_equal_the_outside_strict_scorer(tmp_path, seed):
+    """The project's figures at a threshold equal those of the separate scorer (../shared/tools, run as a subprocess):
+    each of its rules on a random case, and the strict rule where it cannot differ from IoU alone."""
+    from bundle.metrics.volume import score_volumes
+
+    rules = {"iou": MatchRule("iou"), "centre": MatchRule("box_center"), "lenient": MatchRule("iou_or_center")}
+    for strict_case in (False, True):
+        case = tmp_path / f"case{int(strict_case)}"
+        case.mkdir()
+        datalist, pred = _scorer_case(case, np.random.default_rng([seed, int(strict_case)]), strict_case)
+        todo = [("iou", MatchRule())] if strict_case else list(rules.items())
+        for outside_rule, rule in todo:
+            vols = score_volumes(str(datalist), str(pred), "test", rule)
+            for thr in (0.0, 0.25, 0.5, 0.75, 0.9):
+                at = at_threshold(vols, thr)
+                ours = (round(at["sensitivity >=10 mm"], 3), round(at["fp_per_volume"], 2), round(at["fp_per_normal_volume"], 2))
+                assert ours == _outside(case, pred, outside_rule, thr), (outside_rule, rule.label(), thr)

@@ -21,9 +21,23 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 FILENAME = "operating_point.json"
 MODEL_FILES = ("model.pt", "model.ts")
 logger = logging.getLogger("brain_mri_tumor_detection.operating_point")
+
+
+def float32_at_least(x: float) -> float:
+    """The smallest float32 >= x: a float32 score passes it exactly when its float64 value passes x.
+
+    Why: evaluation compares float64 scores read from JSON, the serving paths compare float32 tensors
+    (torch and NumPy cast a Python threshold to float32, which may round it below a score it excluded).
+    """
+    f = np.float32(x)
+    if float(f) < x:
+        f = np.nextafter(f, np.float32(np.inf))
+    return float(f)
 
 
 def file_md5(path: str | Path) -> str:

@@ -25,17 +25,21 @@ def froc_curve(matches: list[ImageMatch], n_units: int | None = None) -> tuple[n
 
     n_units: how many units (images, patients) the FPs are spread over; default one per match.
     Each truth box is a target; a missed one enters MONAI's tp_probs as 0. A sentinel FP of score 0
-    makes MONAI (which skips the lowest score, CAMELYON's convention) evaluate every real score.
+    makes MONAI (which skips the lowest score, CAMELYON's convention) evaluate every real score. MONAI
+    needs real scores above 0, so they go in as their ranks 1..K (the curve depends on their order only):
+    logits (any sign) and saturated-free float64 scores give the same curve as the scores themselves.
     """
     n_truth = sum(m.n_truth for m in matches)
     units = len(matches) if n_units is None else n_units
     if n_truth == 0 or units == 0:
         return np.zeros(1), np.zeros(1)
-    fp = [m.scores[~m.tp] for m in matches]
+    distinct = np.unique(np.concatenate([m.scores for m in matches] + [np.zeros(0)]))
+    rank = [np.searchsorted(distinct, m.scores).astype(np.float64) + 1.0 for m in matches]
+    fp = [r[~m.tp] for m, r in zip(matches, rank)]
     tp = np.zeros(n_truth)
     k = 0
-    for m in matches:
-        tp[k + m.matched_truth[m.tp]] = m.scores[m.tp]
+    for m, r in zip(matches, rank):
+        tp[k + m.matched_truth[m.tp]] = r[m.tp]
         k += m.n_truth
     fp_probs = np.concatenate([np.zeros(1), *fp]).astype(np.float64)
     fps, sens = compute_froc_curve_data(fp_probs, tp, num_targets=n_truth, num_images=units)

@@ -6,9 +6,12 @@ the boxes on the slices nobody measured. Predictions come from configs/evaluate_
 detector MONAI Label and the Deploy app run (configs/inference_volume.yaml).
 
 Rules (docs/evaluation.md, "Volume level"):
-- a predicted 3D box matches a lesion when their 3D IoU >= `iou_threshold` (0.1) or the predicted box
-  contains the lesion's centre (criterion "iou_or_center"; "iou" or "center" alone on request);
-  greedy by descending score, each lesion matched once, the best IoU among the allowed lesions wins;
+- strict (the default, `MatchRule()`): a predicted 3D box finds a lesion when their 3D IoU >= `iou_threshold`
+  (0.1) or the box's OWN centre lies inside the lesion's box (an oversized box no longer counts); greedy by
+  descending score, lesions >= 10 mm taken before smaller ones, then the best IoU; a box that hits only
+  lesions already found is a duplicate, neither TP nor FP (LUNA16's convention);
+- the old rule (`OLD_RULE`, the second column): IoU >= 0.1 or the lesion's centre inside the box, any lesion
+  by IoU, every unmatched box a false positive, as the pages before the strict rule were written;
 - the operating point is chosen on validation volumes (`choose_operating_point`) and applied unchanged
   to test; a threshold keeps every box with score >= it (ties kept or dropped together);
 - CIs and the paired test resample patients (bundle.metrics.volume_stats).
@@ -23,6 +26,7 @@ import numpy as np
 from monai.data.box_utils import box_iou
 
 from bundle.datalist.sections import load_truth, spacing_of
+from bundle.inference.operating_point import float32_at_least
 from bundle.inference.predictions import load_predictions, pair
 from bundle.metrics import froc, volume_stats
 from bundle.metrics.breakdown import SIZE_BINS_MM, long_axis_mm
@@ -31,27 +35,54 @@ from bundle.metrics.matching import ImageMatch, as_boxes, greedy
 LARGE_MM = 10.0
 GE_LABEL = ">=10 mm"
 BIN_LABELS = [lbl for _, _, lbl in SIZE_BINS_MM]
+CPM_LABEL = "CPM (LUNA16): mean sensitivity at 1/8, 1/4, 1/2, 1, 2, 4 and 8 false boxes per volume"
+
+
+CRITERIA = ("strict", "iou", "box_center", "iou_or_center", "center")
 
 
 @dataclass
 class MatchRule:
-    """How a predicted 3D box finds its lesion (configs/evaluate_volume.yaml: volume_match_criterion, volume_iou_threshold)."""
+    """How a predicted 3D box finds its lesion (configs/evaluate_volume.yaml: volume_match_criterion, volume_iou_threshold).
 
-    criterion: str = "iou_or_center"  # "iou", "center" (lesion centre inside the predicted box), or either
+    criterion: "strict" (IoU or the box's own centre inside the lesion), "iou", "box_center" (the box's own
+    centre inside the lesion), or the old, lenient "iou_or_center" / "center" (the LESION's centre inside the
+    box, which any oversized box satisfies). large_first: lesions >= 10 mm are taken before smaller ones.
+    duplicates "ignore": a box hitting only found lesions is neither TP nor FP; "fp": it is a false positive.
+    """
+
+    criterion: str = "strict"
     iou_threshold: float = 0.1
+    large_first: bool = True
+    duplicates: str = "ignore"
 
     def __post_init__(self) -> None:
-        if self.criterion not in ("iou_or_center", "iou", "center"):
-            raise ValueError(f"volume matching criterion {self.criterion!r}: use 'iou_or_center', 'iou' or 'center'")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"volume matching criterion {self.criterion!r}: use one of {', '.join(CRITERIA)}")
+        if self.duplicates not in ("ignore", "fp"):
+            raise ValueError(f"volume matching duplicates {self.duplicates!r}: use 'ignore' or 'fp'")
 
     def label(self) -> str:
         iou = f"3D IoU >= {self.iou_threshold:g}"
+        own = "the box's own centre inside the lesion"
         centre = "the predicted box contains the lesion's centre"
-        return {"iou": iou, "center": centre, "iou_or_center": f"{iou} or {centre}"}[self.criterion]
+        text = {"iou": iou, "box_center": own, "strict": f"{iou} or {own}", "center": centre, "iou_or_center": f"{iou} or {centre}"}
+        extra = ["lesions >= 10 mm matched first"] if self.large_first else []
+        extra += ["a second box on a found lesion ignored" if self.duplicates == "ignore" else "a second box on a found lesion a FP"]
+        return f"{text[self.criterion]} ({'; '.join(extra)})"
 
 
-def match_volume(pred_boxes, pred_scores, gt_boxes, rule: MatchRule | None = None, where: str = "volume") -> ImageMatch:
-    """One volume's 3D predictions (xyzxyz) against its lesions, greedy by score (matching.greedy)."""
+OLD_RULE = MatchRule("iou_or_center", 0.1, large_first=False, duplicates="fp")  # the rule of the pages before the strict one
+
+
+def match_volume(
+    pred_boxes, pred_scores, gt_boxes, rule: MatchRule | None = None, where: str = "volume", long_mm=None
+) -> tuple[ImageMatch, np.ndarray]:
+    """One volume's 3D predictions (xyzxyz) against its lesions, greedy by score (matching.greedy).
+
+    Returns the match of every box and which boxes are ignored duplicates (rule.duplicates "ignore"; their tp is False).
+    long_mm: each lesion's long axis, for rule.large_first (None: all count as large).
+    """
     rule = rule or MatchRule()
     p, g = as_boxes(pred_boxes, f"{where} predictions"), as_boxes(gt_boxes, f"{where} truth")
     s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
@@ -60,14 +91,29 @@ def match_volume(pred_boxes, pred_scores, gt_boxes, rule: MatchRule | None = Non
     for arr, what in ((p, "predictions"), (g, "truth")):
         if len(arr) and arr.shape[1] != 6:
             raise ValueError(f"{where}: {what} must be 3D boxes [x0, y0, z0, x1, y1, z1], got {arr.shape[1]} numbers per box")
+    none = np.zeros(len(p), dtype=bool)
     if not (len(p) and len(g)):
-        return ImageMatch(scores=s, tp=np.zeros(len(p), dtype=bool), n_truth=len(g), matched_truth=np.full(len(p), -1))
+        return ImageMatch(scores=s, tp=none, n_truth=len(g), matched_truth=np.full(len(p), -1)), none
     iou = np.asarray(box_iou(p, g), dtype=np.float64)
     centre = (g[:, :3] + g[:, 3:]) / 2
     contains = np.all((p[:, None, :3] <= centre[None]) & (centre[None] <= p[:, None, 3:]), axis=2)
-    ok = {"iou": iou >= rule.iou_threshold, "center": contains, "iou_or_center": (iou >= rule.iou_threshold) | contains}[rule.criterion]
-    tp, matched = greedy(ok, iou + 1e-9 * contains, s)  # among allowed lesions: highest IoU; a contained centre breaks ties
-    return ImageMatch(scores=s, tp=tp, n_truth=len(g), matched_truth=matched)
+    own = (p[:, :3] + p[:, 3:]) / 2
+    inside = np.all((g[None, :, :3] <= own[:, None]) & (own[:, None] <= g[None, :, 3:]), axis=2)
+    hit = iou >= rule.iou_threshold
+    ok = {"iou": hit, "box_center": inside, "strict": hit | inside, "center": contains, "iou_or_center": hit | contains}[rule.criterion]
+    quality = iou + 1e-9 * contains  # among allowed lesions: highest IoU; a contained centre breaks ties
+    if rule.large_first:
+        large = np.ones(len(g), dtype=bool) if long_mm is None else np.asarray(long_mm, dtype=np.float64).reshape(-1) >= LARGE_MM
+        quality = quality + 2.0 * large[None, :]  # IoU <= 1: any free large lesion outranks every small one
+    tp, matched = greedy(ok, quality, s)
+    ignored = ~tp & ok.any(axis=1) if rule.duplicates == "ignore" else none
+    return ImageMatch(scores=s, tp=tp, n_truth=len(g), matched_truth=matched), ignored
+
+
+def without(m: ImageMatch, drop: np.ndarray) -> ImageMatch:
+    """The match without the dropped boxes (ignored duplicates): they count neither as TP nor as FP anywhere."""
+    keep = ~np.asarray(drop, dtype=bool)
+    return ImageMatch(scores=m.scores[keep], tp=m.tp[keep], n_truth=m.n_truth, matched_truth=m.matched_truth[keep])
 
 
 @dataclass
@@ -76,8 +122,9 @@ class Volume:
 
     image: str
     patient: str
-    match: ImageMatch
+    match: ImageMatch  # scored boxes only (ignored duplicates left out)
     long_mm: np.ndarray
+    shown: np.ndarray | None = None  # every box's score, duplicates included (boxes shown per volume); None: match.scores
 
     @property
     def normal(self) -> bool:
@@ -115,8 +162,8 @@ def score_volumes(datalist: str, predictions: str, key: str, rule: MatchRule | N
             long_mm = np.asarray(item["long_mm"], dtype=np.float64)
         else:
             long_mm = long_axis_mm(np.asarray(item["box"], dtype=float).reshape(-1, 6), spacing_of(item, 3)) if len(boxes) else np.zeros(0)
-        m = match_volume(pred["box"], pred["score"], boxes, rule, where)
-        out.append(Volume(where, str(item.get("patient", where)), m, long_mm))
+        m, ignored = match_volume(pred["box"], pred["score"], boxes, rule, where, long_mm)
+        out.append(Volume(where, str(item.get("patient", where)), without(m, ignored), long_mm, m.scores))
     return out
 
 
@@ -149,6 +196,8 @@ def volume_counts(volumes: list[Volume], t: float) -> np.ndarray:
         ge = v.long_mm >= LARGE_MM
         fp = int((~v.match.tp[keep]).sum())
         row = {"tp": found.sum(), "n": len(found), "tp_ge10": found[ge].sum(), "n_ge10": ge.sum(), "fp": fp, "boxes": int(keep.sum())}
+        if v.shown is not None:
+            row["boxes"] = int((v.shown >= t).sum())
         for lo, hi, lbl in SIZE_BINS_MM:
             inb = (v.long_mm >= lo) & (v.long_mm < hi)
             row |= {f"tp_{lbl}": found[inb].sum(), f"n_{lbl}": inb.sum()}
@@ -215,8 +264,8 @@ def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 1.0
     feasible = feasible[feasible < first_bad[0]] if len(first_bad) else feasible
     if len(feasible):
         thr = float(s[feasible[-1]])
-    else:
-        thr = float(np.nextafter(s[0], np.inf)) if len(s) else 0.0
+    else:  # just above the top score, in float32 too (the serving paths compare float32 scores)
+        thr = float(np.nextafter(np.float32(float32_at_least(s[0])), np.float32(np.inf))) if len(s) else 0.0
     rule = (
         f"lowest score threshold with validation FP per volume <= {max_fp_per_volume:g} and FP per normal volume <= "
         f"{max_fp_per_normal_volume:g} (a threshold keeps every box with score >= it; ties together)"
@@ -232,13 +281,18 @@ def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 1.0
 
 
 def froc_figures(volumes: list[Volume], min_long_mm: float = 0.0) -> dict:
-    """Sensitivity at 0.25 ... 8 FP per volume and CPM (MONAI's curve and reading, bundle.metrics.froc).
+    """Sensitivity at 1/8 ... 8 FP per volume and the LUNA16 CPM, their mean (MONAI's curve and reading, bundle.metrics.froc).
 
     min_long_mm > 0: smaller lesions are ignore regions (not targets; a box matched to one is neither TP nor FP).
     """
     matches = [restrict(v, min_long_mm) for v in volumes]
     at = froc.sensitivity_at(matches, volume_stats.VOLUME_FP_RATES)
-    return {"sensitivity_at_fp": at, "cpm": float(np.mean(list(at.values()))), "fp_rates": list(volume_stats.VOLUME_FP_RATES)}
+    return {
+        "sensitivity_at_fp": at,
+        "cpm": float(np.mean(list(at.values()))),
+        "fp_rates": list(volume_stats.VOLUME_FP_RATES),
+        "cpm_label": CPM_LABEL,
+    }
 
 
 def restrict(v: Volume, min_long_mm: float) -> ImageMatch:

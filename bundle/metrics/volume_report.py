@@ -14,7 +14,9 @@ import numpy as np
 from bundle.metrics import plots, volume_stats
 from bundle.metrics.volume import (
     BIN_LABELS,
+    CPM_LABEL,
     GE_LABEL,
+    OLD_RULE,
     MatchRule,
     Volume,
     at_threshold,
@@ -56,7 +58,7 @@ def evaluate(
     val_predictions: str,
     test_predictions: str,
     output_dir: str,
-    criterion: str = "iou_or_center",
+    criterion: str = "strict",
     iou_threshold: float = 0.1,
     max_fp_per_volume: float = 1.0,
     max_fp_per_normal_volume: float = 0.5,
@@ -83,6 +85,7 @@ def evaluate(
             "froc_ge_10mm": froc_figures(test, 10.0),
             "patients": len({v.patient for v in test}),
         },
+        "old_rule": old_rule_column(datalist, test_predictions, test_key, thr),
     }
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,13 +95,24 @@ def evaluate(
     return result
 
 
+def old_rule_column(datalist: str, test_predictions: str, test_key: str, threshold: float) -> dict:
+    """The same test predictions at the same threshold by the rule of the earlier pages (OLD_RULE), so they compare."""
+    test = score_volumes(datalist, test_predictions, test_key, OLD_RULE)
+    return {
+        "match": OLD_RULE.label(),
+        "at_operating_point": at_threshold(test, threshold),
+        "froc": froc_figures(test),
+        "froc_ge_10mm": froc_figures(test, 10.0),
+    }
+
+
 def compare(
     datalist: str,
     a: tuple[str, str],
     b: tuple[str, str],
     output_dir: str,
     names: tuple[str, str] = ("A", "B"),
-    criterion: str = "iou_or_center",
+    criterion: str = "strict",
     iou_threshold: float = 0.1,
     max_fp_per_volume: float = 1.0,
     max_fp_per_normal_volume: float = 0.5,
@@ -154,6 +168,15 @@ def summary_markdown(r: dict) -> str:
     at, ci, fr, fr10 = t["at_operating_point"], t["ci95"], t["froc"], t["froc_ge_10mm"]
     v = op["validation"]
     rates = " / ".join(f"{k}" for k in fr["sensitivity_at_fp"])
+    old = r.get("old_rule")
+    o = old["at_operating_point"] if old else None
+
+    def col(key: str, digits: int = 3) -> str:
+        return "" if old is None else f" {_f(o[key], digits)} |"
+
+    def col_text(text: str) -> str:
+        return "" if old is None else f" {text} |"
+
     lines = [
         f"# Volume-level evaluation: {r['name']}",
         "",
@@ -162,26 +185,34 @@ def summary_markdown(r: dict) -> str:
         f"({v['volumes']} volumes, {v['normal_volumes']} normal): FP per volume {_f(v['fp_per_volume'], 2)}, "
         f"per normal volume {_f(v['fp_per_normal_volume'], 2)}, sensitivity >= 10 mm {_f(v[GE_KEY])}.",
         f"95% CIs: bootstrap over {ci['n_patients']} test patients ({ci['n_resamples']} resamples, seed {ci['seed']}).",
+        f"{CPM_LABEL}." + (f" Old rule (earlier pages; point values, same threshold): {old['match']}." if old else ""),
         "",
-        "| test, at the operating point | value (95% CI) |",
-        "| --- | --- |",
-        f"| volumes / normal volumes / patients | {at['volumes']} / {at['normal_volumes']} / {t['patients']} |",
-        f"| lesion sensitivity, lesions >= 10 mm ({at['found_ge10']} of {at['lesions_ge10']}) | {_ci(ci[GE_KEY])} |",
-        f"| lesion sensitivity, all lesions ({at['found']} of {at['lesions']}) | {_ci(ci['sensitivity'])} |",
-        f"| false positives per volume | {_ci(ci['fp_per_volume'], 2)} |",
-        f"| false positives per normal volume | {_ci(ci['fp_per_normal_volume'], 2)} |",
-        f"| boxes shown per volume | {_f(at['boxes_per_volume'], 2)} |",
-        f"| FROC CPM, all lesions (sensitivity at {rates} FP per volume) | {_ci(ci['cpm'])} |",
-        f"| sensitivity at {rates} FP per volume, all lesions | {' / '.join(_f(x) for x in fr['sensitivity_at_fp'].values())} |",
-        f"| FROC CPM, lesions >= 10 mm (smaller ones ignored) | {_ci(ci[f'cpm {GE_LABEL}'])} |",
-        f"| sensitivity at {rates} FP per volume, lesions >= 10 mm | {' / '.join(_f(x) for x in fr10['sensitivity_at_fp'].values())} |",
+        "| test, at the operating point | value (95% CI) |" + (" old rule |" if old else ""),
+        "| --- | --- |" + (" --- |" if old else ""),
+        f"| volumes / normal volumes / patients | {at['volumes']} / {at['normal_volumes']} / {t['patients']} |" + col_text(""),
+        f"| lesion sensitivity, lesions >= 10 mm ({at['found_ge10']} of {at['lesions_ge10']}) | {_ci(ci[GE_KEY])} |"
+        + col_text(f"{_f(o[GE_KEY])} ({o['found_ge10']} of {o['lesions_ge10']})" if o else ""),
+        f"| lesion sensitivity, all lesions ({at['found']} of {at['lesions']}) | {_ci(ci['sensitivity'])} |" + col("sensitivity"),
+        f"| false positives per volume | {_ci(ci['fp_per_volume'], 2)} |" + col("fp_per_volume", 2),
+        f"| false positives per normal volume | {_ci(ci['fp_per_normal_volume'], 2)} |" + col("fp_per_normal_volume", 2),
+        f"| boxes shown per volume | {_f(at['boxes_per_volume'], 2)} |" + col("boxes_per_volume", 2),
+        f"| CPM, all lesions | {_ci(ci['cpm'])} |" + col_text(_f(old["froc"]["cpm"]) if old else ""),
+        f"| sensitivity at {rates} FP per volume, all lesions | {' / '.join(_f(x) for x in fr['sensitivity_at_fp'].values())} |"
+        + col_text(" / ".join(_f(x) for x in old["froc"]["sensitivity_at_fp"].values()) if old else ""),
+        f"| CPM, lesions >= 10 mm (smaller ones ignored) | {_ci(ci[f'cpm {GE_LABEL}'])} |"
+        + col_text(_f(old["froc_ge_10mm"]["cpm"]) if old else ""),
+        f"| sensitivity at {rates} FP per volume, lesions >= 10 mm | {' / '.join(_f(x) for x in fr10['sensitivity_at_fp'].values())} |"
+        + col_text(" / ".join(_f(x) for x in old["froc_ge_10mm"]["sensitivity_at_fp"].values()) if old else ""),
         "",
-        "| lesion long axis | lesions | found | sensitivity (95% CI) |",
-        "| --- | --- | --- | --- |",
+        "| lesion long axis | lesions | found | sensitivity (95% CI) |" + (" found, old rule |" if old else ""),
+        "| --- | --- | --- | --- |" + (" --- |" if old else ""),
     ]
     for b in BIN_LABELS:
         c = at["by_size"][b]
-        lines.append(f"| {b} | {c['lesions']} | {c['found']} | {_ci(ci[f'sensitivity {b}'])} |")
+        lines.append(
+            f"| {b} | {c['lesions']} | {c['found']} | {_ci(ci[f'sensitivity {b}'])} |"
+            + col_text(str(o["by_size"][b]["found"]) if o else "")
+        )
     lines += ["", f"FROC plot (FP per volume): `{r['plots']['froc']}`." if "plots" in r else ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from bundle.metrics.bootstrap import resample_weights
+from bundle.metrics.froc import LUNA_FP_RATES
 from bundle.metrics.matching import ImageMatch
 
-VOLUME_FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+VOLUME_FP_RATES = LUNA_FP_RATES  # the LUNA16 CPM: 1/8, 1/4, 1/2, 1, 2, 4, 8 false boxes per volume
 
 
 @dataclass
 class FrocData:
     """Every volume's scores on one grid of thresholds: weighted FROC curves for any volume weights."""
 
-    thresholds: np.ndarray  # distinct positive scores, ascending (MONAI skips the lowest, the 0 sentinel)
+    thresholds: np.ndarray  # distinct scores, ascending (any sign: logits; bundle.metrics.froc ranks them for MONAI)
     fp_at: np.ndarray  # (T, V): FPs of volume v with score == thresholds[t]
     tp_at: np.ndarray  # (T, V): matched truths of volume v with score == thresholds[t]
     n_truth: np.ndarray  # (V,)
@@ -31,14 +32,13 @@ class FrocData:
 
 def froc_data(matches: list[ImageMatch]) -> FrocData:
     scores = np.concatenate([m.scores for m in matches] + [np.zeros(0)])
-    thr = np.unique(scores[scores > 0])
+    thr = np.unique(scores)
     fp_at = np.zeros((len(thr), len(matches)))
     tp_at = np.zeros((len(thr), len(matches)))
     for v, m in enumerate(matches):
-        keep = m.scores > 0
-        idx = np.searchsorted(thr, m.scores[keep])
-        np.add.at(fp_at[:, v], idx[~m.tp[keep]], 1.0)
-        np.add.at(tp_at[:, v], idx[m.tp[keep]], 1.0)
+        idx = np.searchsorted(thr, m.scores)
+        np.add.at(fp_at[:, v], idx[~m.tp], 1.0)
+        np.add.at(tp_at[:, v], idx[m.tp], 1.0)
     return FrocData(thr, fp_at, tp_at, np.asarray([m.n_truth for m in matches], dtype=float))
 
 

@@ -203,3 +203,139 @@ def test_pseudo_boxes_keep_a_mined_items_per_box_fields_aligned(tmp_path):
     assert it["provenance"][1] == {"source": "pseudo", "round": 1, "score": 0.9, "rule": "self-training pseudo-box"}
     assert mined["long_mm"] == [15.0] and len(mined["provenance"]) == 1  # the teacher's item is untouched
     read_datalist(write_datalist(new, tmp_path / "round1.json"))  # valid under the schema
+
+
+# ---- issue 25: mean teacher, ignore regions for rejected predictions, anti-confirmation-bias arms, volume selection ----
+
+
+def test_confident_predictions_a_rule_rejects_become_ignore_regions_not_background(tmp_path):
+    img = str(tmp_path / "a.nii.gz")
+    dl = {"training": [{"image": img, "box": [[10, 10, 30, 30]], "label": [0]}]}
+    preds = {
+        img: {"box": [[50, 50, 70, 70], [100, 100, 102, 102], [120, 120, 140, 140], [150, 150, 165, 165]], "score": [0.9, 0.95, 0.85, 0.4]}
+    }
+    rules = PseudoRules(score_threshold=0.5, max_per_image=1, min_long_mm=10.0, max_long_mm=70.0, ignore_floor=0.3)
+    new, stats = expand_datalist(dl, preds, {img: SP}, 1, rules)
+    item = new["training"][0]
+    assert item["box"] == [[10, 10, 30, 30], [50.0, 50.0, 70.0, 70.0]]  # the most confident one inside the size rule
+    # 2 mm box (size rule) and the one over the cap are ignored, as is the uncertain 0.4; none is background
+    assert sorted(item["ignore_box"]) == [[100.0, 100.0, 102.0, 102.0], [120.0, 120.0, 140.0, 140.0], [150.0, 150.0, 165.0, 165.0]]
+    assert stats["rejected"]["rejected confident: ignore region"] == 2 and stats["rejected"]["uncertain: ignore region"] == 1
+    old = expand_datalist(dl, preds, {img: SP}, 1, PseudoRules(score_threshold=0.5, max_per_image=1, ignore_rejected=False))[0]
+    assert "ignore_box" not in old["training"][0]  # the seed study's rule: rejected means background
+
+
+def test_temporal_consistency_keeps_only_boxes_the_earlier_checkpoint_predicted(tmp_path):
+    img = str(tmp_path / "a.nii.gz")
+    dl = {"training": [{"image": img, "box": [], "label": []}]}
+    preds = {img: {"box": [[50, 50, 70, 70], [120, 120, 140, 140]], "score": [0.9, 0.8]}}
+    earlier = {img: [[51, 50, 71, 70]]}  # the earlier checkpoint saw the first box only
+    new, stats = expand_datalist(dl, preds, {img: SP}, 1, PseudoRules(score_threshold=0.5), previous=earlier)
+    assert new["training"][0]["box"] == [[50.0, 50.0, 70.0, 70.0]]
+    assert new["training"][0]["ignore_box"] == [[120.0, 120.0, 140.0, 140.0]]
+    assert stats["rejected"]["not predicted by the earlier checkpoint"] == 1
+    none_before = expand_datalist(dl, preds, {img: SP}, 1, PseudoRules(score_threshold=0.5), previous={})[1]
+    assert none_before["boxes_added"] == 0
+
+
+def test_dynamic_threshold_holds_the_pseudo_box_count(tmp_path):
+    from bundle.selftrain.pseudo import threshold_for_count
+
+    imgs = [str(tmp_path / f"{i}.nii.gz") for i in range(3)]
+    dl = {"training": [{"image": p, "box": [], "label": []} for p in imgs]}
+    # a surer teacher: every score near 1; a fixed 0.5 would keep all 9
+    preds = {
+        p: {"box": [[20 * k, 0, 20 * k + 15, 15] for k in range(3)], "score": [0.999, 0.98 + 0.001 * i, 0.95]} for i, p in enumerate(imgs)
+    }
+    spacings = {p: SP for p in imgs}
+    rules = PseudoRules(score_threshold=0.5, max_per_image=5)
+    assert expand_datalist(dl, preds, spacings, 2, rules)[1]["boxes_added"] == 9
+    for target in (3, 4, 6, 9):
+        t = threshold_for_count(dl, preds, spacings, rules, target)
+        n = expand_datalist(dl, preds, spacings, 2, PseudoRules(score_threshold=t, max_per_image=5))[1]["boxes_added"]
+        assert n >= target and (n == target or target in (4,))  # ties of one score stay together
+    assert threshold_for_count(dl, preds, spacings, rules, 50) == 0.95  # fewer available: keep all there are
+
+
+def test_teacher_is_an_ema_of_the_student_started_from_the_old_teacher(tmp_path):
+    import torch
+
+    from bundle.selftrain.ema import TeacherEMA
+
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    old_teacher = {k: v.clone() for k, v in student.state_dict().items()}
+    old_teacher["0.weight"] = torch.zeros_like(old_teacher["0.weight"])
+    torch.save(old_teacher, tmp_path / "teacher0.pt")
+    h = TeacherEMA(student, str(tmp_path / "t"), decay=0.9, init_ckpt=str(tmp_path / "teacher0.pt"))
+    h.start()
+    with torch.no_grad():
+        student[0].weight.fill_(1.0)
+    for _ in range(3):
+        h.update()
+    h.completed()
+    teacher = torch.load(tmp_path / "t" / "teacher.pt")
+    # 0 -> 0.1 -> 0.19 -> 0.271: an average, neither the old teacher nor the student
+    assert torch.allclose(teacher["0.weight"], torch.full_like(teacher["0.weight"], 1 - 0.9**3))
+    assert (tmp_path / "t" / "teacher_mid.pt").is_file()
+    assert torch.equal(student[0].weight, torch.ones_like(student[0].weight))  # the student is not touched
+
+
+def test_teacher_ema_from_scratch_warms_up():
+    import torch
+
+    from bundle.selftrain.ema import TeacherEMA
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    h = TeacherEMA(net, "/nonexistent-never-written", decay=0.999)
+    h.start()
+    for v in (0.0, 10.0):
+        with torch.no_grad():
+            net.weight.fill_(v)
+        h.update()
+    # first update copies, second uses decay (1 + 1) / (10 + 1), not 0.999
+    assert abs(float(h.ema.module.weight.detach()) - 10.0 * (1 - 2 / 11)) < 1e-5
+
+
+def test_volume_selection_scores_validation_at_the_shipped_false_box_limits(tmp_path):
+    from bundle.selftrain.loop import shipped_limits, volume_selection
+
+    items = [
+        {"image": "v1.nii.gz", "box": [[10, 10, 2, 30, 30, 6]], "label": [0], "long_mm": [20.0], "patient": "p1"},
+        {"image": "v2.nii.gz", "box": [[50, 50, 1, 70, 70, 3]], "label": [0], "long_mm": [20.0], "patient": "p2"},
+        {"image": "v3.nii.gz", "box": [], "label": [], "long_mm": [], "patient": "p3"},
+    ]
+    (tmp_path / "dl.json").write_text(json.dumps({"validation": items}))
+    recs = [
+        {"image": str(tmp_path / "v1.nii.gz"), "box": [[11, 11, 2, 29, 29, 6]], "score": [0.9]},
+        {"image": str(tmp_path / "v2.nii.gz"), "box": [[52, 51, 1, 69, 70, 3]], "score": [0.2]},
+        {"image": str(tmp_path / "v3.nii.gz"), "box": [[1, 1, 1, 5, 5, 2], [8, 8, 1, 12, 12, 2]], "score": [0.5, 0.3]},
+    ]
+    (tmp_path / "p.json").write_text(json.dumps({"predictions": recs}))
+    v = volume_selection(str(tmp_path / "dl.json"), str(tmp_path / "p.json"))
+    assert v["limits"] == shipped_limits() == {"max_fp_per_volume": 1.0, "max_fp_per_normal_volume": 0.5}
+    # at most 0.5 false boxes per normal volume (1 normal volume): only 0.9 is kept, the 0.5 FP would break it
+    assert v["score_threshold"] == pytest.approx(0.9) and v["sensitivity_ge10"] == 0.5 and v["found_ge10"] == 1
+    assert v["key"][0] == 0.5 and 0.0 <= v["key"][1] <= 1.0
+
+
+def test_pseudo_quality_by_size(tmp_path):
+    img = str(tmp_path / "a.nii.gz")
+    dl = {"training": [{"image": img, "box": [[10, 10, 30, 30]], "label": [0]}]}
+    preds = {img: {"box": [[50, 50, 70, 70], [80, 80, 85, 85]], "score": [0.9, 0.9]}}
+    new, _ = expand_datalist(dl, preds, {img: SP}, 1, PseudoRules(score_threshold=0.5, min_long_mm=0.0))
+    truth = {img: [[10, 10, 30, 30], [50, 50, 70, 70], [90, 90, 95, 95]]}
+    q = pseudo_quality(new, truth, 1, spacings={img: SP})
+    assert q["by_size"]["10-20 mm"] == {"unmeasured": 0, "recovered": 0, "pseudo_boxes": 0, "correct": 0, "precision": None, "recall": None}
+    assert q["by_size"]["20-40 mm"]["recovered"] == 1 and q["by_size"]["20-40 mm"]["precision"] == 1.0
+    assert q["by_size"]["<10 mm"] == {"unmeasured": 1, "recovered": 0, "pseudo_boxes": 1, "correct": 0, "precision": 0.0, "recall": 0.0}
+
+
+def test_schedule_refuses_options_it_cannot_honour():
+    with pytest.raises(ValueError, match="volume_datalist"):
+        Schedule(select="volume")
+    with pytest.raises(ValueError, match="series"):
+        Schedule(mean_teacher=True)
+    with pytest.raises(ValueError, match="mean_teacher"):
+        Schedule(series=True, temporal_consistency=True)
+    assert Schedule(series="true", mean_teacher="true", dynamic_count="false").mean_teacher is True

@@ -8,6 +8,7 @@ resumes at the last finished round instead of starting over.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import numpy as np
 from bundle.datalist.rules import from_config
 from bundle.datalist.sections import absolute_datalist, spacing_of
 from bundle.inference.predictions import load_predictions
+from bundle.metrics.breakdown import SIZE_BINS_MM, long_axis_mm
 from bundle.metrics.matching import best_f1_threshold, match_image, threshold_for_precision
 from bundle.paths import ROOT
-from bundle.selftrain.pseudo import PseudoRules, expand_datalist, write_datalist
+from bundle.selftrain.pseudo import PseudoRules, expand_datalist, threshold_for_count, write_datalist
 from bundle.steps.runner import bundle_run
 
 
@@ -39,16 +41,26 @@ def validation_f1(datalist: dict, predictions_path: str, section: str = "validat
     return best | {"threshold": thr}
 
 
-def pseudo_quality(datalist: dict, truth: dict[str, list], round_index: int, iou_threshold: float = 0.3) -> dict:
-    """Precision and recall of this round's pseudo-boxes against the complete truth (demo data only).
+def pseudo_quality(
+    datalist: dict, truth: dict[str, list], round_index: int, iou_threshold: float = 0.3, spacings: dict | None = None
+) -> dict:
+    """Precision and recall of this round's pseudo-boxes against the complete truth (demo data only), overall and by size.
 
-    truth: image path -> every lesion box on that image. Recall counts the lesions the mined
-    boxes missed; precision counts pseudo-boxes that land on one of them.
+    truth: image path -> every lesion box on that image (key slices: 2D boxes; series: each lesion cross-section
+    as a one-slice box). Recall counts the boxes the mined boxes missed (unmeasured); precision counts
+    pseudo-boxes that land on one of them. By size: recall by the unmeasured box's long axis, precision by the
+    pseudo-box's own (SIZE_BINS_MM); needs ``spacings`` (image -> spacing).
     """
     tp = n_pseudo = n_missing = found = 0
+    by_size = {lbl: {"unmeasured": 0, "recovered": 0, "pseudo_boxes": 0, "correct": 0} for _, _, lbl in SIZE_BINS_MM}
+
+    def bins(boxes: np.ndarray, spacing) -> list[str]:
+        return [next(lbl for lo, hi, lbl in SIZE_BINS_MM if lo <= v < hi) for v in long_axis_mm(boxes, spacing)]
+
     for item in datalist["training"]:
-        dims = len(item["box"][0]) if item.get("box") else 4
-        full = np.asarray(truth.get(item["image"], []), dtype=float).reshape(-1, dims)
+        raw = truth.get(item["image"], [])
+        dims = len(raw[0]) if len(raw) else (len(item["box"][0]) if item.get("box") else 4)
+        full = np.asarray(raw, dtype=float).reshape(-1, dims)
         src, rnd = item.get("box_source", []), item.get("box_round", [])
         boxes = np.asarray(item.get("box", []), dtype=float).reshape(-1, dims)
         mined = boxes[[s == "mined" for s in src]] if len(boxes) else boxes
@@ -62,10 +74,25 @@ def pseudo_quality(datalist: dict, truth: dict[str, list], round_index: int, iou
         missing = [j for j in range(len(full)) if j not in measured]
         n_missing += len(missing)
         n_pseudo += len(pseudo)
+        hit_truth: set[int] = set()
+        ok = np.zeros(len(pseudo), dtype=bool)
         if len(pseudo) and len(missing):
             m = match_image(pseudo, np.ones(len(pseudo)), full[missing], iou_threshold=iou_threshold)
-            tp += int(m.tp.sum())
-            found += int(m.tp.sum())
+            ok = np.asarray(m.tp, dtype=bool)
+            hit_truth = set(m.matched_truth[m.tp].tolist())
+            tp += int(ok.sum())
+            found += int(ok.sum())
+        spacing = (spacings or {}).get(item["image"])
+        if spacing is not None:
+            for j, lbl in enumerate(bins(full[missing], spacing)):
+                by_size[lbl]["unmeasured"] += 1
+                by_size[lbl]["recovered"] += int(j in hit_truth)
+            for j, lbl in enumerate(bins(pseudo, spacing)):
+                by_size[lbl]["pseudo_boxes"] += 1
+                by_size[lbl]["correct"] += int(ok[j])
+    for b in by_size.values():
+        b["precision"] = b["correct"] / b["pseudo_boxes"] if b["pseudo_boxes"] else None
+        b["recall"] = b["recovered"] / b["unmeasured"] if b["unmeasured"] else None
     return {
         "iou_threshold": iou_threshold,
         "pseudo_boxes": n_pseudo,
@@ -74,6 +101,44 @@ def pseudo_quality(datalist: dict, truth: dict[str, list], round_index: int, iou
         "unmeasured_lesions": n_missing,
         "recovered": found,
         "recall": found / n_missing if n_missing else None,
+        "by_size": by_size if spacings else {},
+    }
+
+
+def shipped_limits(config: Path = ROOT / "configs" / "evaluate_volume.yaml") -> dict[str, float]:
+    """The false-box limits the bundle ships its operating point at (configs/evaluate_volume.yaml)."""
+    import yaml
+
+    doc = yaml.safe_load(Path(config).read_text())
+    return {k: float(doc[k]) for k in ("max_fp_per_volume", "max_fp_per_normal_volume")}
+
+
+def volume_selection(volume_datalist: str, predictions: str, section: str = "validation") -> dict:
+    """What rounds and checkpoints are kept by: validation sensitivity for lesions >= 10 mm at the shipped
+    false-box limits (the operating point chosen on those volumes), ties broken by the CPM over lesions >= 10 mm.
+
+    Why: the bundle is used on whole volumes; a round that wins key-slice F1 can lose there (issue 25).
+    Scored with bundle.metrics.volume's public functions, so it follows that module's matching rule.
+    """
+    from bundle.metrics.volume import GE_LABEL, LARGE_MM, choose_operating_point, froc_figures, score_volumes
+
+    limits = shipped_limits()
+    vols = score_volumes(volume_datalist, predictions, section)
+    op = choose_operating_point(vols, **limits)
+    at = op["validation"]
+    sens = at.get(f"sensitivity {GE_LABEL}")
+    cpm = froc_figures(vols, LARGE_MM)["cpm"]
+    return {
+        "metric": "volume",
+        "sensitivity_ge10": sens,
+        "cpm_ge10": cpm,
+        "score_threshold": op["score_threshold"],
+        "fp_per_volume": at.get("fp_per_volume"),
+        "fp_per_normal_volume": at.get("fp_per_normal_volume"),
+        "found_ge10": at.get("found_ge10"),
+        "lesions_ge10": at.get("lesions_ge10"),
+        "limits": limits,
+        "key": [sens if sens is not None else -1.0, cpm if np.isfinite(cpm) else -1.0],
     }
 
 
@@ -81,23 +146,48 @@ def pseudo_quality(datalist: dict, truth: dict[str, list], round_index: int, iou
 class Schedule:
     """How the rounds run; defaults here, configs/self_train.yaml overrides keys (`--schedule#rounds 1`)."""
 
-    rounds: int = 2  # N: stop after N student rounds, or earlier when validation F1 stops improving
+    rounds: int = 2  # N: stop after N student rounds, or earlier when the selection metric stops improving
     target_precision: float = 0.5  # with score_threshold 'auto' (docs/selftraining.md: a fixed 0.95 collapsed round 2)
-    from_scratch: bool = True  # False: the student starts from the teacher's weights
+    from_scratch: bool = True  # False: the student starts from the teacher's weights (mean teacher: from the last student)
     cumulative: bool = False  # True: keep earlier rounds' pseudo-boxes; False: mined boxes + this teacher's only
     # True: the datalist holds whole series (configs/train_series.yaml); the teacher labels every slice of every
     # training series through configs/inference_volume.yaml with linking off (one box per slice detection)
     series: bool = False
+    # mean teacher (bundle/selftrain/ema.py): the teacher is an EMA of the student, started from the previous
+    # teacher, and never replaced by the student; the student trains with strong augmentation (configs/self_train_student.yaml)
+    mean_teacher: bool = False
+    ema_decay: float = 0.999
+    # what keeps rounds and checkpoints: "f1" (key-slice max F1 on validation) or "volume" (validation sensitivity
+    # >= 10 mm at the shipped false-box limits, then CPM; needs volume_datalist: every lesion of the validation volumes)
+    select: str = "f1"
+    volume_datalist: str | None = None
+    # against confirmation bias (ablation arms): the pseudo-box count held at round 1's by moving the threshold,
+    # and temporal consistency (a box kept only when the teacher's earlier checkpoint predicted it too)
+    dynamic_count: bool = False
+    temporal_consistency: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("from_scratch", "cumulative", "series"):  # "false" from a command line is not True
-            v = getattr(self, name)
+        for name in ("from_scratch", "cumulative", "series", "mean_teacher", "dynamic_count", "temporal_consistency"):
+            v = getattr(self, name)  # "false" from a command line is not True
             if isinstance(v, str):
                 setattr(self, name, v.strip().lower() in ("1", "true", "yes"))
+        if self.select not in ("f1", "volume"):
+            raise ValueError(f"schedule select {self.select!r}: 'f1' or 'volume'")
+        if self.select == "volume" and not self.volume_datalist:
+            raise ValueError("schedule select 'volume' needs volume_datalist (validation volumes with every lesion boxed)")
+        if self.mean_teacher and not self.series:
+            raise ValueError("schedule mean_teacher needs series true: the teacher labels every slice of whole series")
+        if self.temporal_consistency and not self.mean_teacher:
+            raise ValueError("schedule temporal_consistency needs mean_teacher: the earlier checkpoint is the EMA teacher's")
 
 
 class SelfTraining:
-    """Runs rounds into ``work_dir``; every artefact of round r lives in ``work_dir/round<r>/``."""
+    """Runs rounds into ``work_dir``; every artefact of round r lives in ``work_dir/round<r>/``.
+
+    A round's candidates are its student (``round<r>/models/model.pt``) and, with the mean teacher, its EMA
+    teacher (``round<r>/teacher/models/model.pt``); each is scored on validation, the best candidate over all
+    rounds is the result (``state.json``: ``best``, ``best_model``).
+    """
 
     def __init__(
         self,
@@ -112,12 +202,12 @@ class SelfTraining:
         self.work = Path(work_dir)
         self.datalist_path = str(datalist)
         self.rules = rules
-        schedule = schedule or Schedule()
-        self.rounds = schedule.rounds
-        self.target_precision = schedule.target_precision
-        self.from_scratch = schedule.from_scratch
-        self.cumulative = schedule.cumulative
-        self.series = schedule.series
+        self.schedule = schedule or Schedule()
+        self.rounds = self.schedule.rounds
+        self.target_precision = self.schedule.target_precision
+        self.from_scratch = self.schedule.from_scratch
+        self.cumulative = self.schedule.cumulative
+        self.series = self.schedule.series
         self.overrides = dict(train_overrides or {})
         self.truth = json.loads(Path(truth).read_text()) if truth else None
         self.log = log_path or str(self.work / "self_train.log")
@@ -143,17 +233,21 @@ class SelfTraining:
         precision 0.81), but the round-1 student, more confident, had precision 0.27 there; its
         round-2 pseudo-boxes had precision 0.58 and validation F1 fell from 0.756 to 0.558.
         'auto' keeps the teacher's validation precision at `target_precision` whatever its scale.
+        teacher: {"dir": folder with models/model.pt, "datalist": its datalist}.
         """
         if self.rules.score_threshold != "auto":
             return self.rules, {"score_threshold": self.rules.score_threshold, "rule": "fixed"}
+        preds = Path(teacher["dir"]) / "predictions_validation.json"
+        if not preds.is_file():
+            self._predict(Path(teacher["dir"]), teacher["datalist"], "validation", preds)
         dl = absolute_datalist(teacher["datalist"])
-        matches = validation_matches(dl, str(Path(teacher["dir"]) / "predictions_validation.json"))
+        matches = validation_matches(dl, str(preds))
         thr, at = threshold_for_precision(matches, self.target_precision)
         info = {"score_threshold": thr, "rule": f"validation precision >= {self.target_precision}", "teacher_validation_at_threshold": at}
         return replace(self.rules, score_threshold=min(thr, 1.0 + 1e-9)), info
 
     # ---- steps -------------------------------------------------------------------------------
-    def _train(self, rdir: Path, datalist_path: str, init_ckpt: str | None) -> None:
+    def _train(self, rdir: Path, datalist_path: str, init_ckpt: str | None, teacher_init: str | None = None, strong: bool = True) -> None:
         over = self.overrides | {
             "bundle_root": ROOT,
             "data_list_file_path": datalist_path,
@@ -163,7 +257,18 @@ class SelfTraining:
         }
         if init_ckpt:
             over["pretrained_ckpt"] = init_ckpt
-        bundle_run(["configs/train.yaml", "configs/train_series.yaml"] if self.series else "configs/train.yaml", ROOT, self.log, **over)
+        configs = ["configs/train.yaml", "configs/train_series.yaml"] if self.series else ["configs/train.yaml"]
+        if self.schedule.mean_teacher:
+            configs.append("configs/self_train_student.yaml")
+            over |= {"teacher_dir": rdir / "teacher" / "models", "ema_decay": self.schedule.ema_decay, "teacher_init": teacher_init or ""}
+            if not strong:  # the burn-in round: train.yaml's augmentation, as a plain training
+                over["strong_augmentation"] = "$[]"
+        bundle_run(configs if len(configs) > 1 else configs[0], ROOT, self.log, **over)
+        if self.schedule.mean_teacher:  # the EMA teacher (and its earlier checkpoint) as model folders inference reads
+            tdir = rdir / "teacher" / "models"
+            shutil.copy(tdir / "teacher.pt", tdir / "model.pt")
+            (rdir / "teacher_mid" / "models").mkdir(parents=True, exist_ok=True)
+            shutil.copy(tdir / "teacher_mid.pt", rdir / "teacher_mid" / "models" / "model.pt")
 
     def _predict(self, model_dir: Path, datalist_path: str, section: str, out: Path) -> str:
         if self.series:
@@ -184,12 +289,10 @@ class SelfTraining:
         )
         return str(out)
 
-    def _predict_slices(self, model_dir: Path, datalist_path: str, section: str, out: Path) -> str:
-        """Every slice of every volume of a section, each detection its own one-slice 3D box (linking off)."""
-        paths = [it["image"] for it in absolute_datalist(datalist_path)[section]]
+    def _inference_volume(self, model_dir: Path, paths: list[str], out: Path, **extra) -> str:
         listing = Path(out).with_suffix(".inputs.json")
+        listing.parent.mkdir(parents=True, exist_ok=True)
         listing.write_text(json.dumps(paths))
-        keys = ("val_patch_size", "context_slices")
         bundle_run(
             "configs/inference_volume.yaml",
             ROOT,
@@ -200,62 +303,134 @@ class SelfTraining:
             datalist=f"$[{{'image': p}} for p in json.load(open('{listing}'))]",
             output_path=out,
             score_threshold=0.0,
-            link_iou=2.0,  # never link: every slice detection stays a box of its own slice
-            link_nms_thresh=1.0,
-            max_boxes=100000,
-            **{k: v for k, v in self.overrides.items() if k in keys},
+            **extra,
+            **{k: v for k, v in self.overrides.items() if k in ("val_patch_size", "context_slices")},
         )
         return str(out)
+
+    def _predict_slices(self, model_dir: Path, datalist_path: str, section: str, out: Path) -> str:
+        """Every slice of every volume of a section, each detection its own one-slice 3D box (linking off)."""
+        paths = [it["image"] for it in absolute_datalist(datalist_path)[section]]
+        # never link: every slice detection stays a box of its own slice
+        return self._inference_volume(model_dir, paths, out, link_iou=2.0, link_nms_thresh=1.0, max_boxes=100000)
+
+    def _score(self, model_dir: Path, dl: dict, dl_path: str) -> dict:
+        """One candidate on validation: key-slice max F1 always; the volume figures when they select."""
+        val = validation_f1(dl, self._predict(model_dir, dl_path, "validation", model_dir / "predictions_validation.json"))
+        val["key"] = [val["f1"]]
+        if self.schedule.select == "volume":
+            vdl = absolute_datalist(self.schedule.volume_datalist)
+            paths = [it["image"] for it in vdl["validation"]]
+            preds = self._inference_volume(model_dir, paths, model_dir / "predictions_volume_validation.json")
+            vol = volume_selection(str(self.schedule.volume_datalist), preds)
+            val = val | {"volume": vol, "key": vol["key"]}
+        return val
+
+    def _pseudo_round(self, state: dict, r: int, rdir: Path, base: dict) -> tuple[dict, dict]:
+        """Round r's datalist: the teacher's pseudo-boxes and ignore regions on every training item."""
+        teacher = self.teacher(state)
+        src = absolute_datalist(state["rounds"][-1]["datalist"]) if self.cumulative else base
+        tpath = write_datalist(src, rdir / "teacher_input.json")
+        preds = load_predictions(self._predict(Path(teacher["dir"]), tpath, "training", rdir / "teacher_predictions_training.json"))
+        spacings = {it["image"]: spacing_of(it, 3 if self.series else 2) for it in src["training"]}
+        rules, threshold_info = self.rules_for(teacher)
+        previous = None
+        if self.schedule.temporal_consistency:
+            mid = Path(teacher["dir"]).parent / "teacher_mid"
+            earlier = load_predictions(self._predict(mid, tpath, "training", rdir / "teacher_mid_predictions_training.json"))
+            floor = float(rules.score_threshold) if rules.ignore_floor is None else min(float(rules.score_threshold), rules.ignore_floor)
+            previous = {k: [b for b, sc in zip(v["box"], v["score"]) if sc >= floor] for k, v in earlier.items()}
+            threshold_info["temporal_consistency"] = {"checkpoint": str(mid), "earlier_score_floor": floor}
+        first = next((e for e in state["rounds"] if e["round"] == 1), None)
+        if self.schedule.dynamic_count and first is not None:
+            target = int(first["pseudo"]["boxes_added"])
+            thr = threshold_for_count(src, preds, spacings, rules, target, previous)
+            threshold_info |= {
+                "score_threshold": thr,
+                "rule": f"dynamic: keeps round 1's count ({target})",
+                "before": rules.score_threshold,
+            }
+            rules = replace(rules, score_threshold=thr)
+        dl, stats = expand_datalist(src, preds, spacings, r, rules, previous)
+        stats["threshold"] = threshold_info
+        stats["teacher"] = teacher
+        return dl, stats
+
+    def teacher(self, state: dict) -> dict:
+        """Who labels the next round: the last round's EMA teacher (mean teacher), else the best round's model."""
+        if self.schedule.mean_teacher:
+            last = state["rounds"][-1]
+            return {"dir": str(Path(last["dir"]) / "teacher"), "datalist": last["datalist"], "round": last["round"], "candidate": "teacher"}
+        best = state["rounds"][state["best_round"]]
+        return {"dir": best["dir"], "datalist": best["datalist"], "round": best["round"], "candidate": "student"}
 
     def run(self) -> dict:
         state = self.load_state()
         base = absolute_datalist(self.datalist_path)
         if state.get("early_stop"):
             print(f"self-training already finished: {state['early_stop']}")
+        mt = self.schedule.mean_teacher
         while len(state["rounds"]) <= self.rounds and not state.get("early_stop"):
             r = len(state["rounds"])
             rdir = self.work / f"round{r}"
             if r == 0:
                 dl, stats = base, {"round": 0, "boxes_added": 0}
             else:
-                teacher_dir = Path(state["rounds"][state["best_round"]]["dir"])
-                src = absolute_datalist(state["rounds"][-1]["datalist"]) if self.cumulative else base
-                tpath = write_datalist(src, rdir / "teacher_input.json")
-                preds = load_predictions(self._predict(teacher_dir, tpath, "training", rdir / "teacher_predictions_training.json"))
-                spacings = {it["image"]: spacing_of(it, 3 if self.series else 2) for it in src["training"]}
-                rules, threshold_info = self.rules_for(state["rounds"][state["best_round"]])
-                dl, stats = expand_datalist(src, preds, spacings, r, rules)
-                stats["threshold"] = threshold_info
+                dl, stats = self._pseudo_round(state, r, rdir, base)
             dl_path = write_datalist(dl, rdir / "datalist.json")
-            init = None if (r == 0 or self.from_scratch) else str(Path(state["rounds"][state["best_round"]]["dir"]) / "models" / "model.pt")
-            print(f"round {r}: training on {sum(len(i['box']) for i in dl['training'])} boxes ({stats['boxes_added']} pseudo)", flush=True)
-            self._train(rdir, dl_path, init)
-            val = validation_f1(dl, self._predict(rdir, dl_path, "validation", rdir / "predictions_validation.json"))
-            entry = {"round": r, "dir": str(rdir), "datalist": dl_path, "pseudo": stats, "validation": val}
+            if r == 0:
+                init, teacher_init = None, None
+            elif mt:  # the student goes on from the last student; the EMA from the last teacher
+                init = str(Path(state["rounds"][-1]["dir"]) / "models" / "model.pt")
+                teacher_init = str(Path(state["rounds"][-1]["dir"]) / "teacher" / "models" / "model.pt")
+            else:
+                init = None if self.from_scratch else str(Path(state["rounds"][state["best_round"]]["dir"]) / "models" / "model.pt")
+                teacher_init = None
+            n_ignore = sum(len(i.get("ignore_box", [])) for i in dl["training"])
+            print(
+                f"round {r}: training on {sum(len(i['box']) for i in dl['training'])} boxes ({stats['boxes_added']} pseudo), {n_ignore} ignore regions",
+                flush=True,
+            )
+            self._train(rdir, dl_path, init, teacher_init, strong=r > 0)
+            candidates = {"student": self._score(rdir, dl, dl_path)}
+            if mt:
+                candidates["teacher"] = self._score(rdir / "teacher", dl, dl_path)
+            kept = max(candidates, key=lambda c: candidates[c]["key"])
+            entry = {"round": r, "dir": str(rdir), "datalist": dl_path, "pseudo": stats, "validation": candidates[kept]}
+            entry |= {"candidates": candidates, "kept": kept, "model": str(self.model_dir(rdir, kept) / "models" / "model.pt")}
             if self.truth is not None and r > 0:
-                entry["pseudo_quality"] = pseudo_quality(dl, self.truth, r)
+                spacings = {it["image"]: spacing_of(it, 3 if self.series else 2) for it in dl["training"]}
+                entry["pseudo_quality"] = pseudo_quality(dl, self.truth, r, spacings=spacings)
             state["rounds"].append(entry)
             best = state.get("best_round")
-            if best is None or val["f1"] > state["rounds"][best]["validation"]["f1"]:
+            if best is None or _key(entry) > _key(state["rounds"][best]):
                 state["best_round"] = r
-            print(f"round {r}: validation F1 {val['f1']:.3f} (best round {state['best_round']})", flush=True)
+            what = "sensitivity >= 10 mm, CPM" if self.schedule.select == "volume" else "F1"
+            print(f"round {r}: validation {what} {entry['validation']['key']} ({kept}; best round {state['best_round']})", flush=True)
             if r > 0 and state["best_round"] != r:
-                state["early_stop"] = f"validation F1 stopped improving at round {r}"
+                state["early_stop"] = f"validation {what} stopped improving at round {r}"
             self.save_state(state)
         state["stopped"] = state.get("early_stop") or f"finished {len(state['rounds']) - 1} round(s)"
-        state["best_model"] = str(Path(state["rounds"][state["best_round"]]["dir"]) / "models" / "model.pt")
+        best = state["rounds"][state["best_round"]]
+        state["best_model"] = best.get("model") or str(Path(best["dir"]) / "models" / "model.pt")
+        state["best"] = {"round": best["round"], "candidate": best.get("kept", "student"), "model": state["best_model"]}
         self.save_state(state)
         self.write_report(state)
         return state
 
+    @staticmethod
+    def model_dir(rdir: Path, candidate: str) -> Path:
+        return rdir / "teacher" if candidate == "teacher" else rdir
+
     def write_report(self, state: dict) -> None:
+        best = state["best"]
         lines = [
             "# Self-training report",
             "",
-            f"Stopped: {state['stopped']}. Best round: {state['best_round']} ({state['rounds'][state['best_round']]['dir']}/models/model.pt).",
+            f"Stopped: {state['stopped']}. Kept: round {best['round']}, {best['candidate']} ({best['model']}).",
             "",
-            "| round | boxes added | added score median | validation F1 | pseudo precision | pseudo recall |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| round | kept | boxes added | ignore regions | threshold | validation F1 | sens >= 10 mm | CPM >= 10 mm | pseudo precision | pseudo recall |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
 
         def fmt(v: float | None) -> str:
@@ -263,12 +438,32 @@ class SelfTraining:
 
         for e in state["rounds"]:
             q = e.get("pseudo_quality", {})
-            med = e["pseudo"].get("score_quantiles", {}).get("0.5")
+            v = e["validation"]
+            vol = v.get("volume", {})
+            thr = e["pseudo"].get("threshold", {}).get("score_threshold")
+            rej = e["pseudo"].get("rejected", {})
+            n_ign = rej.get("uncertain: ignore region", 0) + rej.get("rejected confident: ignore region", 0)
             lines.append(
-                f"| {e['round']} | {e['pseudo']['boxes_added']} | {fmt(med)} | {e['validation']['f1']:.3f} | {fmt(q.get('precision'))} | {fmt(q.get('recall'))} |"
+                f"| {e['round']} | {e.get('kept', 'student')} | {e['pseudo']['boxes_added']} | {n_ign} | {fmt(thr)} | {v['f1']:.3f} | "
+                f"{fmt(vol.get('sensitivity_ge10'))} | {fmt(vol.get('cpm_ge10'))} | {fmt(q.get('precision'))} | {fmt(q.get('recall'))} |"
             )
+        sized = [e for e in state["rounds"] if e.get("pseudo_quality", {}).get("by_size")]
+        if sized:
+            lines += ["", "Pseudo-boxes against the unmeasured lesions, by size (count correct/added; recovered/unmeasured):", ""]
+            bins = list(sized[0]["pseudo_quality"]["by_size"])
+            lines += ["| round | " + " | ".join(bins) + " |", "| --- |" + " --- |" * len(bins)]
+            for e in sized:
+                bs = e["pseudo_quality"]["by_size"]
+                cells = [f"{bs[b]['correct']}/{bs[b]['pseudo_boxes']}; {bs[b]['recovered']}/{bs[b]['unmeasured']}" for b in bins]
+                lines.append(f"| {e['round']} | " + " | ".join(cells) + " |")
         (self.work / "report.md").write_text("\n".join(lines) + "\n")
         (self.work / "report.json").write_text(json.dumps(state, indent=2))
+
+
+def _key(entry: dict) -> list[float]:
+    """A round's selection key (states written before 0.8 carry only the validation F1)."""
+    v = entry["validation"]
+    return list(v.get("key", [v["f1"]]))
 
 
 def run_self_training(

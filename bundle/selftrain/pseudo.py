@@ -10,7 +10,7 @@ the same size rule as mining.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +32,16 @@ class PseudoRules(SizeRule):
     # predictions scoring in [ignore_floor, score_threshold) become ignore regions (neither lesion nor background);
     # None: no ignore band (below the threshold is background, as in the seed study)
     ignore_floor: float | None = None
+    # a confident prediction that a rule rejects (size, per-item cap, temporal consistency) becomes an ignore region:
+    # it is likely a lesion the rules will not vouch for, and training it as background would teach the model to miss it
+    ignore_rejected: bool = True
+    consistency_iou: float = 0.3  # temporal consistency: the earlier checkpoint's box must overlap this much
 
     def __post_init__(self) -> None:
         if isinstance(self.score_threshold, str):  # from a config or a command line: a number or "auto"
             self.score_threshold = parse_threshold(self.score_threshold)
+        if isinstance(self.ignore_rejected, str):
+            self.ignore_rejected = self.ignore_rejected.strip().lower() in ("1", "true", "yes")
         if isinstance(self.ignore_floor, str):
             self.ignore_floor = None if self.ignore_floor.strip().lower() in ("", "none", "null") else float(self.ignore_floor)
 
@@ -52,13 +58,28 @@ def parse_threshold(value: str | float) -> float | str:
 
 def select_pseudo(pred_boxes, pred_scores, existing_boxes, spacing, rules: PseudoRules) -> tuple[list[tuple[list[float], float]], Counter]:
     """Pseudo-boxes for one image, most confident first, and the count of each rejection reason."""
+    out, _, why = select_pseudo_and_rejected(pred_boxes, pred_scores, existing_boxes, spacing, rules)
+    return out, why
+
+
+def select_pseudo_and_rejected(
+    pred_boxes, pred_scores, existing_boxes, spacing, rules: PseudoRules, previous=None
+) -> tuple[list[tuple[list[float], float]], list[list[float]], Counter]:
+    """(pseudo-boxes, confident predictions a rule rejected, rejection counts) for one item.
+
+    previous: the boxes an earlier checkpoint of the teacher kept (temporal consistency); None: no such rule.
+    A confident prediction is rejected when outside the size rule, over the per-item cap, or (with ``previous``)
+    not overlapping any earlier box by ``consistency_iou``; overlapping an existing box is that box, not a rejection.
+    """
     if isinstance(rules.score_threshold, str):
         raise ValueError("score_threshold 'auto' is resolved per teacher by the self-training loop; pass a number here")
     p = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 2 * len(spacing))
     s = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     taken = [np.asarray(b, dtype=np.float64) for b in existing_boxes]
+    prev = None if previous is None else np.asarray(previous, dtype=np.float64).reshape(-1, p.shape[1])
     why: Counter = Counter()
     out: list[tuple[list[float], float]] = []
+    rejected: list[list[float]] = []
     mm = long_axis_mm(p, spacing)
     for i in np.argsort(-s, kind="stable"):
         if s[i] < rules.score_threshold:
@@ -67,15 +88,20 @@ def select_pseudo(pred_boxes, pred_scores, existing_boxes, spacing, rules: Pseud
         if taken and float(np.max(box_iou(p[i : i + 1], np.stack(taken)))) > rules.iou_max:
             why["overlaps an existing box"] += 1
             continue
+        reason = None
         if not rules.contains(mm[i]):
-            why["outside the size rule"] += 1
-            continue
-        if len(out) >= rules.max_per_image:
-            why["over the per-image limit"] += 1
+            reason = "outside the size rule"
+        elif prev is not None and not (len(prev) and float(np.max(box_iou(p[i : i + 1], prev))) >= rules.consistency_iou):
+            reason = "not predicted by the earlier checkpoint"
+        elif len(out) >= rules.max_per_image:
+            reason = "over the per-image limit"
+        if reason:
+            why[reason] += 1
+            rejected.append([float(v) for v in p[i]])
             continue
         out.append(([float(v) for v in p[i]], float(s[i])))
         taken.append(p[i])
-    return out, why
+    return out, rejected, why
 
 
 def select_ignore(pred_boxes, pred_scores, existing_boxes, threshold: float, rules: PseudoRules) -> list[list[float]]:
@@ -122,11 +148,19 @@ def _extend_per_box(item: dict, box: list[float], score: float, round_index: int
 
 
 def expand_datalist(
-    datalist: dict, predictions: dict[str, dict], spacings: dict[str, tuple], round_index: int, rules: PseudoRules
+    datalist: dict,
+    predictions: dict[str, dict],
+    spacings: dict[str, tuple],
+    round_index: int,
+    rules: PseudoRules,
+    previous: dict[str, list] | None = None,
 ) -> tuple[dict, dict]:
     """A new datalist with pseudo-boxes added to *training* items only; other sections are copied as they are.
 
     predictions: absolute image path -> {"box", "score"}; datalist image paths must be absolute.
+    previous: absolute image path -> the boxes an earlier teacher checkpoint kept (temporal consistency), or None.
+    Ignore regions: the uncertain band (``ignore_floor``) and, with ``ignore_rejected``, every confident
+    prediction a rule rejected.
     """
     out = {k: v for k, v in datalist.items() if k != "training"}
     added_scores: list[float] = []
@@ -136,7 +170,10 @@ def expand_datalist(
         new = dict(item) | _provenance(item)
         pred = predictions.get(str(Path(item["image"]).resolve()))
         if pred is not None:
-            chosen, why = select_pseudo(pred["box"], pred["score"], item.get("box", []), spacings[item["image"]], rules)
+            prev = None if previous is None else previous.get(str(Path(item["image"]).resolve()), [])
+            chosen, rejected, why = select_pseudo_and_rejected(
+                pred["box"], pred["score"], item.get("box", []), spacings[item["image"]], rules, prev
+            )
             reasons.update(why)
             for box, score in chosen:
                 new["box"] = list(new.get("box", [])) + [box]
@@ -148,8 +185,12 @@ def expand_datalist(
                 added_scores.append(score)
             ignore = select_ignore(pred["box"], pred["score"], new.get("box", []), float(rules.score_threshold), rules)
             if ignore:
-                new["ignore_box"] = list(item.get("ignore_box", [])) + ignore
                 reasons["uncertain: ignore region"] += len(ignore)
+            if rules.ignore_rejected and rejected:
+                ignore = ignore + rejected
+                reasons["rejected confident: ignore region"] += len(rejected)
+            if ignore:
+                new["ignore_box"] = list(item.get("ignore_box", [])) + ignore
         training.append(new)
     out["training"] = training
     scores = np.asarray(added_scores)
@@ -164,6 +205,41 @@ def expand_datalist(
         "rejected": dict(sorted(reasons.items())),
     }
     return out, stats
+
+
+def threshold_for_count(
+    datalist: dict,
+    predictions: dict[str, dict],
+    spacings: dict[str, tuple],
+    rules: PseudoRules,
+    target: int,
+    previous: dict[str, list] | None = None,
+) -> float:
+    """The highest score threshold at which the rules keep at least ``target`` pseudo-boxes (dynamic threshold).
+
+    Why: a student is surer than its teacher, so a fixed threshold lets the pseudo-box count (and its share of
+    wrong boxes) grow round after round; holding the count at the first round's keeps each round's labels
+    comparable. Fewer than ``target`` available at any threshold: the lowest score (keep all there are).
+    """
+    scores = np.unique(np.concatenate([np.asarray(p["score"], dtype=np.float64).reshape(-1) for p in predictions.values()] + [np.zeros(0)]))
+    if not len(scores) or target <= 0:
+        return float(np.nextafter(scores[-1], np.inf)) if len(scores) else 1.0
+
+    def count(t: float) -> int:
+        return expand_datalist(datalist, predictions, spacings, 0, replace(rules, score_threshold=float(t), ignore_floor=None), previous)[
+            1
+        ]["boxes_added"]
+
+    lo, hi = 0, len(scores) - 1  # count falls as the threshold rises: the last index whose count >= target
+    if count(scores[lo]) < target:
+        return float(scores[lo])
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(scores[mid]) >= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    return float(scores[lo])
 
 
 def write_datalist(datalist: dict, path: str | Path) -> str:

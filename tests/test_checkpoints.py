@@ -164,7 +164,7 @@ def test_every_training_config_resolves_its_checkpoint_expressions(repo_root, tm
 
     parser = ConfigParser()
     if configs == "monailabel":
-        from scripts.package_bundle import NAME, package
+        from bundle.serving.package import NAME, package
 
         folder = package(tmp_path / NAME, root=repo_root, target="monailabel", make_zip=False, models_dir=tmp_path / "none")["folder"]
         parser.read_config(f"{folder}/configs/train.yaml")

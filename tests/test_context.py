@@ -118,7 +118,7 @@ def test_2d_inference_of_a_25d_model_on_a_bare_slice_is_one_line(repo_root, serv
 
 
 def test_package_describes_the_models_input(repo_root, served_bundle, tmp_path):
-    from scripts.package_bundle import NAME, package
+    from bundle.serving.package import NAME, package
 
     res = package(tmp_path / NAME, root=repo_root, make_zip=False, models_dir=served_bundle / "models")
     meta = json.loads((tmp_path / NAME / "configs" / "metadata.json").read_text())

@@ -43,7 +43,7 @@ def monailabel_python(repo_root):
 
 @pytest.fixture(scope="module")
 def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_factory):
-    from scripts.package_bundle import package
+    from bundle.serving.package import package
 
     base = tmp_path_factory.mktemp("monailabel")
     venv = Path(monailabel_python).parents[1]

@@ -40,7 +40,7 @@ def _infer(repo_root, bundle_root, tiny_demo, config, out):
 @pytest.fixture(scope="module")
 def zoo_package(repo_root, served_bundle, tmp_path_factory):
     """The zoo package of the served model (scripts/package_bundle.py, as a submitter runs it)."""
-    from scripts.package_bundle import NAME, package
+    from bundle.serving.package import NAME, package
 
     return package(tmp_path_factory.mktemp("zoo") / NAME, root=repo_root, models_dir=served_bundle / "models")
 
@@ -62,7 +62,7 @@ def _zoo_checks(repo_root, package_folder, cwd) -> list[dict]:
 @pytest.mark.parametrize("target", ["zoo", "monailabel"])
 def test_package_passes_the_zoos_checks(repo_root, served_bundle, zoo_package, target, tmp_path):
     """verify_bundle_directory, verify_version_changes, verify_bundle_properties (MONAI Label), verify_torchscript."""
-    from scripts.package_bundle import NAME, package
+    from bundle.serving.package import NAME, package
 
     folder = (
         zoo_package["folder"]
@@ -118,7 +118,7 @@ def test_large_files_list_exactly_the_packaged_models(zoo_package, served_bundle
 @pytest.mark.slow
 def test_packaging_converts_an_old_checkpoint(repo_root, served_bundle, tmp_path):
     """A pre-0.5.0 model.pt ({"model", "optimizer"}) is packaged as its weights alone, and model.ts exported from it."""
-    from scripts.package_bundle import NAME, package
+    from bundle.serving.package import NAME, package
 
     weights = torch.load(served_bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     old = tmp_path / "old_models"
@@ -151,7 +151,7 @@ def test_torchscript_gives_the_checkpoint_boxes(repo_root, served_bundle, tiny_d
 
 
 def test_package_holds_what_configs_import_and_nothing_else(repo_root, tmp_path):
-    from scripts.package_bundle import NAME, bundle_modules, package
+    from bundle.serving.package import NAME, bundle_modules, package
 
     res = package(tmp_path / NAME, root=repo_root)
     files = set(res["files"])
@@ -173,7 +173,7 @@ def test_packaged_bundle_imports_on_its_own(repo_root, tmp_path):
     import subprocess
     import sys
 
-    from scripts.package_bundle import NAME, package
+    from bundle.serving.package import NAME, package
 
     res = package(tmp_path / NAME, root=repo_root, make_zip=False)
     code = (

@@ -8,6 +8,7 @@ command is one a user can copy.
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import subprocess
 import sys
@@ -65,3 +66,18 @@ def config_overrides(argv: list[str], usage: str) -> dict[str, str]:
         print(usage)
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
     return {argv[i].removeprefix("--"): "$None" if argv[i + 1] == "None" else argv[i + 1] for i in range(0, len(argv), 2)}
+
+
+def run_experiment(config: str, root: Path, default_work: str, summary: str, overrides: dict) -> tuple[dict, float]:
+    """An experiment config run as one step into its work folder; its summary JSON and the seconds taken.
+
+    Why one function: the experiment commands (ablation, replicates) differ only in their config, their
+    folder and what they print; the work folder, the log and the one-line failure are the same for all.
+    """
+    work = Path(overrides.get("work_dir", default_work))
+    work = work if work.is_absolute() else root / work
+    overrides["work_dir"] = work
+    t0 = time.time()
+    with one_line_on_failed_step():
+        bundle_run(config, root, work / f"{Path(config).stem}_command.log", **overrides)
+    return json.loads((work / summary).read_text()), time.time() - t0

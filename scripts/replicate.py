@@ -3,6 +3,8 @@
 Every option is a key of the config (the plan's defaults live in bundle/demo/replicate.py ReplicatePlan), e.g.
   python scripts/replicate.py                                   # 3 data seeds x 2 training seeds, docs/results_key_slices.md
   python scripts/replicate.py --plan#epochs 10 --work_dir runs/replicate_short --results None
+  python scripts/replicate.py --experiment volume                # teacher vs self-trained on whole volumes (issue 25)
+The volume experiment is configs/experiments/replicate_volume.yaml (plan: bundle/demo/replicate_volume.py VolumeReplicatePlan).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from bundle.steps.runner import bundle_run, config_overrides, one_line_on_failed
 
 def main(argv: list[str] | None = None) -> None:
     overrides = config_overrides(list(sys.argv[1:] if argv is None else argv), __doc__)
+    if overrides.pop("experiment", "key_slices") == "volume":
+        return volume(overrides)
     work = Path(overrides.get("work_dir", "runs/replicate"))
     work = work if work.is_absolute() else ROOT / work
     overrides["work_dir"] = work
@@ -31,6 +35,30 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{arm:18s} F1 {m['f1']['mean']:.3f} ± {m['f1']['sd']:.3f} (n={m['f1']['n']})")
     b = pooled["b_vs_a"]
     print(f"(b) - (a): {b['difference']:+.3f} [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}], P = {b['p_value']:.3f}")
+    print(f"wall time {time.time() - t0:.0f} s")
+
+
+def volume(overrides: dict) -> None:
+    """The volume-level replicate; prints each row (with the round it kept) and the pooled differences."""
+    work = Path(overrides.get("work_dir", "runs/replicate_volume"))
+    work = work if work.is_absolute() else ROOT / work
+    overrides["work_dir"] = work
+    t0 = time.time()
+    with one_line_on_failed_step():
+        bundle_run("configs/experiments/replicate_volume.yaml", ROOT, work / "replicate_command.log", **overrides)
+    from bundle.demo.replicate_volume import row_line
+
+    summary = json.loads((work / "replicates_volume.json").read_text())
+    for r in summary["replicates"]:
+        print(row_line(r))
+    p = summary["pooled"]
+    for key, what in (("volume_b_vs_a", "sensitivity >= 10 mm, whole volumes"), ("key_slices_b_vs_a", "F1, key slices")):
+        if key in p:
+            d = p[key]
+            print(
+                f"self-trained - teacher, {what}: {d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], P = {d['p_value']:.3f}"
+            )
+    print(f"{p['identical_rows']} of {p['replicates']} rows kept round 0 (identical to their teacher)")
     print(f"wall time {time.time() - t0:.0f} s")
 
 

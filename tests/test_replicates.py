@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,69 @@ def test_the_page_names_the_command_that_reproduces_it():
     assert command(default, default) == "python scripts/replicate.py"
     plan = asdict(ReplicatePlan(data_seeds=[2027], epochs=5))
     assert command(plan, default) == "python scripts/replicate.py --plan#data_seeds '[2027]' --plan#epochs '5'"
+
+
+# ---- the volume-level replicate (issue 25): teacher vs self-trained on whole volumes ----
+
+
+def _vrep(ds: int, ts: int, kept: int, t_counts, b_counts, k_t=0.5, k_b=0.6) -> dict:
+    def fig(counts, cpm):
+        c = np.asarray(counts)
+        return {"sensitivity_ge10": c[:, 0].sum() / (c[:, 0].sum() + c[:, 2].sum()), "fp_per_volume": 1.0, "cpm": cpm, "counts": c.tolist()}
+
+    t = fig(t_counts, 0.5)
+    b = t if kept == 0 else fig(b_counts, 0.6)
+    ks = {"teacher": {"f1": k_t, "counts": [[1, 1, 1]] * 3}, "self_trained": {"f1": k_t if kept == 0 else k_b, "counts": [[1, 1, 1]] * 3}}
+    return {
+        "data_seed": ds,
+        "train_seed": ts,
+        "kept_round": kept,
+        "kept_candidate": "teacher" if kept else "student",
+        "identical_to_teacher": kept == 0,
+        "volume": {"teacher": t, "self_trained": b},
+        "key_slices": ks,
+    }
+
+
+def test_volume_replicate_rows_say_the_round_they_kept_and_mark_identical_ones():
+    from bundle.demo.replicate_volume import VolumeReplicatePlan, page, pool, row_line
+
+    same = _vrep(2027, 0, 0, [[1, 0, 1], [2, 1, 0]], None)
+    better = _vrep(2027, 1, 2, [[1, 0, 1], [2, 1, 0]], [[2, 0, 0], [2, 1, 0]])
+    assert "round 0 (student)" in row_line(same) and "identical to its teacher" in row_line(same)
+    assert "round 2 (teacher)" in row_line(better) and "identical" not in row_line(better)
+    plan = VolumeReplicatePlan(n_bootstrap=200)
+    p = pool(plan, [same, better])
+    assert p["identical_rows"] == 1 and p["replicates"] == 2
+    # the identical row adds exactly 0: the mean difference is half of the other row's (1.0 - 0.75)
+    assert p["volume_b_vs_a"]["difference"] == pytest.approx(0.125) and p["volume_b_vs_a"]["metric"] == "recall"
+    assert p["volume_cpm_difference"]["mean"] == pytest.approx(0.05)
+    assert "key_slices_b_vs_a" in p
+    text = page({"plan": asdict(plan), "pooled": p, "replicates": [same, better]}, "x.json")
+    assert "1 of 2 rows kept round 0" in text and "sensitivity >= 10 mm, whole volumes" in text
+
+
+def test_patient_volume_counts_feed_the_two_level_bootstrap_as_sensitivity(tmp_path):
+    from bundle.demo.replicate_volume import patient_volume_counts
+
+    items = [
+        {
+            "image": "v1.nii.gz",
+            "box": [[10, 10, 2, 30, 30, 6], [40, 40, 1, 44, 44, 2]],
+            "label": [0, 0],
+            "long_mm": [20.0, 4.0],
+            "patient": "p1",
+        },
+        {"image": "v2.nii.gz", "box": [[50, 50, 1, 70, 70, 3]], "label": [0], "long_mm": [20.0], "patient": "p1"},
+        {"image": "v3.nii.gz", "box": [], "label": [], "long_mm": [], "patient": "p2"},
+    ]
+    (tmp_path / "dl.json").write_text(json.dumps({"test": items}))
+    recs = [
+        {"image": str(tmp_path / "v1.nii.gz"), "box": [[11, 11, 2, 29, 29, 6]], "score": [0.9]},
+        {"image": str(tmp_path / "v2.nii.gz"), "box": [[52, 51, 1, 69, 70, 3]], "score": [0.2]},
+        {"image": str(tmp_path / "v3.nii.gz"), "box": [[1, 1, 1, 5, 5, 2]], "score": [0.5]},
+    ]
+    (tmp_path / "p.json").write_text(json.dumps({"predictions": recs}))
+    ids, c = patient_volume_counts(str(tmp_path / "dl.json"), str(tmp_path / "p.json"), 0.4)
+    # p1: one of two lesions >= 10 mm found (the 4 mm one is not counted), p2: one false box
+    assert ids == ["p1", "p2"] and c.tolist() == [[1, 0, 1], [0, 1, 0]]

@@ -1,0 +1,242 @@
+"""The volume-level replicate (issue 25): the teacher against its self-trained model on whole test volumes, over
+data seeds x training seeds, with the two-level bootstrap; the key-slice comparison of the same two models beside it.
+
+Per replicate: one mean-teacher self-training on the mined series (bundle/selftrain/loop.py, rounds and checkpoints
+kept by validation sensitivity >= 10 mm at the shipped false-box limits); the *teacher* is what round 0 kept, the
+*self-trained* model what the loop kept over all rounds. When the loop kept round 0, the two are the same model:
+that row is marked identical and adds a difference of exactly 0 (it is never shown as separate evidence).
+Why in bundle/demo/: it needs the simulator's truth (fully labelled validation and test volumes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bundle.demo.ablation import evaluate_volumes, prepare
+from bundle.demo.run import evaluate
+from bundle.metrics.bootstrap import patient_counts
+from bundle.metrics.replicates import mean_sd, two_level_difference
+from bundle.metrics.report import score_model
+from bundle.metrics.volume import COLUMNS, score_volumes, volume_counts
+from bundle.paths import ROOT
+from bundle.selftrain.loop import Schedule, run_self_training
+from bundle.selftrain.pseudo import PseudoRules
+
+MODELS = ("teacher", "self_trained")
+
+
+@dataclass
+class VolumeReplicatePlan:
+    """What one volume-level replicate run does; the data seeds are the reporting seeds of docs/results_key_slices.md."""
+
+    data_seeds: list[int] = field(default_factory=lambda: [2027, 2028, 2029])
+    train_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    size: str = "default"
+    epochs: int = 15
+    rounds: int = 2
+    target_precision: float = 0.8
+    ignore_floor: float = 0.3
+    max_pseudo_per_series: int = 50
+    ema_decay: float = 0.999
+    dynamic_count: bool = False
+    temporal_consistency: bool = False
+    context_slices: int = 1  # 1: the key-slice comparison can score the same models (2.5D needs whole volumes)
+    n_bootstrap: int = 1000
+    train_overrides: dict = field(default_factory=dict)
+
+
+def patient_volume_counts(volume_datalist: str, predictions: str, threshold: float) -> tuple[list[str], np.ndarray]:
+    """Per test patient (sorted ids): (found >= 10 mm, false boxes, missed >= 10 mm) at the threshold.
+
+    Why this shape: it is the (TP, FP, FN) the two-level bootstrap takes, so its 'recall' is the sensitivity for
+    lesions >= 10 mm and the patients are resampled as whole patients.
+    """
+    vols = score_volumes(volume_datalist, predictions, "test")
+    counts = volume_counts(vols, threshold)
+    col = {c: i for i, c in enumerate(COLUMNS)}
+    ids = sorted({v.patient for v in vols})
+    row = {p: i for i, p in enumerate(ids)}
+    out = np.zeros((len(ids), 3), dtype=np.int64)
+    for v, c in zip(vols, counts):
+        tp, n = int(c[col["tp_ge10"]]), int(c[col["n_ge10"]])
+        out[row[v.patient]] += (tp, int(c[col["fp"]]), n - tp)
+    return ids, out
+
+
+def _volume_figures(m: dict) -> dict:
+    a = m["test"]["at_operating_point"]
+    return {
+        "sensitivity_ge10": a.get("sensitivity >=10 mm"),
+        "fp_per_volume": a.get("fp_per_volume"),
+        "fp_per_normal_volume": a.get("fp_per_normal_volume"),
+        "cpm": m["test"]["froc"]["cpm"],
+        "threshold": m["operating_point"]["score_threshold"],
+    }
+
+
+def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: int, train_seed: int) -> dict:
+    """One (data seed, training seed): self-training, then both models per volume and on key slices."""
+    log = rdir / "replicate.log"
+    over = plan.train_overrides | {"epochs": plan.epochs, "seed": train_seed, "ignore_reach": True, "context_slices": plan.context_slices}
+    st = run_self_training(
+        str(rdir / "selftrain"),
+        exp["series_mined"],
+        PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series),
+        Schedule(
+            rounds=plan.rounds,
+            target_precision=plan.target_precision,
+            series=True,
+            mean_teacher=True,
+            ema_decay=plan.ema_decay,
+            select="volume",
+            volume_datalist=exp["volume_datalist"],
+            dynamic_count=plan.dynamic_count,
+            temporal_consistency=plan.temporal_consistency,
+        ),
+        truth=exp.get("series_truth_map"),
+        train_overrides=over,
+    )
+    r0 = st["rounds"][0]
+    models = {"teacher": Path(r0["model"]), "self_trained": Path(st["best_model"])}
+    identical = st["best"]["round"] == 0
+    out: dict = {
+        "data_seed": data_seed,
+        "train_seed": train_seed,
+        "kept_round": st["best"]["round"],
+        "kept_candidate": st["best"]["candidate"],
+        "teacher_candidate": r0["kept"],
+        "identical_to_teacher": identical,
+        "stopped": st["stopped"],
+        "pseudo": [{"round": e["round"], **e.get("pseudo_quality", {})} for e in st["rounds"][1:]],
+        "models": {k: str(v) for k, v in models.items()},
+        "volume": {},
+        "key_slices": {},
+    }
+    vdl = exp["volume_datalist"]
+    for name, ckpt in models.items():
+        if identical and name == "self_trained":  # the same model: evaluated once, its figures shown twice
+            out["volume"][name], out["key_slices"] = out["volume"]["teacher"], out["key_slices"] | {name: out["key_slices"].get("teacher")}
+            out["key_slices"] = {k: v for k, v in out["key_slices"].items() if v is not None}
+            continue
+        src = name
+        edir = rdir / "eval_volume" / src
+        m = evaluate_volumes(ckpt.parent, Path(vdl), edir, log, train_seed, {"context_slices": plan.context_slices}, plan.n_bootstrap)
+        _, counts = patient_volume_counts(vdl, str(edir / "predictions_volume_test.json"), m["operating_point"]["score_threshold"])
+        out["volume"][name] = _volume_figures(m) | {"counts": counts.tolist()}
+        if plan.context_slices == 1:
+            kdir = rdir / "eval_key_slices" / src
+            km = evaluate(src, ckpt, exp["mined"], kdir, log, train_seed)
+            s = score_model(exp["mined"], kdir / "predictions_validation.json", kdir / "predictions_test.json", "iou", 0.5)
+            _, kc = patient_counts(s.matches, s.patients, s.threshold)
+            out["key_slices"][name] = {"f1": km["test"]["f1"], "counts": kc.tolist()}
+    return out
+
+
+def pool(plan: VolumeReplicatePlan, reps: list[dict]) -> dict:
+    """Mean ± SD per model; self-trained - teacher with the two-level bootstrap, per volume and on key slices."""
+    out: dict = {"volume": {}, "key_slices": {}}
+    for name in MODELS:
+        out["volume"][name] = {k: mean_sd([r["volume"][name][k] for r in reps]) for k in ("sensitivity_ge10", "fp_per_volume", "cpm")}
+    va = [np.asarray(r["volume"]["teacher"]["counts"]) for r in reps]
+    vb = [np.asarray(r["volume"]["self_trained"]["counts"]) for r in reps]
+    out["volume_b_vs_a"] = two_level_difference(vb, va, plan.n_bootstrap, seed=0, metric="recall")
+    out["volume_cpm_difference"] = mean_sd([r["volume"]["self_trained"]["cpm"] - r["volume"]["teacher"]["cpm"] for r in reps])
+    if all(r["key_slices"] for r in reps):
+        for name in MODELS:
+            out["key_slices"][name] = {"f1": mean_sd([r["key_slices"][name]["f1"] for r in reps])}
+        ka = [np.asarray(r["key_slices"]["teacher"]["counts"]) for r in reps]
+        kb = [np.asarray(r["key_slices"]["self_trained"]["counts"]) for r in reps]
+        out["key_slices_b_vs_a"] = two_level_difference(kb, ka, plan.n_bootstrap, seed=0, metric="f1")
+    out["identical_rows"] = sum(r["identical_to_teacher"] for r in reps)
+    out["replicates"] = len(reps)
+    return out
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def row_line(r: dict) -> str:
+    """One replicate's row: the round it kept, and whether it is its teacher (then no separate evidence)."""
+    t, b = r["volume"]["teacher"], r["volume"]["self_trained"]
+    kept = f"round {r['kept_round']} ({r['kept_candidate']})"
+    same = "identical to its teacher" if r["identical_to_teacher"] else ""
+    ks = r.get("key_slices") or {}
+    kf = f"{_f(ks['teacher']['f1'])} → {_f(ks['self_trained']['f1'])}" if ks else "-"
+    return (
+        f"| {r['data_seed']} | {r['train_seed']} | {kept} | {same} | {_f(t['sensitivity_ge10'])} → {_f(b['sensitivity_ge10'])} | "
+        f"{_f(t['fp_per_volume'])} → {_f(b['fp_per_volume'])} | {_f(t['cpm'])} → {_f(b['cpm'])} | {kf} |"
+    )
+
+
+def _diff_line(name: str, d: dict) -> str:
+    return (
+        f"| {name} | {d['difference']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['p_value']:.3f} | "
+        f"{d['share_b_better']:.2f} of {d['n_replicates']} |"
+    )
+
+
+def page(summary: dict, source: str) -> str:
+    plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
+    lines = [
+        "# Self-training on whole volumes: teacher vs self-trained, replicated",
+        "",
+        f"Written by `python scripts/replicate.py --experiment volume` from `{source}`. Data seeds {plan['data_seeds']} x training seeds "
+        f"{plan['train_seeds']}; demo size `{plan['size']}`, {plan['epochs']} epochs per training, up to {plan['rounds']} mean-teacher "
+        f"round(s) (EMA decay {plan['ema_decay']}), target precision {plan['target_precision']}, ignore floor {plan['ignore_floor']}, "
+        f"dynamic count {plan['dynamic_count']}, temporal consistency {plan['temporal_consistency']}. Rounds and checkpoints kept by "
+        "validation sensitivity >= 10 mm at the shipped false-box limits (then CPM). Test figures at each model's own validation "
+        "operating point.",
+        "",
+        "| data seed | training seed | kept | | sensitivity >= 10 mm (teacher → self-trained) | FP per volume | CPM | key-slice F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[row_line(r) for r in reps],
+        "",
+        f"{pooled['identical_rows']} of {pooled['replicates']} rows kept round 0: there the self-trained model *is* the teacher "
+        "and the row's difference is 0 by construction.",
+        "",
+        "| self-trained - teacher (two-level bootstrap) | difference | 95% CI | P | replicates where self-trained is better |",
+        "| --- | --- | --- | --- | --- |",
+        _diff_line("sensitivity >= 10 mm, whole volumes", pooled["volume_b_vs_a"]),
+    ]
+    if "key_slices_b_vs_a" in pooled:
+        lines.append(_diff_line("F1, key slices", pooled["key_slices_b_vs_a"]))
+    c = pooled["volume_cpm_difference"]
+    lines += ["", f"CPM difference (per replicate, mean ± SD): {c['mean']:+.3f} ± {c['sd']:.3f} (n={c['n']})."]
+    return "\n".join(lines) + "\n"
+
+
+def run(plan: VolumeReplicatePlan, work_dir: str, results: str | None = None) -> dict:
+    """Every replicate (resumable: a finished replicate's replicate_volume.json is reused), pooled, and the page."""
+    work = Path(work_dir) if Path(work_dir).is_absolute() else ROOT / work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    reps = []
+    for ds in plan.data_seeds:
+        exp = None
+        for ts in plan.train_seeds:
+            rdir = work / f"data{ds}" / f"train{ts}"
+            done = rdir / "replicate_volume.json"
+            if done.is_file():
+                reps.append(json.loads(done.read_text()))
+                continue
+            exp = exp or prepare(plan, work, ds)  # type: ignore[arg-type]  # uses .size only
+            rdir.mkdir(parents=True, exist_ok=True)
+            t = time.time()
+            rep = run_replicate(plan, exp, rdir, ds, ts)
+            rep["seconds"] = round(time.time() - t, 1)
+            done.write_text(json.dumps(rep, indent=1))
+            reps.append(rep)
+            print(row_line(rep), flush=True)
+    summary = {"plan": asdict(plan), "replicates": reps, "pooled": pool(plan, reps), "seconds": round(time.time() - t0, 1)}
+    (work / "replicates_volume.json").write_text(json.dumps(summary, indent=1))
+    if results:
+        path = ROOT / results if not Path(results).is_absolute() else Path(results)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page(summary, str(work / "replicates_volume.json")))
+    return summary

@@ -22,6 +22,7 @@ from monai.transforms import ScaleIntensityRangePercentiles
 from bundle.inference.box_selection import batched_postprocess
 from bundle.inference.box_selection import non_max_suppression as fast_non_max_suppression
 from bundle.inference.slice_forward import detect, in_workers, supported, threads_per_worker
+from bundle.transforms.grid import context_step, spacing_of_affine
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,9 @@ class SliceToVolumeDetector:
         batched_select: bool = True,
         lazy_regression: bool = True,
         cpu_workers: int | None = None,
+        context_mm: float | None = None,
+        max_gap_mm: float | None = None,
+        min_extent_mm: float | None = None,
     ) -> None:
         """``context_slices`` k (odd): each slice goes in with its k//2 neighbours each side as k channels
         (z-k//2 ... z+k//2, edges repeated), as the 2.5D model was trained. ``amp`` / ``channels_last``:
@@ -157,7 +161,10 @@ class SliceToVolumeDetector:
         MONAI's per-image ``postprocess_detections``. ``lazy_regression``: the stacked path runs the box
         regression head only on slices with a candidate (:mod:`bundle.inference.slice_forward`). ``cpu_workers``:
         the stacked path on the CPU splits the slices between this many threads (None: 2 where torch has
-        2 or more intra-op threads), :func:`bundle.inference.slice_forward.in_workers`."""
+        2 or more intra-op threads), :func:`bundle.inference.slice_forward.in_workers`. Millimetres, from the
+        volume's own slice spacing (its affine), so one setting serves every protocol: ``context_mm`` the 2.5D
+        stack's farthest neighbour (as trained, ``grid.json``), ``max_gap_mm`` / ``min_extent_mm`` replace
+        ``max_gap`` / ``min_slices`` where given."""
         if context_slices < 1 or context_slices % 2 == 0:
             raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
         self.detector = detector
@@ -172,6 +179,7 @@ class SliceToVolumeDetector:
         self.batched_select = batched_select
         self.lazy_regression = lazy_regression
         self.cpu_workers = cpu_workers
+        self.context_mm, self.max_gap_mm, self.min_extent_mm = context_mm, max_gap_mm, min_extent_mm
         self.link_kwargs = dict(
             link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
         )
@@ -211,13 +219,20 @@ class SliceToVolumeDetector:
         self.last_counts = []
         return [self._one(v, use_inferer) for v in vols]
 
+    def slice_mm(self, vol: torch.Tensor) -> float:
+        """The volume's spacing along the slice axis (mm; 0 when it carries no affine)."""
+        affine = getattr(vol, "affine", None)
+        return float(spacing_of_affine(affine)[self.slice_axis]) if affine is not None else 0.0
+
     def slice_stack(self, vol: torch.Tensor) -> torch.Tensor:
         """(C, X, Y, Z) volume -> (n_slices, k*C, a, b): every slice with its context as channels, in one gather."""
+        step = context_step(self.context_mm, self.slice_mm(vol), self.context_slices)
         v = vol.as_subclass(torch.Tensor).movedim(self.slice_axis + 1, 0)  # (n, C, a, b)
         n, half = v.shape[0], self.context_slices // 2
         if half == 0:
             return v
-        idx = (torch.arange(n, device=v.device)[:, None] + torch.arange(-half, half + 1, device=v.device)[None, :]).clamp_(0, n - 1)
+        offsets = torch.arange(-half, half + 1, device=v.device) * step
+        idx = (torch.arange(n, device=v.device)[:, None] + offsets[None, :]).clamp_(0, n - 1)
         return v[idx].flatten(1, 2)  # (n, k, C, a, b) -> (n, k*C, a, b), channel order z-half ... z+half
 
     def _workers(self, dev: torch.device, use_inferer: bool) -> int:
@@ -265,13 +280,22 @@ class SliceToVolumeDetector:
         cuts = np.cumsum([len(p[keys[0]]) for p in preds])[:-1]
         return list(zip(*(np.split(a, cuts) for a in arrays(*(torch.cat([p[k] for p in preds]) for k in keys)))))
 
+    def _link_kwargs(self, vol: torch.Tensor) -> dict:
+        """Linking's settings for this volume: the millimetre ones in its slices."""
+        kw, mm = dict(self.link_kwargs), self.slice_mm(vol)
+        if mm > 0 and self.max_gap_mm is not None:
+            kw["max_gap"] = int(np.floor(self.max_gap_mm / mm + 1e-6))
+        if mm > 0 and self.min_extent_mm is not None:
+            kw["min_slices"] = max(1, int(np.ceil(self.min_extent_mm / mm - 1e-6)))
+        return kw
+
     def _one(self, vol: torch.Tensor, use_inferer: bool) -> dict:
         if vol.ndim != 4:
             raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
         workers = self._workers(vol.device, use_inferer)
         with threads_per_worker(workers):  # the linking step's small ops too
             per_slice = self._as_numpy(self._run_slices(self.slice_stack(vol), use_inferer, workers))
-            boxes, labels, scores, counts = link_slices(per_slice, **self.link_kwargs, fast_nms=self.batched_select)
+            boxes, labels, scores, counts = link_slices(per_slice, **self._link_kwargs(vol), fast_nms=self.batched_select)
         if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs
             boxes = _reinsert_axis(boxes, self.slice_axis)
         self.last_counts.append(counts)

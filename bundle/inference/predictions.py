@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from ignite.engine import Engine, Events
 
 from bundle.datalist.sections import resolved
+from bundle.transforms.grid import to_input_grid
 from bundle.transforms.world import voxel_to_world
 
 
@@ -78,33 +78,40 @@ class DetectionSaver:
 
 
 class VolumeDetectionSaver(DetectionSaver):
-    """``DetectionSaver`` for 3D boxes: adds ``box_world`` (LPS mm, ``world_mode``) per image.
+    """``DetectionSaver`` for 3D boxes: adds ``box_world`` (LPS mm, ``world_mode``) per image and the file's ``score_kind``.
 
     Why: one file serves both conventions — ``box`` stays in array coordinates like every
     datalist, ``box_world`` is what MONAI Label / Slicer / DICOM consumers compare against.
     """
 
     def __init__(
-        self, output_path: str, score_threshold: float = 0.0, world_mode: str = "cccwhd", keep_keys: tuple[str, ...] = ("patient",)
+        self,
+        output_path: str,
+        score_threshold: float = 0.0,
+        world_mode: str = "cccwhd",
+        keep_keys: tuple[str, ...] = ("patient",),
+        score_kind: str = "logit",
     ) -> None:
         super().__init__(output_path, score_threshold=score_threshold, box_mode="xyzxyz", coordinates="image", keep_keys=keep_keys)
         self.world_mode = world_mode
+        self.score_kind = score_kind  # configs/inference_volume.yaml's detector returns the classification logit
 
     def _collect(self, engine: Engine) -> None:
         start = len(self.records)
         super()._collect(engine)
         for rec, r in zip(self.records[start:], engine.state.output["items"]):
-            affine = np.asarray(torch.as_tensor(r["image"].affine).cpu())
-            rec["box_world"] = jsonable(
-                voxel_to_world(np.asarray(rec["box"], dtype=np.float64).reshape(-1, 6), affine, lps=True, mode=self.world_mode)
-            )
+            # boxes leave the canonical grid for the input's own voxel grid (bundle/transforms/grid.py)
+            boxes, affine, shape = to_input_grid(np.asarray(rec["box"], dtype=np.float64).reshape(-1, 6), r["image"])
+            rec["box"] = jsonable(boxes)
+            rec["box_world"] = jsonable(voxel_to_world(boxes, affine, lps=True, mode=self.world_mode))
             rec["affine"] = jsonable(affine)
-            rec["shape"] = list(r["image"].shape[1:])
+            rec["shape"] = shape
 
     def _write(self, engine: Engine) -> None:
         super()._write(engine)
         doc = json.loads(self.output_path.read_text())
         doc["world"] = {"box_mode": self.world_mode, "space": "LPS", "units": "mm", "key": "box_world"}
+        doc["score_kind"] = self.score_kind
         self.output_path.write_text(json.dumps(doc, indent=1))
 
 

@@ -25,14 +25,18 @@ from monai.transforms import RandomizableTransform, Transform
 
 from bundle.datalist.schema import IGNORE_LABEL
 from bundle.io.errors import InputError
+from bundle.transforms.grid import context_step, spacing_of_affine
 
 
-def context_stack(img: torch.Tensor, z: int, context_slices: int) -> torch.Tensor:
-    """(C, X, Y, Z) -> (C * k, X, Y): slices z - k//2 ... z + k//2, edges repeated (the 2.5D input)."""
+def context_stack(img: torch.Tensor, z: int, context_slices: int, step: int = 1) -> torch.Tensor:
+    """(C, X, Y, Z) -> (C * k, X, Y): slices z - step * k//2 ... z + step * k//2, edges repeated (the 2.5D input).
+
+    ``step``: slices between neighbours, so the context is a distance in mm (:func:`bundle.transforms.grid.context_step`).
+    """
     if context_slices < 1 or context_slices % 2 == 0:
         raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
     n, h = img.shape[-1], context_slices // 2
-    idx = [min(max(z + o, 0), n - 1) for o in range(-h, h + 1)]
+    idx = [min(max(z + o * step, 0), n - 1) for o in range(-h, h + 1)]
     return torch.cat([torch.as_tensor(img[..., i]).as_subclass(torch.Tensor) for i in idx], dim=0).clone()
 
 
@@ -72,8 +76,11 @@ class SliceWithBoxesd(RandomizableTransform):
         reach_margin: float = 0.25,
         extent_key: str = "z_half_extent_slices",
         ignore_key: str = "ignore_box",
+        context_mm: float | None = None,
     ) -> None:
+        """``context_mm``: the farthest neighbour's distance in mm (the volume's slice spacing sets the step); None: adjacent slices."""
         RandomizableTransform.__init__(self, prob=1.0)
+        self.context_mm = context_mm
         self.image_key, self.box_key, self.label_key = image_key, box_key, label_key
         self.pos = pos
         self.random = random
@@ -122,7 +129,8 @@ class SliceWithBoxesd(RandomizableTransform):
         aff2d[:2, :2] = affine[:2, :2]
         aff2d[:2, 2] = (affine @ np.array([0.0, 0.0, z, 1.0]))[:2]
         meta = {"filename_or_obj": getattr(img, "meta", {}).get("filename_or_obj", ""), "slice": z}
-        d[self.image_key] = MetaTensor(context_stack(img, z, self.context_slices), affine=torch.as_tensor(aff2d), meta=meta)
+        step = context_step(self.context_mm, float(spacing_of_affine(affine)[2]), self.context_slices)
+        d[self.image_key] = MetaTensor(context_stack(img, z, self.context_slices, step), affine=torch.as_tensor(aff2d), meta=meta)
         out_boxes = np.concatenate([boxes[cross][:, [0, 1, 3, 4]], ignore[:, [0, 1, 3, 4]]])
         out_labels = np.concatenate([labels[cross].astype(np.int64), np.full(len(ignore), IGNORE_LABEL, np.int64)])
         d[self.box_key] = torch.as_tensor(out_boxes, dtype=torch.float32).reshape(-1, 4)

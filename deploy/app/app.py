@@ -11,7 +11,7 @@ series selection and DICOM -> volume are the SDK's; detection runs the bundle's 
 (configs/inference_volume.yaml); DICOM writing is bundle/serving/dicom_sr.py (highdicom).
 
 Settings from the environment: BUNDLE_ROOT (default: this repository), BUNDLE_OVERRIDES (JSON of
-config keys, e.g. '{"score_threshold": 0.5}'), SERIES_RULES (selector JSON, default below).
+config keys, e.g. '{"score_threshold": 0.5}', a classification logit), SERIES_RULES (selector JSON, default below).
 Without a score_threshold override the operating point shipped beside the model is used
 (<model folder>/operating_point.json, bundle/inference/operating_point.py).
 """
@@ -149,6 +149,7 @@ class BoxDetectionOperator(Operator):
         from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd
 
         from bundle.transforms.checks import CheckImaged, check_array
+        from bundle.transforms.grid import to_input_grid
         from bundle.transforms.world import voxel_to_world
 
         image = op_input.receive("image")
@@ -175,17 +176,21 @@ class BoxDetectionOperator(Operator):
             data = t(data)
         detector.eval()
         (pred,) = detector([data["image"]], use_inferer=True)
-        boxes = pred[detector.target_box_key].cpu().numpy()
+        # the detector ran on the canonical grid (the config's Spacingd, <model dir>/grid.json): boxes back to the series' own grid
+        boxes, _, _ = to_input_grid(pred[detector.target_box_key].cpu().numpy(), data["image"])
         scores = pred[detector.pred_score_key].cpu().numpy()
         labels = pred[detector.target_label_key].cpu().numpy()
         threshold = float(parser.get_parsed_content("score_threshold"))
         keep = scores >= threshold
-        logger.info("detections: %d boxes, %d at score >= %.2f (%s)", len(scores), int(keep.sum()), threshold, detector.last_counts)
+        logger.info("detections: %d boxes, %d at logit >= %.4f (%s)", len(scores), int(keep.sum()), threshold, detector.last_counts)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        # scores are logits (float32, compared as evaluation compared them); the SR's certainty is their sigmoid (float64)
+        probabilities = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
         op_output.emit(
             {
                 "boxes": boxes,
                 "scores": scores,
+                "probabilities": probabilities,
                 "labels": labels,
                 "world_lps_cccwhd": voxel_to_world(boxes, aff_ras, lps=True, mode="cccwhd"),
                 "sources": sources,
@@ -216,12 +221,12 @@ class DICOMDetectionWriterOperator(Operator):
 
         det = op_input.receive("detections")
         self.output_folder.mkdir(parents=True, exist_ok=True)
-        sr = build_sr(det["sources"], det["boxes"], det["scores"], det["version"])
+        sr = build_sr(det["sources"], det["boxes"], det["probabilities"], det["version"])
         written = [self.output_folder / "detections_sr.dcm"]
         sr.save_as(written[0])
         objects = [sr]
         if self.write_gsps:
-            gsps = build_gsps(det["sources"], det["boxes"], det["scores"], det["version"])
+            gsps = build_gsps(det["sources"], det["boxes"], det["probabilities"], det["version"])
             written.append(self.output_folder / "detections_gsps.dcm")
             gsps.save_as(written[-1])
             objects.append(gsps)
@@ -232,9 +237,10 @@ class DICOMDetectionWriterOperator(Operator):
             "box_mode": "xyzxyz",
             "coordinates": "series array (column, row, slice index), max exclusive",
             "world": {"box_mode": "cccwhd", "space": "LPS", "units": "mm"},
+            "score_kind": "logit (the SR's certainty of finding is its sigmoid, 'probability' here)",
             "detections": [
-                {"box": b.tolist(), "box_world": w.tolist(), "score": float(s), "label": int(lab)}
-                for b, w, s, lab in zip(det["boxes"], det["world_lps_cccwhd"], det["scores"], det["labels"])
+                {"box": b.tolist(), "box_world": w.tolist(), "score": float(s), "probability": float(pr), "label": int(lab)}
+                for b, w, s, pr, lab in zip(det["boxes"], det["world_lps_cccwhd"], det["scores"], det["probabilities"], det["labels"])
             ],
             "files": [p.name for p in written],
             "skipped_slices": det.get("skipped_slices", []),

@@ -29,7 +29,7 @@ def test_script_flags_are_the_options():
     assert parse([]) == DemoOptions()
     o = parse(["--size", "tiny", "--epochs", "2", "--score_threshold", "0.4", "--work", "w", "--series_rounds", "2"])
     assert (o.size, o.epochs, o.score_threshold, o.work, o.seed, o.series_rounds) == ("tiny", 2, 0.4, "w", 0, 2)
-    assert DemoOptions().series and DemoOptions().series_rounds == 0  # docs/results.md's choice: whole series + ignore
+    assert DemoOptions().series and DemoOptions().series_rounds == 1  # mean-teacher self-training, kept only when it wins
     assert DemoOptions().context_slices == 3  # ... + 2.5D at 36 epochs
 
 
@@ -52,7 +52,7 @@ def test_split_file_is_keyed_by_pseudonym():
 @pytest.mark.slow
 def test_demo_command_runs_end_to_end(tmp_path):
     results = tmp_path / "results.md"
-    # one round of series self-training: the default is none (docs/results.md's validation choice), the path stays tested
+    # one round of mean-teacher series self-training (the default)
     cmd = [sys.executable, "scripts/demo.py", "--size", "tiny", "--epochs", "2", "--n_bootstrap", "50", "--series_rounds", "1"]
     cmd += [
         "--work",
@@ -82,7 +82,14 @@ def test_demo_command_runs_end_to_end(tmp_path):
     assert exported and all(truth["split"][p] != "test" for p in exported)
     assert (tmp_path / "models" / "model.pt").is_file()
     page = results.read_text()
-    assert "(b) whole series + ignore regions + 2.5D (3 slices), self-trained up to 1 round(s)" in page and "Self-training rounds" in page
+    kept = (
+        "self-trained (round 1 of 1 kept on validation)"
+        if r["self_training_best_round"]
+        else "the round-0 teacher (1 self-training round(s)"
+    )
+    assert f"(b) whole series + ignore regions + 2.5D (3 slices){':' if not r['self_training_best_round'] else ','} {kept}" in page
+    assert "Self-training rounds" in page
+    assert (tmp_path / "work" / "eval" / ("self_trained" if r["self_training_best_round"] else "teacher_round0")).is_dir()
     # the shipped model is 2.5D (docs/results.md's 36-epoch choice): 3 input channels, read back from the model
     from bundle.engines.checkpoints import input_channels
 

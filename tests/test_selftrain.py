@@ -339,3 +339,63 @@ def test_schedule_refuses_options_it_cannot_honour():
     with pytest.raises(ValueError, match="mean_teacher"):
         Schedule(series=True, temporal_consistency=True)
     assert Schedule(series="true", mean_teacher="true", dynamic_count="false").mean_teacher is True
+
+
+def _info(uid: str, series: str, patient: str, desc: str, z: float):
+    from bundle.io.records import ImageInfo
+
+    return ImageInfo(
+        sop_instance_uid=uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        series_uid=series,
+        study_uid="st-" + patient,
+        patient_id=patient,
+        modality="MR",
+        series_description=desc,
+        image_type=["ORIGINAL", "PRIMARY"],
+        rows=8,
+        columns=8,
+        frames=1,
+        spacing=[1.0, 1.0],
+        orientation=[1, 0, 0, 0, 1, 0],
+        position=[0, 0, z],
+        slice_thickness=2.0,
+        frame_of_reference_uid="f",
+        study_date="20210104",
+        instance_number=int(z),
+        location=f"/x/{uid}.dcm",
+    )
+
+
+def test_mining_lists_contrast_series_nobody_measured_and_never_a_held_out_patients():
+    from bundle.datalist.schema import DatalistItem
+    from bundle.mining.rules.series import SeriesRules
+    from bundle.mining.unlabelled import unlabelled_items, unmeasured_series
+
+    images = {}
+    for series, patient, desc in (
+        ("s-measured", "p1", "T1 POST GAD AX"),
+        ("s-unread", "p2", "T1 POST GAD AX"),
+        ("s-flair", "p2", "FLAIR AX"),
+        ("s-val", "p3", "T1 POST GAD AX"),
+    ):
+        for z in range(3):
+            images[f"{series}-{z}"] = _info(f"{series}-{z}", series, patient, desc, float(z * 2))
+    mined = DatalistItem(image="a.nii.gz", box=[[1, 1, 4, 4]], label=[0], patient="p1", series_instance_uid="s-measured")
+    series, why = unmeasured_series(images, {"training": [mined], "validation": [], "test": []}, SeriesRules(), split={"p3": "validation"})
+    assert list(series) == ["s-unread"]
+    assert why == {"series rule: series_description": 1, "patient in validation or test": 1}
+    items, issues = unlabelled_items(series)
+    ((item, ordered),) = items
+    assert not issues and item.box == [] and item.spacing == [1.0, 1.0, 2.0] and item.extra["unlabelled"] and len(ordered) == 3
+
+
+def test_unlabelled_series_join_training_only_through_the_teacher(tmp_path):
+    from bundle.selftrain.loop import with_unlabelled
+
+    base = {"training": [{"image": "/a.nii.gz", "box": [[1, 1, 0, 5, 5, 1]], "label": [0]}], "validation": [], "test": []}
+    (tmp_path / "u.json").write_text(json.dumps({"unlabelled": [{"image": "u.nii.gz", "box": [], "label": [], "spacing": [1, 1, 2]}]}))
+    dl = with_unlabelled(base, str(tmp_path / "u.json"))
+    assert [it["image"] for it in dl["training"]] == ["/a.nii.gz", str((tmp_path / "u.nii.gz").resolve())]
+    assert dl["training"][1]["unlabelled"] is True and base["training"][0] == dl["training"][0] and len(base["training"]) == 1
+    assert with_unlabelled(base, None) is base

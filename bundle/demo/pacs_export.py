@@ -60,10 +60,12 @@ def export_patient(
     w.write_series("flair")
     lesions = sorted(patient["lesions"], key=lambda les: (-les["diameter_mm"], les["index"]))
     n_measure = min(len(lesions), int(rng.integers(1, cfg.max_measured + 1)))
-    measured = measure_primary(w, lesions, n_measure)
+    # an unread study (cfg.p_unread, own random stream; never one that carries an incident): images only
+    unread = bool(lesions) and not incidents and np.random.default_rng([seed, 7919, number, 3]).random() < cfg.p_unread
+    measured = [] if unread else measure_primary(w, lesions, n_measure)
     for inc in incidents if measured else []:  # a normal study has images only
         SIMULATE[inc](w, measured)
-    second = measure_second(w, np.random.default_rng([seed, 7919, number, 2]), lesions, measured)
+    second = [] if unread else measure_second(w, np.random.default_rng([seed, 7919, number, 2]), lesions, measured)
     for rec in measured + second:
         rec.pop("clean_lines", None)
     seen = {r["lesion"] for r in measured + second}
@@ -79,6 +81,7 @@ def export_patient(
         "measured_lesions": summary(measured),
         "second_reader_lesions": summary(second),
         "unmeasured_lesions": [les["index"] for les in lesions if les["index"] not in seen],
+        "unread": unread,
         "incidents": incidents,
         "marks": w.marks,
         "files": w.files,

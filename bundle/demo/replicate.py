@@ -154,7 +154,10 @@ def run(plan: ReplicatePlan, work_dir: str, results: str | None = None) -> dict:
     t0 = time.time()
     reps = []
     for ds in plan.data_seeds:
-        o = DemoOptions(size=plan.size, seed=ds, work=str(work / f"data{ds}" / "prep"), data=str(work / f"data{ds}" / "data"))
+        # unread_share 0: the export docs/results_key_slices.md was written from (every study with lesions measured)
+        o = DemoOptions(
+            size=plan.size, seed=ds, work=str(work / f"data{ds}" / "prep"), data=str(work / f"data{ds}" / "data"), unread_share=0.0
+        )
         p = Paths.of(o)
         exp = None
         for ts in plan.train_seeds:

@@ -19,6 +19,7 @@ import numpy as np
 
 from bundle.demo.ablation import evaluate_volumes, prepare
 from bundle.demo.run import evaluate
+from bundle.demo.volume_steps import add_unlabelled_truth
 from bundle.metrics.bootstrap import patient_counts
 from bundle.metrics.replicates import mean_sd, two_level_difference
 from bundle.metrics.report import score_model
@@ -46,6 +47,7 @@ class VolumeReplicatePlan:
     dynamic_count: bool = False
     temporal_consistency: bool = False
     context_slices: int = 1  # 1: the key-slice comparison can score the same models (2.5D needs whole volumes)
+    unlabelled: bool = True  # self-training also labels the series nobody measured (the demo export's unread studies)
     n_bootstrap: int = 1000
     train_overrides: dict = field(default_factory=dict)
 
@@ -82,6 +84,10 @@ def _volume_figures(m: dict) -> dict:
 def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: int, train_seed: int) -> dict:
     """One (data seed, training seed): self-training, then both models per volume and on key slices."""
     log = rdir / "replicate.log"
+    data = Path(exp["volume_datalist"]).parent.parent  # <data>/demo/datalist_volume.json
+    unlabelled = data / "mined" / "datalist_unlabelled.json"
+    if plan.unlabelled and unlabelled.is_file() and exp.get("series_truth_map"):
+        add_unlabelled_truth(data / "demo", unlabelled, Path(exp["series_truth_map"]), data / "secure" / "linkage.csv")
     over = plan.train_overrides | {"epochs": plan.epochs, "seed": train_seed, "ignore_reach": True, "context_slices": plan.context_slices}
     st = run_self_training(
         str(rdir / "selftrain"),
@@ -97,6 +103,7 @@ def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: i
             volume_datalist=exp["volume_datalist"],
             dynamic_count=plan.dynamic_count,
             temporal_consistency=plan.temporal_consistency,
+            unlabelled_datalist=str(unlabelled) if plan.unlabelled and unlabelled.is_file() else None,
         ),
         truth=exp.get("series_truth_map"),
         train_overrides=over,

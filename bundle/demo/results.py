@@ -22,7 +22,12 @@ def label(name: str, r: dict) -> str:
         return LABELS[name]
     rounds, k = r.get("series_rounds", 0), r.get("context_slices", 1)
     context = f" + 2.5D ({k} slices)" if k > 1 else ""
-    return "(b) whole series + ignore regions" + context + (f", self-trained up to {rounds} round(s)" if rounds else "")
+    kept = r.get("self_training_best_round", 0)
+    if not rounds:
+        return "(b) whole series + ignore regions" + context
+    if kept:
+        return f"(b) whole series + ignore regions{context}, self-trained (round {kept} of {rounds} kept on validation)"
+    return f"(b) whole series + ignore regions{context}: the round-0 teacher ({rounds} self-training round(s) did not win on validation)"
 
 
 def _f(v) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundle.demo import volume_steps
+from bundle.demo.clinic.config import ExportConfig
 from bundle.demo.experiment import build, load_linkage, split_by_pseudonym
 from bundle.demo.pacs_export import export
 from bundle.demo.results import assemble, write_results
@@ -49,14 +50,17 @@ class DemoOptions:
     model_dir: str = "models"  # the self-trained model is copied here as model.pt (the bundle's model)
     data: str = "data"  # demo data, export, de-identified copy and mined datalist
     series: bool = True  # (b) on whole mined series with ignore regions; False: key slices, self-trained, as the seed study
-    # (b)'s self-training rounds over every slice. 0: docs/results.md chose whole series + ignore regions on validation
-    # (2 seeds; a student round never beat its teacher there, so the loop kept round 0 anyway)
-    series_rounds: int = 0
+    # (b)'s mean-teacher self-training rounds over every slice (docs/selftraining.md); a round is kept only when it wins
+    # validation sensitivity >= 10 mm at the shipped false-box limits, else (b) is the round-0 teacher and named so
+    series_rounds: int = 1
     # (b)'s input: each slice with its neighbours (2.5D), the 36-epoch choice on validation (docs/results.md); 1: 2D
     context_slices: int = 3
     ignore_floor: float = 0.3  # series self-training: teacher scores in [floor, pseudo threshold) become ignore regions
     series_target_precision: float = 0.8  # series self-training: the teacher's precision on every validation slice
     max_pseudo_per_series: int = 50
+    # share of studies with lesions that no reader measured (the export's p_unread): mined as unlabelled series, which
+    # (b)'s self-training labels with its teacher (docs/selftraining.md)
+    unread_share: float = 0.1
 
 
 @dataclass
@@ -116,7 +120,8 @@ def make_data(o: DemoOptions, p: Paths) -> None:
         shutil.rmtree(p.data / d, ignore_errors=True)
     res = generate(p.data / "demo", size=o.size, seed=o.seed)
     # the test cohort stays out of the PACS: it is the separately, fully labelled test set
-    record = export(p.data / "demo", p.data / "pacs_export", seed=o.seed, splits=("training", "validation"))
+    cfg = ExportConfig(p_unread=o.unread_share)  # some studies no reader measured: mining lists them as unlabelled data
+    record = export(p.data / "demo", p.data / "pacs_export", seed=o.seed, config=cfg, splits=("training", "validation"))
     n_files = sum(1 for f in (p.data / "pacs_export" / "dicom").rglob("*") if f.is_file())
     print(f"  demo images {res['counts']}; export: {n_files} files, {len(record['patients'])} studies", flush=True)
 
@@ -154,7 +159,16 @@ def mine(p: Paths) -> tuple[dict, dict]:
     split_file = work / "split_pseudonyms.json"
     split = json.loads((data / "demo" / "truth.json").read_text())["split"]
     split_file.write_text(json.dumps(split_by_pseudonym(split, load_linkage(secure / "linkage.csv")), indent=1))
-    bundle_run("configs/mine.yaml", ROOT, log, source_dir=data / "deid", output_dir=data / "mined", split_file=split_file, progress=False)
+    bundle_run(
+        "configs/mine.yaml",
+        ROOT,
+        log,
+        source_dir=data / "deid",
+        output_dir=data / "mined",
+        split_file=split_file,
+        progress=False,
+        unlabelled=True,
+    )
     mining = json.loads((data / "mined" / "mining_report.json").read_text())
     exp = build(data / "demo", data / "mined" / "datalist.json", work / "datalists", secure / "linkage.csv")
     print(f"  mining: {mining['counts']}", flush=True)
@@ -205,17 +219,19 @@ def evaluate_models(o: DemoOptions, p: Paths, st: dict, exp: dict, a_model: Path
     work = p.work
     models = {
         "mined_only": a_model or Path(st["rounds"][0]["dir"]) / "models" / "model.pt",
-        # (b) is the round validation chose; with no improving round it is (a) itself, as the loop ships it
+        # (b) is the round validation chose; with no improving round it is its round-0 teacher (eval folder: b_folder)
         "self_trained": Path(st["best_model"]),
         "oracle": work / "oracle" / "models" / "model.pt",
         "untrained": work / "untrained" / "model.pt",
     }
     save_untrained(models["untrained"], o.seed)
     dl = exp["mined"]  # validation/test sections are the same complete truth in every experiment datalist
-    metrics = {n: evaluate(n, ck, dl, work / "eval" / n, p.log, o.seed) for n, ck in models.items()}
+    folder = {n: b_folder(st) if n == "self_trained" else n for n in models}
+    metrics = {n: evaluate(folder[n], ck, dl, work / "eval" / folder[n], p.log, o.seed) for n, ck in models.items()}
 
     def preds(n: str) -> tuple[str, str]:
-        return str(work / "eval" / n / "predictions_validation.json"), str(work / "eval" / n / "predictions_test.json")
+        d = work / "eval" / folder[n]
+        return str(d / "predictions_validation.json"), str(d / "predictions_test.json")
 
     def paired(better: str, code: str) -> dict:
         return compare(
@@ -229,6 +245,12 @@ def evaluate_models(o: DemoOptions, p: Paths, st: dict, exp: dict, a_model: Path
         )
 
     return models, metrics, paired("self_trained", "b_vs_a"), paired("oracle", "c_vs_a")
+
+
+def b_folder(st: dict) -> str:
+    """What model (b) is, as its evaluation folder says: self-trained only when a round after 0 was kept."""
+    best = st.get("best") or {"round": st["best_round"], "candidate": "student"}
+    return "self_trained" if best["round"] > 0 else "teacher_round0"
 
 
 def infer(p: Paths, self_trained: Path, datalist: str) -> None:
@@ -306,7 +328,7 @@ def run(o: DemoOptions, command: str) -> dict:
     clock.stop("oracle")
     clock.start(6, "evaluate on the held-out, fully annotated test patients: per volume, then on key slices")
     models, metrics, b_vs_a, c_vs_a = evaluate_models(o, p, st, exp, a_model)
-    volume = volume_figures(o, p, models, series["volume_datalist"]) if series is not None else None
+    volume = volume_figures(o, p, models, series["volume_datalist"], b_folder(st)) if series is not None else None
     clock.stop("evaluate")
     clock.start(7, f"(b) becomes {rel(p.model_out)}; inference on the test split")
     if series is not None:
@@ -326,17 +348,20 @@ def run(o: DemoOptions, command: str) -> dict:
     return results
 
 
-def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_datalist: str) -> dict:
-    """(a) and (b) per volume at their own validation operating points, and the paired test (b) - (a)."""
+def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_datalist: str, b_name: str = "self_trained") -> dict:
+    """(a) and (b) per volume at their own validation operating points, and the paired test (b) - (a).
+
+    b_name: (b)'s evaluation folder (b_folder: 'teacher_round0' when no self-training round was kept)."""
     out = {}
+    folder = {"mined_only": "mined_only", "self_trained": b_name}
     for name in ("mined_only", "self_trained"):
         ctx = o.context_slices if name == "self_trained" else 1
-        m = volume_steps.evaluate_volumes(name, models[name], o, p, volume_datalist, ctx)
+        m = volume_steps.evaluate_volumes(folder[name], models[name], o, p, volume_datalist, ctx)
         a = m["test"]["at_operating_point"]
         out[name] = {
             k: a.get(k) for k in ("sensitivity >=10 mm", "fp_per_volume", "fp_per_normal_volume", "found_ge10", "lesions_ge10", "volumes")
         }
         out[name] |= {"threshold": m["operating_point"]["score_threshold"], "cpm": m["test"]["froc"]["cpm"]}
-    cmp = volume_steps.compare_volumes(p, volume_datalist, ("self_trained", "mined_only"), o.n_bootstrap, o.seed)
+    cmp = volume_steps.compare_volumes(p, volume_datalist, (b_name, "mined_only"), o.n_bootstrap, o.seed)
     out["b_vs_a"] = cmp["paired"]
     return out

@@ -32,7 +32,27 @@ def series_datalists(p: Paths) -> dict:
     secure = p.data / "secure"
     exp = build_series(p.data / "demo", p.data / "mined" / "datalist_volumes.json", p.work / "datalists", secure / "linkage.csv")
     exp["volume_datalist"] = str(write_volume_datalist(p.data / "demo"))
+    unlabelled = p.data / "mined" / "datalist_unlabelled.json"
+    if unlabelled.is_file():  # series nobody measured (mining's unlabelled: true): their truth scores the pseudo-boxes put on them
+        exp["unlabelled"] = str(unlabelled)
+        add_unlabelled_truth(p.data / "demo", unlabelled, Path(exp["series_truth_map"]), secure / "linkage.csv")
     return exp
+
+
+def add_unlabelled_truth(demo_dir: Path, unlabelled: Path, truth_map: Path, linkage: Path) -> int:
+    """Every lesion cross-section of each unlabelled volume joins the series truth map (demo data only); how many volumes."""
+    from bundle.datalist.sections import absolute_datalist
+    from bundle.demo.experiment import load_linkage, slice_truth
+
+    truth = json.loads((demo_dir / "truth.json").read_text())
+    by_id = {q["patient_id"]: q for q in truth["patients"]}
+    to_demo = load_linkage(linkage)
+    tm = json.loads(truth_map.read_text())
+    items = absolute_datalist(unlabelled).get("unlabelled", [])
+    for it in items:
+        tm[it["image"]] = slice_truth(demo_dir, by_id[to_demo.get(it["patient"], it["patient"])], 5.0)
+    truth_map.write_text(json.dumps(tm))
+    return len(items)
 
 
 def train_overrides(o: DemoOptions) -> dict:
@@ -40,12 +60,23 @@ def train_overrides(o: DemoOptions) -> dict:
 
 
 def self_train_series(o: DemoOptions, p: Paths, series: dict) -> dict:
-    """(b): round 0 on the mined series (ignore regions at each lesion's reach), then ``series_rounds`` over every slice."""
+    """(b): round 0 on the mined series (ignore regions at each lesion's reach), then ``series_rounds`` mean-teacher rounds
+    over every slice; what validation keeps is (b), the round-0 teacher when no round wins."""
     st = run_self_training(
         str(p.work / "selftrain_series"),
         series["series_mined"],
         PseudoRules(score_threshold=o.score_threshold, ignore_floor=o.ignore_floor, max_per_image=o.max_pseudo_per_series),
-        Schedule(rounds=o.series_rounds, target_precision=o.series_target_precision, series=True),
+        # mean teacher (EMA teacher, strong augmentation for the student); rounds and checkpoints kept by validation
+        # sensitivity >= 10 mm at the shipped false-box limits on the fully labelled validation volumes
+        Schedule(
+            rounds=o.series_rounds,
+            target_precision=o.series_target_precision,
+            series=True,
+            mean_teacher=True,
+            select="volume",
+            volume_datalist=series["volume_datalist"],
+            unlabelled_datalist=series.get("unlabelled"),
+        ),
         truth=series["series_truth_map"],
         train_overrides=train_overrides(o),
     )

@@ -34,6 +34,7 @@ from bundle.mining.resolve import Resolver
 from bundle.mining.rules.boxes import BoxRules
 from bundle.mining.rules.series import SeriesRules
 from bundle.mining.shard import atomic_write_text, check_shard, write_state
+from bundle.mining.unlabelled import mine_unlabelled
 from bundle.mining.volumes import series_volumes
 from bundle.pacs.source import Source
 
@@ -99,6 +100,7 @@ class Miner:
         shard_count: int = 1,
         resume: bool = False,
         reuse_dirs: list[str] | None = None,
+        unlabelled: bool = False,
     ):
         if isinstance(source, (str, os.PathLike)):  # the old `--source PATH`: a path where a Source object goes
             raise InputError(
@@ -119,6 +121,7 @@ class Miner:
         self.workers, self.convert, self.progress = workers, flag(convert), flag(progress)
         self.datalist_name, self.report_name = datalist_name, report_name
         self.volumes, self.volumes_datalist_name = flag(volumes), volumes_datalist_name
+        self.unlabelled = flag(unlabelled)  # write unmeasured contrast series as unlabelled volumes (bundle/mining/unlabelled.py)
         self.shard_index, self.shard_count = check_shard(shard_index, shard_count)
         # converted files taken as they are: the shards' (merge), this folder's own (resume: after a killed run)
         self.reuse_dirs = [Path(d) for d in reuse_dirs or []] + ([self.output_dir] if flag(resume) else [])
@@ -179,6 +182,11 @@ class Miner:
         report = build_report(self.source.kind, date_range, rules, len(results), objects, len(images), issues, ms, datalist)
         if volume_issues is not None:
             report["series_volumes"] = volume_issues
+        if self.source.kind != "deeplesion":  # contrast series nobody measured: always counted, written on request
+            given = dict(self.split_file) if isinstance(self.split_file, dict) else load_split(self.split_file)
+            report["unmeasured_series"] = mine_unlabelled(
+                images, datalist, self.series_rules, self.source, staging.dir, self.unlabelled, given, workers=self.workers
+            )
         write_report(report, staging.dir / self.report_name)
         staging.commit()
         timing = self._timing(t0, t_read, t_convert, n_objects)

@@ -57,7 +57,11 @@ def pseudo_quality(
     def bins(boxes: np.ndarray, spacing) -> list[str]:
         return [next(lbl for lo, hi, lbl in SIZE_BINS_MM if lo <= v < hi) for v in long_axis_mm(boxes, spacing)]
 
+    unscored = 0
     for item in datalist["training"]:
+        if item["image"] not in truth:  # e.g. an unlabelled series the truth does not cover: neither right nor wrong
+            unscored += sum(1 for s, r in zip(item.get("box_source", []), item.get("box_round", [])) if s == "pseudo" and r == round_index)
+            continue
         raw = truth.get(item["image"], [])
         dims = len(raw[0]) if len(raw) else (len(item["box"][0]) if item.get("box") else 4)
         full = np.asarray(raw, dtype=float).reshape(-1, dims)
@@ -102,6 +106,7 @@ def pseudo_quality(
         "recovered": found,
         "recall": found / n_missing if n_missing else None,
         "by_size": by_size if spacings else {},
+        "pseudo_boxes_without_truth": unscored,
     }
 
 
@@ -165,6 +170,9 @@ class Schedule:
     # and temporal consistency (a box kept only when the teacher's earlier checkpoint predicted it too)
     dynamic_count: bool = False
     temporal_consistency: bool = False
+    # contrast series nobody measured (configs/mine.yaml unlabelled: true writes datalist_unlabelled.json): from round 1 the
+    # teacher labels them too; a series joins the student's training only with at least one pseudo-box
+    unlabelled_datalist: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("from_scratch", "cumulative", "series", "mean_teacher", "dynamic_count", "temporal_consistency"):
@@ -330,6 +338,7 @@ class SelfTraining:
         """Round r's datalist: the teacher's pseudo-boxes and ignore regions on every training item."""
         teacher = self.teacher(state)
         src = absolute_datalist(state["rounds"][-1]["datalist"]) if self.cumulative else base
+        src = with_unlabelled(src, self.schedule.unlabelled_datalist)
         tpath = write_datalist(src, rdir / "teacher_input.json")
         preds = load_predictions(self._predict(Path(teacher["dir"]), tpath, "training", rdir / "teacher_predictions_training.json"))
         spacings = {it["image"]: spacing_of(it, 3 if self.series else 2) for it in src["training"]}
@@ -352,6 +361,13 @@ class SelfTraining:
             }
             rules = replace(rules, score_threshold=thr)
         dl, stats = expand_datalist(src, preds, spacings, r, rules, previous)
+        if self.schedule.unlabelled_datalist:  # an unlabelled series the teacher found nothing on would be all background
+            n = len(dl["training"])
+            dl["training"] = [it for it in dl["training"] if not it.get("unlabelled") or "pseudo" in it.get("box_source", [])]
+            stats["unlabelled_series"] = {
+                "offered": sum(1 for it in src["training"] if it.get("unlabelled")),
+                "left_out_without_pseudo_box": n - len(dl["training"]),
+            }
         stats["threshold"] = threshold_info
         stats["teacher"] = teacher
         return dl, stats
@@ -458,6 +474,17 @@ class SelfTraining:
                 lines.append(f"| {e['round']} | " + " | ".join(cells) + " |")
         (self.work / "report.md").write_text("\n".join(lines) + "\n")
         (self.work / "report.json").write_text(json.dumps(state, indent=2))
+
+
+def with_unlabelled(datalist: dict, unlabelled: str | None) -> dict:
+    """The datalist with the unlabelled series (section ``unlabelled``) added to training, each flagged ``unlabelled``.
+
+    A copy: the mined datalist is never changed; a series already in training is not added twice."""
+    if not unlabelled:
+        return datalist
+    have = {it["image"] for it in datalist.get("training", [])}
+    extra = [it | {"unlabelled": True} for it in absolute_datalist(unlabelled).get("unlabelled", []) if it["image"] not in have]
+    return datalist | {"training": list(datalist.get("training", [])) + extra}
 
 
 def _key(entry: dict) -> list[float]:

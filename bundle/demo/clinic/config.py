@@ -40,6 +40,9 @@ class ExportConfig:
     p_second_reader: float = 0.3  # share of studies a second reader (READERS[3]) also measures, on a later day
     second_reader_days: int = 1  # how many days after the study the second reader (and the duplicate incident) reads
     first_study_date: str = "20210104"
+    # share of studies no reader measured (a patient without an incident): contrast series with no measurement, as a
+    # PACS holds many; mining lists them as unlabelled data (bundle/mining/unlabelled.py). Its own random stream
+    p_unread: float = 0.0
 
 
 def uid(*parts) -> str:

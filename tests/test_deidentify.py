@@ -58,7 +58,7 @@ def test_counts_exclusions_and_errors_are_reported(export):
     assert report["files_seen"] == 9
     assert report["files_written"] == 5  # 3 MR + GSPS + SR
     assert report["excluded_by_reason"] == {"burned_in_annotation_yes": 1, "secondary_capture": 1}
-    assert report["failed_by_reason"] == {"missing_sop_uids": 1, "not_dicom": 1}
+    assert report["failed_by_reason"] == {"corrupt": 1, "not_dicom": 1}  # broken.dcm: its meta ends inside a garbage UID
     assert report["table"]["rules"] > 600  # the whole Annex E table, not a hand-picked list
     for key in ("removed", "emptied", "replaced", "uids_replaced", "dates_shifted", "cleaned", "private_removed", "private_kept"):
         assert report["attributes"][key] > 0, key

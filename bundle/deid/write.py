@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
@@ -26,7 +25,7 @@ from bundle.deid.plan import PlannedFile
 from bundle.deid.profile import AnnexETable
 from bundle.deid.report import file_sha256
 from bundle.deid.scrub import Scrubber
-from bundle.io.dicom import UnreadableError
+from bundle.io.dicom import UnreadableError, read_dataset
 
 # (True, output path relative to output_dir) or (False, the error record)
 Result = tuple[bool, Any]
@@ -63,7 +62,7 @@ def write_one(engine: ElementEngine, planned: PlannedFile, opts: DeidOptions, ou
     """De-identify and write one file; a failure is returned as an error record, never raised."""
     path, patient, rule = planned.path, planned.patient, planned.rule
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_dataset(path)  # the same checks as pass 1 and mining: truncation, headerless files, invalid values
         check_pixels(ds)
         if rule is not None:
             blank_regions(ds, rule["regions"])
@@ -84,8 +83,9 @@ def write_one(engine: ElementEngine, planned: PlannedFile, opts: DeidOptions, ou
         save_atomic(ds, out)
     except UnreadableError as exc:  # pixels that cannot be decoded (damaged stream, no decoder): reported, not copied on
         return False, {"input_sha256": file_sha256(path), "reason": exc.reason, "error": type(exc).__name__, "detail": exc.detail}
-    except Exception as exc:  # one broken file never stops the export
-        return False, {"input_sha256": file_sha256(path), "reason": "deidentify_failed", "error": type(exc).__name__}
+    except Exception as exc:  # noqa: BLE001 - one file never stops the export; an internal failure, reported with its one line
+        detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return False, {"input_sha256": file_sha256(path), "reason": "deidentify_failed", "error": type(exc).__name__, "detail": detail}
     return True, out.relative_to(output_dir).as_posix()
 
 

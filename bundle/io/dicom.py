@@ -48,8 +48,9 @@ def _check_complete(raw: bytes, implicit_vr: bool, little_endian: bool) -> None:
     """
     fp = io.BytesIO(raw)
     try:
-        pydicom.filereader.read_preamble(fp, force=False)
-        pydicom.filereader._read_file_meta_info(fp)
+        if raw[128:132] == b"DICM":  # a headerless file (no preamble, no meta) is walked from its first byte
+            pydicom.filereader.read_preamble(fp, force=False)
+            pydicom.filereader._read_file_meta_info(fp)
         for elem in data_element_generator(fp, is_implicit_VR=implicit_vr, is_little_endian=little_endian, defer_size=None):
             if not isinstance(elem, RawDataElement):
                 continue  # an undefined-length sequence, parsed whole (truncation inside it raised above)
@@ -69,9 +70,13 @@ def _check_complete(raw: bytes, implicit_vr: bool, little_endian: bool) -> None:
 
 
 def _syntax_layout(ds: pydicom.Dataset) -> tuple[bool, bool] | None:
-    """(implicit VR, little endian) of the dataset's raw stream; None for deflated streams (no raw walk possible)."""
+    """(implicit VR, little endian) of the dataset's raw stream; None for deflated streams (no raw walk possible).
+
+    A File Meta transfer syntax that is no transfer syntax (damaged meta) is `corrupt`: nothing after it can be read."""
     uid = pydicom.uid.UID(str(ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ExplicitVRLittleEndian)))
-    if uid.is_deflated or not uid.is_transfer_syntax:
+    if not uid.is_transfer_syntax:
+        raise UnreadableError("corrupt", f"(0002,0010) TransferSyntaxUID {str(uid)!r} is not a transfer syntax")
+    if uid.is_deflated:
         return None
     return uid.is_implicit_VR, uid.is_little_endian
 
@@ -79,7 +84,10 @@ def _syntax_layout(ds: pydicom.Dataset) -> tuple[bool, bool] | None:
 def read_dataset(data: bytes | str | Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
     """Parse a DICOM Part 10 object in any transfer syntax or raise UnreadableError(REASONS key, why).
 
-    Reasons: empty_file, not_dicom, dicomdir (an index, not an object to mine), corrupt (truncated or unparseable).
+    Reasons: empty_file, not_dicom, dicomdir (an index, not an object to mine), corrupt (truncated or unparseable),
+    missing_sop_uids (a data set but no stored object), invalid_attribute (a value the readers need cannot be interpreted).
+    A file without preamble and meta header (written by old or DIMSE-side tools) is read when its first bytes are
+    a data element and it holds SOP Class and Instance UIDs; its transfer syntax is the one pydicom found.
     The text elements are decoded with the object's SpecificCharacterSet (pydicom), so names and
     descriptions in ISO_IR 100 / 192 / ISO 2022 arrive as proper str.
     """
@@ -87,21 +95,70 @@ def read_dataset(data: bytes | str | Path, stop_before_pixels: bool = False) -> 
     if not raw:
         raise UnreadableError("empty_file", "zero-byte file")
     if len(raw) < 132 or raw[128:132] != b"DICM":
-        raise UnreadableError("not_dicom", "no DICM prefix at byte 128")
-    try:
-        ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=stop_before_pixels)
-    except Exception as exc:  # noqa: BLE001 - InvalidDicomError, EOFError, zlib.error (deflated), ...: all mean damage
-        raise UnreadableError("corrupt", f"{type(exc).__name__}: {exc}") from exc
+        ds = _read_headerless(raw, stop_before_pixels)
+    else:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=stop_before_pixels)
+        except Exception as exc:  # noqa: BLE001 - InvalidDicomError, EOFError, zlib.error (deflated), ...: all mean damage
+            raise UnreadableError("corrupt", f"{type(exc).__name__}: {exc}") from exc
     if str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
         raise UnreadableError("dicomdir", "DICOMDIR (Media Storage Directory): an index of the export, its objects are read on their own")
     layout = _syntax_layout(ds)
     if layout is not None:
         _check_complete(raw, *layout)
     if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
-        raise UnreadableError("corrupt", "missing SOPClassUID/SOPInstanceUID")
+        raise UnreadableError("missing_sop_uids", "no SOPClassUID/SOPInstanceUID: a DICOM data set, but not a stored object")
+    bad = invalid_value(ds)
+    if bad:
+        raise UnreadableError("invalid_attribute", bad)
     if layout == (False, False) and "PixelData" not in ds:
         ds = _as_little_endian(ds)
     return ds
+
+
+_DATA_START = {b"\x08\x00", b"\x00\x08", b"\x02\x00", b"\x00\x02"}  # group 0008 or 0002, little or big endian
+_ENCODINGS = {
+    (True, True): pydicom.uid.ImplicitVRLittleEndian,
+    (False, True): pydicom.uid.ExplicitVRLittleEndian,
+    (False, False): pydicom.uid.ExplicitVRBigEndian,
+}
+
+
+def _read_headerless(raw: bytes, stop_before_pixels: bool) -> pydicom.Dataset:
+    """A data set without preamble and File Meta header, or not_dicom. Why: real archives hold such files; they are readable."""
+    if raw[:2] not in _DATA_START:
+        raise UnreadableError("not_dicom", "no DICM prefix at byte 128")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(raw), force=True, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it is not a data set we can read
+        raise UnreadableError("not_dicom", f"no DICM prefix at byte 128, and no data set from byte 0 ({type(exc).__name__})") from exc
+    if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds or ds.original_encoding not in _ENCODINGS:
+        raise UnreadableError("not_dicom", "no DICM prefix at byte 128, and no SOP Class/Instance UID in a data set from byte 0")
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = _ENCODINGS[ds.original_encoding]
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+# Numbers the readers and writers compute with: a value pydicom kept as text (it is not a valid IS/DS) stops them.
+_NUMERIC_KEYWORDS = (
+    "NumberOfFrames", "Rows", "Columns", "BitsAllocated", "BitsStored", "SamplesPerPixel", "PixelRepresentation",
+    "PixelSpacing", "SliceThickness", "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber",
+    "RescaleSlope", "RescaleIntercept", "SpacingBetweenSlices",
+)  # fmt: skip
+
+
+def invalid_value(ds: pydicom.Dataset) -> str:
+    """'' or one line naming the first attribute whose value cannot be read as its VR's number (e.g. IS '1A')."""
+    for keyword in _NUMERIC_KEYWORDS:
+        elem = ds.data_element(keyword) if keyword in ds else None
+        if elem is None or elem.VR not in ("IS", "DS") or elem.value in (None, ""):
+            continue
+        values = elem.value if isinstance(elem.value, pydicom.multival.MultiValue | list) else [elem.value]
+        if any(isinstance(v, str) for v in values):  # valid IS/DS values are pydicom's int/float types
+            return f"{elem.tag} {keyword} {str(elem.value)!r} is not a valid {elem.VR} number"
+    return ""
 
 
 _WORD_VRS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}

@@ -9,12 +9,31 @@ Deploy series loading) needs the same answer instead: a REASONS key and one line
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pydicom
 from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder
 
 from bundle.io.dicom import UnreadableError
+
+
+class _OneLine(logging.Filter):
+    """pydicom logs every decoder plugin's failure with its traceback (`LOGGER.exception`) before raising one error.
+
+    Why drop the traceback: under `monai.bundle run` (configs/logging.conf logs INFO to stdout) a damaged image in
+    an export printed two tracebacks per file, although the failure is reported, with its reason, in one line.
+    The message stays; only the stack goes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.msg = " ".join(str(record.msg).split())
+        return True
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_OneLine())
 
 
 def transfer_syntax(ds: pydicom.Dataset) -> pydicom.uid.UID:

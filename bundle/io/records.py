@@ -10,6 +10,11 @@ from typing import Any
 REASONS = {
     "not_dicom": "file is not DICOM (no preamble/DICM prefix and no parseable header)",
     "corrupt": "DICOM file is truncated or cannot be parsed",
+    "missing_sop_uids": "DICOM data set without SOP Class/Instance UID: not a stored object (a fragment, a bare sequence)",
+    "invalid_attribute": "DICOM object with an attribute value its readers need that cannot be interpreted (names the attribute)",
+    "duplicate_same_pixels": "another copy of a SOP Instance UID already read, with the same pixels (or, without pixels, the same content)",
+    "duplicate_differing_copy": "another copy of a SOP Instance UID already read, whose pixels or content differ (detail: which copy was kept, why)",
+    "internal_error": "a reader failed on an object it handles: a bug in this bundle (the detail names the exception); please report it",
     "empty_file": "zero-byte file",
     "dicomdir": "DICOMDIR media directory (an index of the export, not an image or annotation)",
     "undecodable_pixels": "image whose Pixel Data cannot be decoded (damaged or truncated stream)",

@@ -116,8 +116,9 @@ def inspect_object(raw: bytes, location: str, overlay_rules: OverlayRules | None
         else:
             res.issue = FileIssue(location, "unsupported_object", f"SOP class {sop_class} has no reader", str(ds.SOPInstanceUID))
             return res
-    except Exception as exc:  # noqa: BLE001 - a reader bug on one object must not stop the run
-        res.issue = FileIssue(location, "corrupt", f"{kind} reader failed: {type(exc).__name__}: {exc}", str(ds.SOPInstanceUID))
+    except Exception as exc:  # noqa: BLE001 - a reader bug on one object must not stop the run; the file was read, so not corrupt
+        text = " ".join(str(exc).split())[:300]
+        res.issue = FileIssue(location, "internal_error", f"{kind} reader failed: {type(exc).__name__}: {text}", str(ds.SOPInstanceUID))
         return res
     for m in ms:
         m.extra["study_date"] = str(ds.get("StudyDate", ""))

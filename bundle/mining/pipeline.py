@@ -25,6 +25,7 @@ from bundle.datalist.split import assign_splits, load_split
 from bundle.io.errors import InputError
 from bundle.io.records import FileIssue, ImageInfo, Measurement, ObjectResult
 from bundle.mining.convert import convert_datalist
+from bundle.mining.duplicates import resolve_duplicates
 from bundle.mining.inspect import inspector
 from bundle.mining.items import build_items, group_by_image
 from bundle.mining.outputs import Staging
@@ -42,7 +43,7 @@ log = logging.getLogger("bundle.mining")
 
 
 def _gather(results: list[ObjectResult]) -> tuple[dict[str, ImageInfo], list[Measurement], list[FileIssue], Counter]:
-    """Index images by SOP instance UID (first wins) and pool measurements and issues, in source order."""
+    """Index images by SOP instance UID (first copy; resolve_duplicates may pick another) and pool measurements and issues."""
     images: dict[str, ImageInfo] = {}
     ms: list[Measurement] = []
     issues: list[FileIssue] = []
@@ -151,6 +152,9 @@ class Miner:
             shard_results = list(results)  # serialised after conversion, before anything else changes them
             results = [copy.deepcopy(r) for r in results]
         images, ms, issues, objects = _gather(results)
+        issues += resolve_duplicates(
+            results, images, self.source, self.workers or 2
+        )  # copies of one image UID: one mined, the others reported
         Resolver(self.series_rules, self.box_rules, self.date_from, self.date_to).resolve(ms, images)
         datalist = self._datalist(ms, images)
         self.output_dir.mkdir(parents=True, exist_ok=True)

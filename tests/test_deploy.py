@@ -120,7 +120,7 @@ def test_deploy_app_on_a_dicom_study(repo_root, deploy_python, served_bundle, ti
     patient = truth["patients"][0]
     sources = _study(tiny_demo, tmp_path / "in", patient)
     out = tmp_path / "out"
-    env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False, "score_threshold": 0.0, "max_boxes": 8}))
+    env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False, "score_threshold": -100.0, "max_boxes": 8}))
     stow = ["--stow-url", orthanc + "/dicom-web"] if orthanc else []
     run = subprocess.run(
         [
@@ -176,7 +176,7 @@ def test_deploy_app_on_a_dicom_study(repo_root, deploy_python, served_bundle, ti
         b = det["box"]
         assert got["rect"] == pytest.approx([b[0], b[1], b[3], b[4]], abs=1e-3)
         assert [uid_to_slice[u] for u in got["sop_instance_uids"]] == list(range(int(np.floor(b[2])), int(np.ceil(b[5]))))
-        assert got["score"] == pytest.approx(det["score"], abs=1e-4)
+        assert got["score"] == pytest.approx(det["probability"], abs=1e-4)  # the SR's certainty: the logit's sigmoid
         # geometry: the app's world box (from DICOM positions) is the NIfTI world box of the same voxels
         ras_box = ras_array_box_to_dicom(b, patient["shape"])  # the mapping is its own inverse
         np.testing.assert_allclose(det["box_world"], voxel_to_world(ras_box, affine)[0], atol=1e-2)

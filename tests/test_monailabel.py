@@ -25,7 +25,8 @@ import pytest
 import requests
 
 MODEL = "brain_mri_tumor_detection"
-THRESHOLD = 0.3  # configs/inference_volume.yaml score_threshold, which MONAI Label applies
+# configs/inference_volume.yaml score_threshold, which MONAI Label applies: a logit (that of probability 0.3), stored as float32
+THRESHOLD = float(np.float32(-0.84729785))
 
 
 def _free_port() -> int:
@@ -179,7 +180,7 @@ def test_infer_on_a_normal_volume_shows_only_boxes_at_the_shipped_operating_poin
     shipped = json.loads((server["bundle"] / "models" / "operating_point.json").read_text())["score_threshold"]
     assert shipped == THRESHOLD
     res = _infer(server, "normal-900")
-    scores = np.asarray(_own_predictions(server, "normal-900", tmp_path / "all.json", 0.0)["score"], dtype=float)
+    scores = np.asarray(_own_predictions(server, "normal-900", tmp_path / "all.json", -np.inf)["score"], dtype=float)
     assert len(res["label"]) == int((scores >= shipped).sum())
 
 

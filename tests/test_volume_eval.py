@@ -187,19 +187,56 @@ def test_paired_test_identical_models_gives_p_1(tmp_path):
 def test_operating_point_file_and_stale_model(tmp_path, caplog):
     assert operating_point.load(tmp_path, default=0.4) == {"score_threshold": 0.4, "source": "default"}
     (tmp_path / "model.pt").write_bytes(b"weights one")
-    operating_point.write(tmp_path, {"score_threshold": 0.87, "rule": "r"})
+    operating_point.write(tmp_path, {"score_threshold": 0.875, "rule": "r"})
     doc = json.loads((tmp_path / "operating_point.json").read_text())
     assert doc["model_md5"] == operating_point.file_md5(tmp_path / "model.pt") and doc["model_file"] == "model.pt"
+    assert doc["score_kind"] == "logit"
     got = operating_point.load(tmp_path)
-    assert got["score_threshold"] == 0.87 and got["current"] is True
+    assert got["score_threshold"] == 0.875 and got["current"] is True
     (tmp_path / "model.pt").write_bytes(b"weights two")  # retrained: the file is stale
     with caplog.at_level(logging.WARNING):
-        assert operating_point.load(tmp_path)["score_threshold"] == 0.87
+        assert operating_point.load(tmp_path)["score_threshold"] == 0.875
         assert operating_point.load(tmp_path, default=0.3, on_stale="default")["score_threshold"] == 0.3
     stale = [r.getMessage() for r in caplog.records if "chosen for another model" in r.getMessage()]
     assert len(stale) == 2 and all("\n" not in m for m in stale)
     (tmp_path / "operating_point.json").write_text("{")
     assert operating_point.load(tmp_path, default=0.3)["source"] == "default"
+
+
+def test_operating_point_float32_exact_refuses_nothing_and_reads_old_probabilities(tmp_path):
+    """The stored threshold is the smallest float32 >= the chosen one: float32 scores pass it exactly when evaluation's
+    float64 comparison passed them. A point that keeps nothing is refused. A file from before logits is read as a logit."""
+    chosen = 0.1  # not a float32: float32(0.1) = 0.10000000149 > 0.1, the nearest float32 below would keep a score it dropped
+    operating_point.write(tmp_path, {"score_threshold": chosen, "rule": "r"})
+    thr = json.loads((tmp_path / "operating_point.json").read_text())["score_threshold"]
+    assert float(np.float32(thr)) == thr >= chosen
+    scores = np.float32([np.nextafter(np.float32(0.1), np.float32(0)), np.float32(0.1), 0.2])
+    assert ((scores.astype(np.float64) >= chosen) == (scores >= np.float32(thr))).all()
+    nothing = choose_operating_point([_vol([31.5, 30.25], [False, False], 0)], 0.0, 0.0)
+    assert nothing["keeps_nothing_on_validation"] and np.float32(nothing["score_threshold"]) > np.float32(31.5)
+    with pytest.raises(ValueError, match="refusing to ship an operating point that keeps nothing"):
+        operating_point.write(tmp_path / "empty", nothing)
+    assert not (tmp_path / "empty" / "operating_point.json").exists()
+    (tmp_path / "operating_point.json").write_text(json.dumps({"score_threshold": 0.5}))  # written when scores were probabilities
+    assert operating_point.load(tmp_path)["score_threshold"] == 0.0  # logit(0.5)
+
+
+def test_classification_logits_stay_float32_under_autocast():
+    """Under AMP (bf16 autocast on the CPU here) the classification head runs in fp32: its logits rank every box."""
+    import torch
+    from monai.apps.detection.networks.retinanet_network import RetinaNet
+
+    from bundle.inference.slice_forward import head_outputs
+    from bundle.networks.retinanet import resnet_fpn
+
+    torch.manual_seed(0)
+    fe = resnet_fpn(spatial_dims=2, layers=[1, 1, 1, 1], block_inplanes=[8, 16, 32, 64], returned_layers=[1, 2], fpn_channels=16)
+    net = RetinaNet(spatial_dims=2, num_classes=1, num_anchors=3, feature_extractor=fe, size_divisible=[16, 16]).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head_outputs(net, torch.rand(2, 1, 64, 64), cut=-float("inf"))
+        feats = list(net.feature_extractor(torch.rand(1, 1, 8, 8)).values())
+    assert all(c.dtype == torch.float32 for c in out[net.cls_key])
+    assert feats[0].dtype == torch.bfloat16  # the rest of the network did run under autocast
 
 
 def test_demo_volume_datalist_holds_every_lesion(tiny_demo, tmp_path):
@@ -441,3 +478,98 @@ def test_figures_equal_the_outside_strict_scorer(tmp_path, seed):
                 at = at_threshold(vols, thr)
                 ours = (round(at["sensitivity >=10 mm"], 3), round(at["fp_per_volume"], 2), round(at["fp_per_normal_volume"], 2))
                 assert ours == _outside(case, pred, outside_rule, thr), (outside_rule, rule.label(), thr)
+
+
+SATURATING_BIAS = 30.0  # sigmoid(30 + anything the random head adds) is exactly 1.0 in float32: every probability ties
+
+
+def _saturated_model(repo_root, models: Path) -> Path:
+    """A random network of inference_volume.yaml's shape whose classification bias saturates every sigmoid."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(repo_root / "configs" / "inference_volume.yaml"))
+    parser.update({"bundle_root": str(models.parent), "device": "$torch.device('cpu')", "context_slices": 1})
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def")
+    with torch.no_grad():
+        net.classification_head.cls_logits.bias.fill_(SATURATING_BIAS)
+    models.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), models / "model.pt")
+    return models / "model.pt"
+
+
+def _records(path: Path) -> dict[str, dict]:
+    return {p["image"]: p for p in json.loads(Path(path).read_text())["predictions"]}
+
+
+def _kept(rec: dict, thr: float) -> tuple[list, list]:
+    keep = np.asarray(rec["score"], dtype=np.float64) >= thr
+    return np.asarray(rec["box"]).reshape(-1, 6)[keep].tolist(), np.asarray(rec["score"])[keep].tolist()
+
+
+def test_saturated_model_keeps_identical_boxes_on_every_path(repo_root, tiny_demo, tmp_path):
+    """A model whose every probability is 1.0: scores are logits, so evaluation still separates its boxes, ships a
+    point that keeps some, and inference_volume.yaml and the MONAI Label package keep exactly the boxes evaluation kept."""
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.demo.volumes import write_volume_datalist
+    from bundle.serving.package import package
+
+    models = tmp_path / "bundle" / "models"
+    _saturated_model(repo_root, models)
+    dl = write_volume_datalist(tiny_demo, tiny_demo / "datalist_volume_saturated.json")
+    cfg = [str(repo_root / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
+    wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / "bundle"), volume_datalist_file=str(dl),
+                        output_dir=str(tmp_path / "eval"), n_bootstrap=20, max_fp_per_volume=3.0, max_fp_per_normal_volume=3.0)  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    test = _records(tmp_path / "eval" / "predictions_volume_test.json")
+    scores = np.concatenate([np.asarray(r["score"], dtype=np.float32) for r in test.values()])
+    assert len(scores) > 10 and bool((torch.sigmoid(torch.from_numpy(scores)) == 1.0).all())  # saturated: every probability ties
+    assert len(np.unique(scores)) == len(scores) and scores.min() > 20  # the logits do not
+    op = json.loads((models / "operating_point.json").read_text())
+    thr = op["score_threshold"]
+    assert op["score_kind"] == "logit" and not op["keeps_nothing_on_validation"] and float(np.float32(thr)) == thr
+    kept = {img: _kept(r, thr) for img, r in test.items()}
+    n_kept = sum(len(b) for b, _ in kept.values())
+    assert 0 < n_kept < len(scores)  # the point separates the boxes
+    # configs/inference_volume.yaml at the shipped point, on the same volumes
+    out = tmp_path / "infer" / "predictions_volume.json"
+    images = sorted(test)
+    wf = ConfigWorkflow(config_file=str(repo_root / "configs" / "inference_volume.yaml"), workflow_type="infer",
+                        bundle_root=str(tmp_path / "bundle"), datalist=[{"image": i} for i in images], output_path=str(out))  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    served = _records(out)
+    assert {img: (np.asarray(r["box"]).reshape(-1, 6).tolist(), r["score"]) for img, r in served.items()} == kept
+    # the MONAI Label package: its inference.yaml, detector_ops and postprocessing, as MONAI Label runs them
+    pkg = tmp_path / "ml" / "brain_mri_tumor_detection"
+    package(pkg, root=repo_root, target="monailabel", make_zip=False, models_dir=models)
+    for img in images:
+        got_thr, world = _monailabel_world_boxes(pkg, img)
+        assert got_thr == thr
+        np.testing.assert_allclose(world, np.asarray(served[img]["box_world"]).reshape(-1, 6), atol=1e-4)
+
+
+def _monailabel_world_boxes(package_dir, image) -> tuple[float, np.ndarray]:
+    """The boxes (world LPS cccwhd) MONAI Label's bundle infer task sends to Slicer: detector, then `postprocessing`."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(package_dir / "configs" / "inference.yaml"))
+    parser.update({"bundle_root": str(package_dir), "device": "$torch.device('cpu')", "slice_sliding_window": False})
+    detector = parser.get_parsed_content("detector")
+    detector.network.load_state_dict(torch.load(package_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
+    parser.get_parsed_content("detector_ops")
+    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
+    detector.eval()
+    with torch.no_grad():
+        (pred,) = detector([data["image"]], use_inferer=True)
+    out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
+    return float(parser.get_parsed_content("score_threshold")), np.asarray(out["box"], dtype=np.float64).reshape(-1, 6)

@@ -191,7 +191,8 @@ def postprocess_batch(
     for b, s, lab in zip(boxes.split(counts), scores.split(counts), labels.split(counts)):
         # one box or none: MONAI's NMS keeps what there is
         k = batched_nms(b, s, lab, sel.nms_thresh, sel.detections_per_img) if len(b) > 1 else torch.arange(len(b), device=b.device)
-        out.append({det.target_box_key: b[k], det.pred_score_key: s[k].to(compute_dtype), det.target_label_key: lab[k]})
+        # scores stay float32 (MONAI casts them to the logits' dtype, fp16 under AMP): they rank and threshold boxes
+        out.append({det.target_box_key: b[k], det.pred_score_key: s[k].to(torch.float32), det.target_label_key: lab[k]})
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 FILENAME = "operating_point.json"
+SCORE_KIND = "logit"  # what the volume path's scores are: the classifier's logit, never saturating like its sigmoid
 MODEL_FILES = ("model.pt", "model.ts")
 logger = logging.getLogger("brain_mri_tumor_detection.operating_point")
 
@@ -48,19 +49,36 @@ def file_md5(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def logit(p: float) -> float:
+    """The classification logit of a probability (the volume path's scores are logits; a default given as 0.3 reads well)."""
+    p = float(p)
+    if p <= 0.0 or p >= 1.0:
+        return -math.inf if p <= 0.0 else math.inf
+    return math.log(p / (1.0 - p))
+
+
 def write(ckpt_dir: str | Path, chosen: dict[str, Any], model_file: str | Path | None = None) -> Path:
     """Write `<ckpt_dir>/operating_point.json` from a chosen operating point (bundle.metrics.volume.choose_operating_point).
 
     model_file (default `<ckpt_dir>/model.pt`) is the weights it was chosen for; its md5 goes in the file.
+    The threshold is a classification logit (``score_kind``), stored as the smallest float32 >= it, so the
+    float32 serving paths keep exactly the boxes evaluation kept. A point that keeps nothing on validation
+    is refused: a model shown with no box at all is not a product (the evaluation's report still says so).
     """
     ckpt_dir = Path(ckpt_dir)
     model = Path(model_file) if model_file else ckpt_dir / "model.pt"
     thr = float(chosen["score_threshold"])
     if not math.isfinite(thr):
         raise ValueError(f"{ckpt_dir / FILENAME}: score_threshold must be a finite number, got {thr}")
+    if chosen.get("keeps_nothing_on_validation"):
+        raise ValueError(
+            f"{ckpt_dir / FILENAME}: refusing to ship an operating point that keeps nothing on validation "
+            f"(score_threshold {thr}, targets {chosen.get('targets')}); retrain, or loosen max_fp_per_volume / max_fp_per_normal_volume"
+        )
     doc = {
-        "score_threshold": thr,
-        **{k: v for k, v in chosen.items() if k != "score_threshold"},
+        "score_threshold": float32_at_least(thr),
+        "score_kind": chosen.get("score_kind", SCORE_KIND),
+        **{k: v for k, v in chosen.items() if k not in ("score_threshold", "score_kind")},
         "model_file": model.name,
         "model_md5": file_md5(model) if model.is_file() else None,
     }
@@ -117,6 +135,11 @@ def load(ckpt_dir: str | Path, default: float = 0.3, on_stale: str = "use") -> d
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         logger.warning("%s: not an operating point (%s); using the default score_threshold %s", path, e, default)
         return fallback
+    if doc.get("score_kind", "probability") != SCORE_KIND:  # written before scores were logits: its sigmoid threshold as a logit
+        logger.warning(
+            "%s: a probability threshold %s (before scores were logits); using its logit. Re-run configs/evaluate_volume.yaml.", path, thr
+        )
+        thr = float32_at_least(logit(thr))
     current = is_current(ckpt_dir, doc)
     if current is False:
         use = on_stale == "use"

@@ -7,7 +7,8 @@ the slices that have a candidate on that level (every level is its own map, and 
 slice, so each slice's output does not depend on the others'); elsewhere its output is zeros that no
 box is ever decoded from. Same modules, same weights, same box selection: the scores are those of
 ``RetinaNetDetector.forward``; the regressed boxes are those of the same convolutions on a smaller
-batch (which oneDNN may sum in another order, as it may for any other batch size).
+batch (which oneDNN may sum in another order, as it may for any other batch size). The classification
+head runs in fp32 under AMP: the volume path ranks and thresholds boxes by its logit (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def head_outputs(net: RetinaNet, images: Tensor, cut: float) -> dict[str, list[T
     cls: list[Tensor] = []
     reg: list[Tensor] = []
     for f in maps:
-        logits = cls_head.cls_logits(cls_head.conv(f))
+        # the classification head in fp32 even under AMP: its logit ranks and thresholds every box downstream
+        # (scores never saturate: docs/evaluation.md), and fp16 would round logits into ties
+        with torch.autocast(f.device.type, enabled=False):
+            logits = cls_head.cls_logits(cls_head.conv(f.to(cls_head.cls_logits.weight.dtype)))
         cls.append(logits)
         peaks = logits.flatten(1).amax(1)  # NaN if any NaN
         if bool((peaks.isnan() | (peaks == math.inf)).any()):

@@ -105,3 +105,28 @@ def test_slice_boxes_go_back_to_the_slice_grid():
     out = grid.BoxesToInputGridd("box", "image")({"box": box, "image": canon})["box"].numpy()
     # a box edge c is the continuous index c - 0.5 (voxel centres on integers), same origin: (c - 0.5) / 1.5 + 0.5
     np.testing.assert_allclose(out, (box.numpy() - 0.5) / 1.5 + 0.5, atol=1e-5)
+
+
+def test_protocol_variants_move_the_truth_with_the_image(tmp_path):
+    """evaluate_volume.yaml's protocol variants: each resampled / reoriented volume's truth box is its lesion's box."""
+    from bundle.inference.protocols import DEFAULT_VARIANTS, write_variant
+
+    vol = np.zeros((40, 36, 16), np.float32)
+    vol[10:22, 8:20, 5:9] = 100.0  # an 18 x 18 x 16 mm lesion at 1.5 x 1.5 x 4 mm
+    aff = np.diag([1.5, 1.5, 4.0, 1.0])
+    aff[:3, 3] = [-30.0, -27.0, -32.0]
+    nib.save(nib.Nifti1Image(vol, aff), tmp_path / "v.nii.gz")
+    dl = tmp_path / "dl.json"
+    dl.write_text(json.dumps({"test": [{"image": "v.nii.gz", "box": [[10, 8, 5, 22, 20, 9]], "label": [0], "patient": "p"}]}))
+    for name, spec in DEFAULT_VARIANTS.items():
+        out = write_variant(dl, tmp_path / name, spec)
+        (item,) = json.loads(out.read_text())["test"]
+        img = nib.load(out.parent / item["image"])
+        data = np.asarray(img.dataobj)
+        lesion = _box_of(data > 50.0)  # half the lesion's contrast: where partial volume puts its edge
+        spacing = np.asarray(img.header.get_zooms()[:3])
+        np.testing.assert_allclose(item["box"][0], lesion, atol=max(1.0, 2.0 / spacing.min()), err_msg=name)
+        assert item["long_mm"] == [18.0] and item["patient"] == "p"
+    # the orientation variant stores the axes as (z, y, x)
+    assert nib.aff2axcodes(nib.load(tmp_path / "stored_SPL" / "0000_v.nii.gz").affine) == ("S", "P", "L")
+    assert write_variant(dl, tmp_path / "slices_1mm", DEFAULT_VARIANTS["slices_1mm"]) == tmp_path / "slices_1mm" / "datalist_volume.json"

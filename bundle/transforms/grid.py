@@ -129,6 +129,8 @@ def plan(
         write(ckpt_dir, {"spacing": [float(v) for v in spacing_mm], "rule": "given"})
     else:
         images = datalist_images(datalist_file) if datalist_file else []
+        if not images:
+            raise ValueError(f"{datalist_file}: no training series to choose the canonical grid from; give grid_spacing_mm")
         grid = choose_spacing(
             np.stack([ras_spacing(p) for p in images]) if images else np.zeros((0, 3)), small_lesion_mm, min_pixels, max_slice_mm
         )

@@ -175,3 +175,28 @@ def test_patient_volume_counts_feed_the_two_level_bootstrap_as_sensitivity(tmp_p
     ids, c = patient_volume_counts(str(tmp_path / "dl.json"), str(tmp_path / "p.json"), 0.4)
     # p1: one of two lesions >= 10 mm found (the 4 mm one is not counted), p2: one false box
     assert ids == ["p1", "p2"] and c.tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_volume_replicate_arms_start_from_the_mean_teacher_and_are_each_compared_with_the_teacher():
+    from bundle.demo.replicate_volume import VolumeReplicatePlan, page, pool
+
+    with pytest.raises(ValueError, match="self_trained"):
+        VolumeReplicatePlan(arms=["score_weighted"])
+    with pytest.raises(ValueError, match="unknown"):
+        VolumeReplicatePlan(arms=["self_trained", "soft_targets"])
+    reps = []
+    for ts in (0, 1):
+        r = _vrep(2027, ts, 1, [[1, 0, 1], [2, 1, 0]], [[2, 0, 0], [2, 1, 0]])
+        r["volume"]["score_weighted"] = r["volume"]["teacher"]  # this arm kept round 0 in both rows
+        r["key_slices"]["score_weighted"] = r["key_slices"]["teacher"]
+        r["arms"] = {
+            "self_trained": {"kept_round": 1, "identical_to_teacher": False},
+            "score_weighted": {"kept_round": 0, "identical_to_teacher": True},
+        }
+        reps.append(r)
+    plan = VolumeReplicatePlan(arms=["self_trained", "score_weighted"], n_bootstrap=100)
+    p = pool(plan, reps)
+    assert p["arms"]["score_weighted"]["volume_vs_teacher"]["difference"] == 0.0 and p["arms"]["score_weighted"]["identical_rows"] == 2
+    assert p["volume_b_vs_a"]["difference"] == pytest.approx(0.25)
+    text = page({"plan": asdict(plan), "pooled": p, "replicates": reps}, "x.json")
+    assert "| score_weighted | +0.000 |" in text and "2 of 2 |" in text

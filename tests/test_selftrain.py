@@ -399,3 +399,18 @@ def test_unlabelled_series_join_training_only_through_the_teacher(tmp_path):
     assert [it["image"] for it in dl["training"]] == ["/a.nii.gz", str((tmp_path / "u.nii.gz").resolve())]
     assert dl["training"][1]["unlabelled"] is True and base["training"][0] == dl["training"][0] and len(base["training"]) == 1
     assert with_unlabelled(base, None) is base
+
+
+def test_score_weighted_background_ignores_a_band_box_as_often_as_its_score(tmp_path):
+    imgs = [str(tmp_path / f"{i}.nii.gz") for i in range(400)]
+    dl = {"training": [{"image": p, "box": [], "label": []} for p in imgs]}
+    preds = {p: {"box": [[0, 0, 15, 15], [30, 30, 45, 45]], "score": [0.8, 0.2]} for p in imgs}
+    rules = PseudoRules(score_threshold=0.9, ignore_floor=0.1, score_weighted=True)
+    new, _ = expand_datalist(dl, preds, {p: SP for p in imgs}, 1, rules)
+    high = sum([0.0, 0.0, 15.0, 15.0] in it.get("ignore_box", []) for it in new["training"]) / len(imgs)
+    low = sum([30.0, 30.0, 45.0, 45.0] in it.get("ignore_box", []) for it in new["training"]) / len(imgs)
+    assert abs(high - 0.8) < 0.06 and abs(low - 0.2) < 0.06  # background weight (1 - score) in expectation
+    again, _ = expand_datalist(dl, preds, {p: SP for p in imgs}, 1, rules)
+    assert again == new  # seeded per round and item: a resumed round draws the same
+    hard, _ = expand_datalist(dl, preds, {p: SP for p in imgs}, 1, PseudoRules(score_threshold=0.9, ignore_floor=0.1))
+    assert all(len(it["ignore_box"]) == 2 for it in hard["training"])

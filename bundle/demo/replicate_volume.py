@@ -29,6 +29,7 @@ from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
 
 MODELS = ("teacher", "self_trained")
+ARMS = ("self_trained", "score_weighted", "dynamic_count", "temporal_consistency")
 
 
 @dataclass
@@ -48,6 +49,14 @@ class VolumeReplicatePlan:
     temporal_consistency: bool = False
     context_slices: int = 1  # 1: the key-slice comparison can score the same models (2.5D needs whole volumes)
     unlabelled: bool = True  # self-training also labels the series nobody measured (the demo export's unread studies)
+    # self_trained: the mean teacher; the others add one option against confirmation bias each, from the same round 0
+    arms: list[str] = field(default_factory=lambda: ["self_trained", "score_weighted", "dynamic_count", "temporal_consistency"])
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.arms) - set(ARMS))
+        if unknown or "self_trained" not in self.arms or self.arms[0] != "self_trained":
+            raise ValueError(f"arms {self.arms}: start with 'self_trained', then any of {ARMS[1:]} (unknown: {unknown})")
+
     n_bootstrap: int = 1000
     train_overrides: dict = field(default_factory=dict)
 
@@ -81,63 +90,90 @@ def _volume_figures(m: dict) -> dict:
     }
 
 
+def _arm_schedule(plan: VolumeReplicatePlan, arm: str, exp: dict, unlabelled: str | None) -> tuple[Schedule, dict]:
+    """The schedule and rule changes of one arm: the base mean teacher plus the arm's option against confirmation bias."""
+    schedule = Schedule(
+        rounds=plan.rounds,
+        target_precision=plan.target_precision,
+        series=True,
+        mean_teacher=True,
+        ema_decay=plan.ema_decay,
+        select="volume",
+        volume_datalist=exp["volume_datalist"],
+        dynamic_count=plan.dynamic_count or arm == "dynamic_count",
+        temporal_consistency=plan.temporal_consistency or arm == "temporal_consistency",
+        unlabelled_datalist=unlabelled,
+    )
+    return schedule, {"score_weighted": arm == "score_weighted"}
+
+
+def _from_round0(base_state: dict, work: Path) -> None:
+    """An arm's work folder that resumes after the base run's round 0: every arm starts from the same teacher."""
+    if (work / "state.json").is_file():
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    state = {"rounds": base_state["rounds"][:1], "best_round": 0}
+    (work / "state.json").write_text(json.dumps(state, indent=2))
+
+
 def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: int, train_seed: int) -> dict:
-    """One (data seed, training seed): self-training, then both models per volume and on key slices."""
+    """One (data seed, training seed): self-training per arm (all from one round 0), then every kept model per volume and
+    on key slices; the teacher is round 0's kept checkpoint."""
     log = rdir / "replicate.log"
     data = Path(exp["volume_datalist"]).parent.parent  # <data>/demo/datalist_volume.json
-    unlabelled = data / "mined" / "datalist_unlabelled.json"
-    if plan.unlabelled and unlabelled.is_file() and exp.get("series_truth_map"):
-        add_unlabelled_truth(data / "demo", unlabelled, Path(exp["series_truth_map"]), data / "secure" / "linkage.csv")
+    unl_path = data / "mined" / "datalist_unlabelled.json"
+    unlabelled = str(unl_path) if plan.unlabelled and unl_path.is_file() else None
+    if unlabelled and exp.get("series_truth_map"):
+        add_unlabelled_truth(data / "demo", unl_path, Path(exp["series_truth_map"]), data / "secure" / "linkage.csv")
     over = plan.train_overrides | {"epochs": plan.epochs, "seed": train_seed, "ignore_reach": True, "context_slices": plan.context_slices}
-    st = run_self_training(
-        str(rdir / "selftrain"),
-        exp["series_mined"],
-        PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series),
-        Schedule(
-            rounds=plan.rounds,
-            target_precision=plan.target_precision,
-            series=True,
-            mean_teacher=True,
-            ema_decay=plan.ema_decay,
-            select="volume",
-            volume_datalist=exp["volume_datalist"],
-            dynamic_count=plan.dynamic_count,
-            temporal_consistency=plan.temporal_consistency,
-            unlabelled_datalist=str(unlabelled) if plan.unlabelled and unlabelled.is_file() else None,
-        ),
-        truth=exp.get("series_truth_map"),
-        train_overrides=over,
-    )
-    r0 = st["rounds"][0]
-    models = {"teacher": Path(r0["model"]), "self_trained": Path(st["best_model"])}
-    identical = st["best"]["round"] == 0
+    states: dict[str, dict] = {}
+    for arm in plan.arms:
+        schedule, rule_over = _arm_schedule(plan, arm, exp, unlabelled)
+        work = rdir / ("selftrain" if arm == "self_trained" else f"selftrain_{arm}")
+        if arm != "self_trained":
+            _from_round0(states["self_trained"], work)
+        rules = PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series, **rule_over)
+        states[arm] = run_self_training(
+            str(work), exp["series_mined"], rules, schedule, truth=exp.get("series_truth_map"), train_overrides=over
+        )
+    r0 = states["self_trained"]["rounds"][0]
+    models = {"teacher": Path(r0["model"])} | {arm: Path(st["best_model"]) for arm, st in states.items()}
+    base = states["self_trained"]
     out: dict = {
         "data_seed": data_seed,
         "train_seed": train_seed,
-        "kept_round": st["best"]["round"],
-        "kept_candidate": st["best"]["candidate"],
+        "kept_round": base["best"]["round"],
+        "kept_candidate": base["best"]["candidate"],
         "teacher_candidate": r0["kept"],
-        "identical_to_teacher": identical,
-        "stopped": st["stopped"],
-        "pseudo": [{"round": e["round"], **e.get("pseudo_quality", {})} for e in st["rounds"][1:]],
+        "identical_to_teacher": base["best"]["round"] == 0,
+        "stopped": base["stopped"],
+        "arms": {
+            arm: {
+                "kept_round": st["best"]["round"],
+                "kept_candidate": st["best"]["candidate"],
+                "identical_to_teacher": st["best"]["round"] == 0,
+            }
+            for arm, st in states.items()
+        },
+        "pseudo": {arm: [{"round": e["round"], **e.get("pseudo_quality", {})} for e in st["rounds"][1:]] for arm, st in states.items()},
         "models": {k: str(v) for k, v in models.items()},
         "volume": {},
         "key_slices": {},
     }
     vdl = exp["volume_datalist"]
     for name, ckpt in models.items():
-        if identical and name == "self_trained":  # the same model: evaluated once, its figures shown twice
-            out["volume"][name], out["key_slices"] = out["volume"]["teacher"], out["key_slices"] | {name: out["key_slices"].get("teacher")}
-            out["key_slices"] = {k: v for k, v in out["key_slices"].items() if v is not None}
+        if name != "teacher" and out["arms"][name]["identical_to_teacher"]:  # the same model: evaluated once, shown twice
+            out["volume"][name] = out["volume"]["teacher"]
+            if "teacher" in out["key_slices"]:
+                out["key_slices"][name] = out["key_slices"]["teacher"]
             continue
-        src = name
-        edir = rdir / "eval_volume" / src
+        edir = rdir / "eval_volume" / name
         m = evaluate_volumes(ckpt.parent, Path(vdl), edir, log, train_seed, {"context_slices": plan.context_slices}, plan.n_bootstrap)
         _, counts = patient_volume_counts(vdl, str(edir / "predictions_volume_test.json"), m["operating_point"]["score_threshold"])
         out["volume"][name] = _volume_figures(m) | {"counts": counts.tolist()}
         if plan.context_slices == 1:
-            kdir = rdir / "eval_key_slices" / src
-            km = evaluate(src, ckpt, exp["mined"], kdir, log, train_seed)
+            kdir = rdir / "eval_key_slices" / name
+            km = evaluate(name, ckpt, exp["mined"], kdir, log, train_seed)
             s = score_model(exp["mined"], kdir / "predictions_validation.json", kdir / "predictions_test.json", "iou", 0.5)
             _, kc = patient_counts(s.matches, s.patients, s.threshold)
             out["key_slices"][name] = {"f1": km["test"]["f1"], "counts": kc.tolist()}
@@ -145,20 +181,35 @@ def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: i
 
 
 def pool(plan: VolumeReplicatePlan, reps: list[dict]) -> dict:
-    """Mean ± SD per model; self-trained - teacher with the two-level bootstrap, per volume and on key slices."""
-    out: dict = {"volume": {}, "key_slices": {}}
-    for name in MODELS:
+    """Mean ± SD per model; each arm - teacher with the two-level bootstrap, per volume and on key slices."""
+    arms = [a for a in plan.arms if all(a in r["volume"] for r in reps)]
+    out: dict = {"volume": {}, "key_slices": {}, "arms": {}}
+    for name in ["teacher", *arms]:
         out["volume"][name] = {k: mean_sd([r["volume"][name][k] for r in reps]) for k in ("sensitivity_ge10", "fp_per_volume", "cpm")}
     va = [np.asarray(r["volume"]["teacher"]["counts"]) for r in reps]
-    vb = [np.asarray(r["volume"]["self_trained"]["counts"]) for r in reps]
-    out["volume_b_vs_a"] = two_level_difference(vb, va, plan.n_bootstrap, seed=0, metric="recall")
-    out["volume_cpm_difference"] = mean_sd([r["volume"]["self_trained"]["cpm"] - r["volume"]["teacher"]["cpm"] for r in reps])
-    if all(r["key_slices"] for r in reps):
-        for name in MODELS:
+    keyed = all(r["key_slices"] for r in reps)
+    for arm in arms:
+        vb = [np.asarray(r["volume"][arm]["counts"]) for r in reps]
+        a = {
+            "volume_vs_teacher": two_level_difference(vb, va, plan.n_bootstrap, seed=0, metric="recall"),
+            "cpm_difference": mean_sd([r["volume"][arm]["cpm"] - r["volume"]["teacher"]["cpm"] for r in reps]),
+            "identical_rows": sum(
+                bool(r.get("arms", {}).get(arm, {}).get("identical_to_teacher", r["identical_to_teacher"])) for r in reps
+            ),
+        }
+        if keyed:
+            ka = [np.asarray(r["key_slices"]["teacher"]["counts"]) for r in reps]
+            kb = [np.asarray(r["key_slices"][arm]["counts"]) for r in reps]
+            a["key_slices_vs_teacher"] = two_level_difference(kb, ka, plan.n_bootstrap, seed=0, metric="f1")
+        out["arms"][arm] = a
+    if keyed:
+        for name in ["teacher", *arms]:
             out["key_slices"][name] = {"f1": mean_sd([r["key_slices"][name]["f1"] for r in reps])}
-        ka = [np.asarray(r["key_slices"]["teacher"]["counts"]) for r in reps]
-        kb = [np.asarray(r["key_slices"]["self_trained"]["counts"]) for r in reps]
-        out["key_slices_b_vs_a"] = two_level_difference(kb, ka, plan.n_bootstrap, seed=0, metric="f1")
+    base = out["arms"].get("self_trained", {})  # the headline: the base mean teacher against its teacher
+    out["volume_b_vs_a"] = base.get("volume_vs_teacher")
+    out["volume_cpm_difference"] = base.get("cpm_difference")
+    if "key_slices_vs_teacher" in base:
+        out["key_slices_b_vs_a"] = base["key_slices_vs_teacher"]
     out["identical_rows"] = sum(r["identical_to_teacher"] for r in reps)
     out["replicates"] = len(reps)
     return out
@@ -215,6 +266,24 @@ def page(summary: dict, source: str) -> str:
         lines.append(_diff_line("F1, key slices", pooled["key_slices_b_vs_a"]))
     c = pooled["volume_cpm_difference"]
     lines += ["", f"CPM difference (per replicate, mean ± SD): {c['mean']:+.3f} ± {c['sd']:.3f} (n={c['n']})."]
+    others = {k: v for k, v in pooled.get("arms", {}).items() if k != "self_trained"}
+    if others:
+        lines += [
+            "",
+            "## Options against confirmation bias (each from the same round-0 teacher)",
+            "",
+            "| arm - teacher | sensitivity >= 10 mm | 95% CI | P | CPM difference | rows identical to the teacher |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for arm, a in others.items():
+            d, cd = a["volume_vs_teacher"], a["cpm_difference"]
+            lines.append(
+                f"| {arm} | {d['difference']:+.3f} | [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['p_value']:.3f} | "
+                f"{cd['mean']:+.3f} ± {cd['sd']:.3f} | {a['identical_rows']} of {pooled['replicates']} |"
+            )
+        kept = ", ".join(f"{arm} round {r['arms'][arm]['kept_round']}" for r in reps[:1] for arm in others if arm in r.get("arms", {}))
+        if kept:
+            lines += ["", f"Rounds kept in the first replicate: {kept}."]
     return "\n".join(lines) + "\n"
 
 

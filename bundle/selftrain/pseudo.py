@@ -9,6 +9,7 @@ the same size rule as mining.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,12 +37,16 @@ class PseudoRules(SizeRule):
     # it is likely a lesion the rules will not vouch for, and training it as background would teach the model to miss it
     ignore_rejected: bool = True
     consistency_iou: float = 0.3  # temporal consistency: the earlier checkpoint's box must overlap this much
+    # score-weighted background (an ablation arm): an uncertain-band prediction is ignored with probability = its score,
+    # drawn once per round and item (seeded), so the background loss there is weighted (1 - score) in expectation
+    score_weighted: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.score_threshold, str):  # from a config or a command line: a number or "auto"
             self.score_threshold = parse_threshold(self.score_threshold)
-        if isinstance(self.ignore_rejected, str):
-            self.ignore_rejected = self.ignore_rejected.strip().lower() in ("1", "true", "yes")
+        for name in ("ignore_rejected", "score_weighted"):  # "false" from a command line is not True
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, getattr(self, name).strip().lower() in ("1", "true", "yes"))
         if isinstance(self.ignore_floor, str):
             self.ignore_floor = None if self.ignore_floor.strip().lower() in ("", "none", "null") else float(self.ignore_floor)
 
@@ -104,8 +109,12 @@ def select_pseudo_and_rejected(
     return out, rejected, why
 
 
-def select_ignore(pred_boxes, pred_scores, existing_boxes, threshold: float, rules: PseudoRules) -> list[list[float]]:
-    """The uncertain band: predictions in [ignore_floor, threshold) that are not already a box of the item."""
+def select_ignore(pred_boxes, pred_scores, existing_boxes, threshold: float, rules: PseudoRules, rng=None) -> list[list[float]]:
+    """The uncertain band: predictions in [ignore_floor, threshold) that are not already a box of the item.
+
+    rng (score-weighted background, ``rules.score_weighted``): each band prediction is an ignore region with probability
+    equal to its score and background otherwise, so its background loss is weighted (1 - score) in expectation.
+    """
     if rules.ignore_floor is None:
         return []
     if not len(pred_boxes):
@@ -120,6 +129,8 @@ def select_ignore(pred_boxes, pred_scores, existing_boxes, threshold: float, rul
         idx = np.nonzero(band)[0][keep]
     else:
         idx = np.nonzero(band)[0]
+    if rng is not None and len(idx):
+        idx = idx[rng.random(len(idx)) < s[idx]]
     return [[float(v) for v in p[i]] for i in idx]
 
 
@@ -183,7 +194,8 @@ def expand_datalist(
                 new["box_score"].append(round(score, 4))
                 _extend_per_box(new, box, score, round_index, spacings[item["image"]])
                 added_scores.append(score)
-            ignore = select_ignore(pred["box"], pred["score"], new.get("box", []), float(rules.score_threshold), rules)
+            rng = np.random.default_rng([round_index, zlib.crc32(str(item["image"]).encode())]) if rules.score_weighted else None
+            ignore = select_ignore(pred["box"], pred["score"], new.get("box", []), float(rules.score_threshold), rules, rng)
             if ignore:
                 reasons["uncertain: ignore region"] += len(ignore)
             if rules.ignore_rejected and rejected:

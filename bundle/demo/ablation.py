@@ -99,7 +99,10 @@ def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path
     """
     stamp = out / "evaluated_model.txt"  # the cached figures are this model's, not an earlier plan's
     if (out / "metrics_volume.json").is_file() and stamp.is_file() and stamp.read_text() == str(ckpt_dir):
-        return json.loads((out / "metrics_volume.json").read_text())
+        m = json.loads((out / "metrics_volume.json").read_text())
+        if (out / "metrics_protocols.json").is_file():
+            m["protocols"] = json.loads((out / "metrics_protocols.json").read_text())
+        return m
     bundle_run(
         ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"],
         ROOT,
@@ -114,7 +117,10 @@ def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path
         **_cli({k: v for k, v in over.items() if k in INFERENCE_KEYS or k.startswith("link_")}),
     )
     stamp.write_text(str(ckpt_dir))
-    return json.loads((out / "metrics_volume.json").read_text())
+    m = json.loads((out / "metrics_volume.json").read_text())
+    if (out / "metrics_protocols.json").is_file():  # the test volumes as other protocols store them (issue 24)
+        m["protocols"] = json.loads((out / "metrics_protocols.json").read_text())
+    return m
 
 
 def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:

@@ -123,6 +123,26 @@ def pool(reps: list[dict]) -> dict:
         )
         keys = ("sensitivity_ge10", "fp_per_volume", "fp_per_normal_volume", "sens_at_1fp", "sens_ge10_at_1fp", "cpm", "threshold")
         out[arm] = {"pooled": pooled, "counts": s, "replicates": {k: _ms([p[k] for p in per]) for k in keys}}
+        out[arm]["protocols"] = _pool_protocols([r["arms"][arm] for r in reps if arm in r["arms"]])
+    return out
+
+
+def _pool_protocols(ms: list[dict]) -> dict:
+    """Per protocol variant: counts at the arm's own operating point summed over replicates (evaluate_volume.yaml's variants)."""
+    out: dict[str, dict] = {}
+    for m in ms:
+        for name, v in (m.get("protocols") or {}).get("variants", {}).items():
+            a, c = (
+                v["at_operating_point"],
+                out.setdefault(name, dict.fromkeys(("found_ge10", "lesions_ge10", "fp", "volumes", "fp_normal", "normal"), 0)),
+            )
+            fpn = a.get("fp_per_normal_volume")
+            c["found_ge10"] += a["found_ge10"]
+            c["lesions_ge10"] += a["lesions_ge10"]
+            c["fp"] += a["false_positives"]
+            c["volumes"] += a["volumes"]
+            c["normal"] += a["normal_volumes"]
+            c["fp_normal"] += round(fpn * a["normal_volumes"]) if fpn is not None else 0
     return out
 
 
@@ -180,6 +200,30 @@ def page(summary: dict, source: str) -> str:
                 f"({pick['se']:.3f}): {', '.join(f'`{t}`' for t in pick['ties'])}; of those, the fewest added parts "
                 "(`bundle/demo/ablation_page.py` `choose`).",
             ]
+    variants = list(dict.fromkeys(v for a in pooled.values() for v in a.get("protocols", {})))
+    if variants:
+        lines += [
+            "",
+            "### Protocol variants: the same test brains stored as other protocols store them",
+            "",
+            "Each test volume resampled with MONAI (`bundle/inference/protocols.py`), its truth moved into the new grid, run "
+            "through the same inference at the arm's own shipped operating point (`configs/evaluate_volume.yaml` "
+            "`protocol_variants`). Pooled sensitivity >= 10 mm / FP per volume / FP per normal volume:",
+            "",
+            "| arm | " + " | ".join(variants) + " |",
+            "| --- |" + " --- |" * len(variants),
+        ]
+        for arm, a in pooled.items():
+            cells = []
+            for v in variants:
+                c = a.get("protocols", {}).get(v)
+                cells.append(
+                    "-"
+                    if not c
+                    else f"{_f(_ratio(c['found_ge10'], c['lesions_ge10']))} / {_f(_ratio(c['fp'], c['volumes']), 2)} / "
+                    f"{_f(_ratio(c['fp_normal'], c['normal']), 2)}"
+                )
+            lines.append(f"| {LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "### Per replicate",

@@ -122,6 +122,22 @@ def _volume_lines(r: dict) -> list[str]:
             f"| {label(n, r)} | {_f(x['sensitivity >=10 mm'])} ({x['found_ge10']}/{x['lesions_ge10']}) | {_f(x['fp_per_volume'])} | "
             f"{_f(x['fp_per_normal_volume'])} | {x['threshold']:.4f} | {_f(x['cpm'])} |"
         )
+    if v.get("protocols"):  # the shipped model (b) on the same test brains as other protocols store them, same threshold
+        lines += [
+            "",
+            "(b) on the same test volumes stored as other protocols store them (resampled; truth moved into each grid), at its "
+            "shipped operating point (configs/evaluate_volume.yaml `protocol_variants`):",
+            "",
+            "| stored as | sensitivity, lesions >= 10 mm | 10-20 mm | FP / volume | FP / normal volume | CPM >= 10 mm |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, x in v["protocols"].items():
+            small = (x.get("by_size") or {}).get("10-20 mm") or {}
+            lines.append(
+                f"| {name} | {_f(x.get('sensitivity >=10 mm'))} ({x.get('found_ge10')}/{x.get('lesions_ge10')}) | "
+                f"{small.get('found', '-')}/{small.get('lesions', '-')} | {_f(x.get('fp_per_volume'))} | "
+                f"{_f(x.get('fp_per_normal_volume'))} | {_f(x.get('cpm >=10 mm'))} |"
+            )
     d = v["b_vs_a"]
     lines += [""] + [
         f"(b) - (a), {k}: {_f(c['value'])} (95% CI {_f(c.get('ci_low'))} to {_f(c.get('ci_high'))}, P = {_f(c.get('p_value'))})"

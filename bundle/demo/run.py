@@ -356,12 +356,17 @@ def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_dat
     folder = {"mined_only": "mined_only", "self_trained": b_name}
     for name in ("mined_only", "self_trained"):
         ctx = o.context_slices if name == "self_trained" else 1
-        m = volume_steps.evaluate_volumes(folder[name], models[name], o, p, volume_datalist, ctx)
+        # the protocol variants for the shipped model (b) only: each costs a test set's inference
+        m = volume_steps.evaluate_volumes(folder[name], models[name], o, p, volume_datalist, ctx, protocols=name == "self_trained")
         a = m["test"]["at_operating_point"]
         out[name] = {
             k: a.get(k) for k in ("sensitivity >=10 mm", "fp_per_volume", "fp_per_normal_volume", "found_ge10", "lesions_ge10", "volumes")
         }
         out[name] |= {"threshold": m["operating_point"]["score_threshold"], "cpm": m["test"]["froc"]["cpm"]}
+        if "protocols" in m:
+            out["protocols"] = {
+                k: v["at_operating_point"] | {"cpm >=10 mm": v.get("cpm >=10 mm")} for k, v in m["protocols"]["variants"].items()
+            }
     cmp = volume_steps.compare_volumes(p, volume_datalist, (b_name, "mined_only"), o.n_bootstrap, o.seed)
     out["b_vs_a"] = cmp["paired"]
     return out

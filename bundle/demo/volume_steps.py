@@ -102,9 +102,13 @@ def train_key_slices(o: DemoOptions, p: Paths, datalist: str) -> Path:
     return out / "models" / "model.pt"
 
 
-def evaluate_volumes(name: str, model: Path, o: DemoOptions, p: Paths, volume_datalist: str, context_slices: int = 1) -> dict:
-    """One model per volume; its operating_point.json lands next to it."""
+def evaluate_volumes(
+    name: str, model: Path, o: DemoOptions, p: Paths, volume_datalist: str, context_slices: int = 1, protocols: bool = True
+) -> dict:
+    """One model per volume; its operating_point.json lands next to it. ``protocols``: also the test volumes as other
+    protocols store them (evaluate_volume.yaml's protocol variants; metrics_protocols.json under ``protocols``)."""
     out = p.work / "eval_volume" / name
+    extra = {} if protocols else {"protocol_variants": "{}"}
     bundle_run(
         VOLUME_EVAL,
         ROOT,
@@ -117,8 +121,12 @@ def evaluate_volumes(name: str, model: Path, o: DemoOptions, p: Paths, volume_da
         seed=o.seed,
         model_name=name,
         context_slices=context_slices,
+        **extra,
     )
-    return json.loads((out / "metrics_volume.json").read_text())
+    m = json.loads((out / "metrics_volume.json").read_text())
+    if protocols and (out / "metrics_protocols.json").is_file():
+        m["protocols"] = json.loads((out / "metrics_protocols.json").read_text())
+    return m
 
 
 def compare_volumes(p: Paths, volume_datalist: str, names: tuple[str, str], n_bootstrap: int, seed: int) -> dict:

@@ -152,9 +152,9 @@ def ship(model: Path, model_out: Path) -> None:
     """The bundle's model and the operating point chosen for it on validation volumes, side by side."""
     model_out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(model, model_out)
-    op = model.parent / "operating_point.json"
-    if op.is_file():
-        shutil.copy(op, model_out.parent / "operating_point.json")
+    for name in ("operating_point.json", "grid.json"):  # its threshold, and the canonical grid every serving path resamples to
+        if (model.parent / name).is_file():
+            shutil.copy(model.parent / name, model_out.parent / name)
 
 
 def infer_volumes(p: Paths, model_out: Path, volume_datalist: str, context_slices: int) -> Path:

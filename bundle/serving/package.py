@@ -187,8 +187,9 @@ def ship_operating_point(models: Path, out: Path) -> dict | None:
 
 
 def _copy_sources(out: Path, root: Path, models: Path) -> None:
-    """The modules the configs reach, configs, docs, licence, the model file and its operating point."""
+    """The modules the configs reach, configs, docs, licence, the model file, its operating point and canonical grid."""
     from bundle.inference import operating_point
+    from bundle.transforms import grid
 
     files: list[Path] = []
     files += bundle_modules(root)
@@ -202,6 +203,8 @@ def _copy_sources(out: Path, root: Path, models: Path) -> None:
         files.append(models / "model.ts")
     if (models / operating_point.FILENAME).is_file():  # the validated threshold travels with its model
         files.append(models / operating_point.FILENAME)
+    if (models / grid.FILENAME).is_file():  # and the canonical grid it was trained on (every serving path resamples to it)
+        files.append(models / grid.FILENAME)
     for f in files:
         rel = Path("models") / f.name if f.parent == models else f.relative_to(root)
         dst = out / rel

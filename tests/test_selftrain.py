@@ -414,3 +414,23 @@ def test_score_weighted_background_ignores_a_band_box_as_often_as_its_score(tmp_
     assert again == new  # seeded per round and item: a resumed round draws the same
     hard, _ = expand_datalist(dl, preds, {p: SP for p in imgs}, 1, PseudoRules(score_threshold=0.9, ignore_floor=0.1))
     assert all(len(it["ignore_box"]) == 2 for it in hard["training"])
+
+
+def test_series_rules_work_on_the_volume_paths_logit_scores(tmp_path):
+    import math
+
+    (tmp_path / "dl.json").write_text(json.dumps({"training": [], "validation": [], "test": []}))
+    rules = PseudoRules(score_threshold=0.5, ignore_floor=0.3, score_weighted=True)
+    st = SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), rules, Schedule(series=True))
+    scaled = st.scaled_rules()
+    assert scaled.score_threshold == 0.0 and scaled.ignore_floor == pytest.approx(math.log(0.3 / 0.7)) and scaled.logit_scores
+    assert SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), rules, Schedule()).scaled_rules() is rules  # key slices
+    # a logit of 0 is probability 0.5: the score-weighted draw ignores it about half the time; logit 20 is never background
+    imgs = [str(tmp_path / f"{i}.nii.gz") for i in range(300)]
+    dl = {"training": [{"image": p, "box": [], "label": []} for p in imgs]}
+    preds = {p: {"box": [[0, 0, 15, 15], [30, 30, 45, 45]], "score": [0.0, -0.5]} for p in imgs}
+    new, stats = expand_datalist(dl, preds, {p: SP for p in imgs}, 1, scaled)
+    share = sum([0.0, 0.0, 15.0, 15.0] in it.get("ignore_box", []) for it in new["training"]) / len(imgs)
+    assert stats["boxes_added"] == 300 and share == 0.0  # logit 0 >= threshold 0: a pseudo-box, not a band box
+    low = sum([30.0, 30.0, 45.0, 45.0] in it.get("ignore_box", []) for it in new["training"]) / len(imgs)
+    assert abs(low - 1 / (1 + math.exp(0.5))) < 0.07 and stats["score_kind"] == "logit"

@@ -16,6 +16,7 @@ import numpy as np
 
 from bundle.datalist.rules import from_config
 from bundle.datalist.sections import absolute_datalist, spacing_of
+from bundle.inference.operating_point import logit
 from bundle.inference.predictions import load_predictions
 from bundle.metrics.breakdown import SIZE_BINS_MM, long_axis_mm
 from bundle.metrics.matching import best_f1_threshold, match_image, threshold_for_precision
@@ -243,8 +244,9 @@ class SelfTraining:
         'auto' keeps the teacher's validation precision at `target_precision` whatever its scale.
         teacher: {"dir": folder with models/model.pt, "datalist": its datalist}.
         """
+        base = self.scaled_rules()
         if self.rules.score_threshold != "auto":
-            return self.rules, {"score_threshold": self.rules.score_threshold, "rule": "fixed"}
+            return base, {"score_threshold": base.score_threshold, "rule": "fixed", "given": self.rules.score_threshold}
         preds = Path(teacher["dir"]) / "predictions_validation.json"
         if not preds.is_file():
             self._predict(Path(teacher["dir"]), teacher["datalist"], "validation", preds)
@@ -252,7 +254,22 @@ class SelfTraining:
         matches = validation_matches(dl, str(preds))
         thr, at = threshold_for_precision(matches, self.target_precision)
         info = {"score_threshold": thr, "rule": f"validation precision >= {self.target_precision}", "teacher_validation_at_threshold": at}
-        return replace(self.rules, score_threshold=min(thr, 1.0 + 1e-9)), info
+        # a probability threshold no teacher reaches keeps nothing above 1; a logit one is inf already
+        return replace(base, score_threshold=thr if self.series else min(thr, 1.0 + 1e-9)), info
+
+    def scaled_rules(self) -> PseudoRules:
+        """The rules on the teacher's score scale: the volume path (series) scores are logits, so the probabilities a
+        user gives (a fixed threshold, the ignore floor) become logits there; the key-slice path keeps probabilities."""
+        if not self.series:
+            return self.rules
+        thr = self.rules.score_threshold
+        floor = self.rules.ignore_floor
+        return replace(
+            self.rules,
+            score_threshold=thr if isinstance(thr, str) else logit(thr),
+            ignore_floor=None if floor is None else logit(floor),
+            logit_scores=True,
+        )
 
     # ---- steps -------------------------------------------------------------------------------
     def _train(self, rdir: Path, datalist_path: str, init_ckpt: str | None, teacher_init: str | None = None, strong: bool = True) -> None:
@@ -310,7 +327,7 @@ class SelfTraining:
             ckpt_dir=model_dir / "models",
             datalist=f"$[{{'image': p}} for p in json.load(open('{listing}'))]",
             output_path=out,
-            score_threshold=0.0,
+            score_threshold="$float('-inf')",  # every box: the scores are logits, and the rules choose
             **extra,
             **{k: v for k, v in self.overrides.items() if k in ("val_patch_size", "context_slices")},
         )

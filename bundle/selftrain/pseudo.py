@@ -40,6 +40,9 @@ class PseudoRules(SizeRule):
     # score-weighted background (an ablation arm): an uncertain-band prediction is ignored with probability = its score,
     # drawn once per round and item (seeded), so the background loss there is weighted (1 - score) in expectation
     score_weighted: bool = False
+    # set by the loop, not by users: the teacher's scores are classification logits (the volume path's), so the
+    # score-weighted probability is their sigmoid; thresholds given as probabilities are converted by the loop
+    logit_scores: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.score_threshold, str):  # from a config or a command line: a number or "auto"
@@ -130,7 +133,8 @@ def select_ignore(pred_boxes, pred_scores, existing_boxes, threshold: float, rul
     else:
         idx = np.nonzero(band)[0]
     if rng is not None and len(idx):
-        idx = idx[rng.random(len(idx)) < s[idx]]
+        prob = 1.0 / (1.0 + np.exp(-s[idx])) if rules.logit_scores else s[idx]
+        idx = idx[rng.random(len(idx)) < prob]
     return [[float(v) for v in p[i]] for i in idx]
 
 
@@ -213,7 +217,11 @@ def expand_datalist(
             1 for it in training if any(s == "pseudo" and r == round_index for s, r in zip(it["box_source"], it["box_round"]))
         ),
         "score_quantiles": {q: float(np.quantile(scores, float(q))) for q in ("0", "0.25", "0.5", "0.75", "1")} if len(scores) else {},
-        "score_histogram": np.histogram(scores, bins=10, range=(0.0, 1.0))[0].tolist(),
+        # of the probabilities (the sigmoid of logit scores), so rounds and paths read alike
+        "score_histogram": np.histogram(1.0 / (1.0 + np.exp(-scores)) if rules.logit_scores else scores, bins=10, range=(0.0, 1.0))[
+            0
+        ].tolist(),
+        "score_kind": "logit" if rules.logit_scores else "probability",
         "rejected": dict(sorted(reasons.items())),
     }
     return out, stats

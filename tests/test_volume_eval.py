@@ -523,7 +523,8 @@ def test_saturated_model_keeps_identical_boxes_on_every_path(repo_root, tiny_dem
     dl = write_volume_datalist(tiny_demo, tiny_demo / "datalist_volume_saturated.json")
     cfg = [str(repo_root / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
     wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / "bundle"), volume_datalist_file=str(dl),
-                        output_dir=str(tmp_path / "eval"), n_bootstrap=20, max_fp_per_volume=3.0, max_fp_per_normal_volume=3.0)  # fmt: skip
+                        output_dir=str(tmp_path / "eval"), n_bootstrap=20, max_fp_per_volume=3.0, max_fp_per_normal_volume=3.0,
+                        protocol_variants={})  # fmt: skip
     wf.initialize()
     wf.run()
     wf.finalize()
@@ -531,6 +532,11 @@ def test_saturated_model_keeps_identical_boxes_on_every_path(repo_root, tiny_dem
     scores = np.concatenate([np.asarray(r["score"], dtype=np.float32) for r in test.values()])
     assert len(scores) > 10 and bool((torch.sigmoid(torch.from_numpy(scores)) == 1.0).all())  # saturated: every probability ties
     assert len(np.unique(scores)) == len(scores) and scores.min() > 20  # the logits do not
+    metrics = json.loads((tmp_path / "eval" / "metrics_volume.json").read_text())
+    stamped = metrics["provenance"]  # each evaluation says what code and settings it ran
+    assert len(stamped["git"]["commit"]) == 40 and stamped["config"]["detector"]["context_slices"] == 1
+    assert stamped["config"]["model_md5"] == operating_point.file_md5(models / "model.pt")
+    assert stamped["config"]["scoring"]["criterion"] == "strict" and "old_rule" in metrics
     op = json.loads((models / "operating_point.json").read_text())
     thr = op["score_threshold"]
     assert op["score_kind"] == "logit" and not op["keeps_nothing_on_validation"] and float(np.float32(thr)) == thr
@@ -573,3 +579,38 @@ def _monailabel_world_boxes(package_dir, image) -> tuple[float, np.ndarray]:
         (pred,) = detector([data["image"]], use_inferer=True)
     out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
     return float(parser.get_parsed_content("score_threshold")), np.asarray(out["box"], dtype=np.float64).reshape(-1, 6)
+
+
+def test_a_cached_evaluation_is_reused_only_for_the_same_code_config_and_model(tmp_path, monkeypatch):
+    """Cached evaluations were keyed by the checkpoint path alone; now by the stamp (commit + uncommitted code, configs, overrides, model)."""
+    from bundle.steps import provenance
+
+    runs = []
+
+    def fake_run(configs, cwd, log, **over):
+        runs.append(over)
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / "metrics_volume.json").write_text(json.dumps({"n": len(runs)}))
+
+    code = {"commit": "a" * 40, "dirty": False, "dirty_md5": None}
+    monkeypatch.setattr(provenance, "bundle_run", fake_run)
+    monkeypatch.setattr(provenance, "git_state", lambda root=None: dict(code))
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights one")
+    cfg = ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"]
+
+    def evaluate(**over):
+        return provenance.run_or_reuse(cfg, tmp_path / "out", "metrics_volume.json", tmp_path / "log", model, seed=0, **over)
+
+    first = evaluate()
+    assert first["n"] == 1 and first["provenance"]["run"]["git"]["commit"] == "a" * 40
+    assert evaluate()["n"] == 1  # same everything: reused
+    code["commit"] = "b" * 40  # new code
+    assert evaluate()["n"] == 2 and evaluate()["n"] == 2
+    code |= {"dirty": True, "dirty_md5": "d" * 32}  # uncommitted changes
+    assert evaluate()["n"] == 3
+    model.write_bytes(b"weights two")  # retrained at the same path: what the old cache reused
+    assert evaluate()["n"] == 4
+    assert evaluate(link_min_slices=2)["n"] == 5  # another setting
+    (tmp_path / "out" / provenance.STAMP).unlink()  # a result without a stamp (written before stamping)
+    assert evaluate(link_min_slices=2)["n"] == 6

@@ -27,6 +27,7 @@ from bundle.metrics.volume import (
     score_volumes,
     volume_counts,
 )
+from bundle.steps import provenance
 
 GE_KEY = f"sensitivity {GE_LABEL}"
 
@@ -67,8 +68,12 @@ def evaluate(
     name: str = "model",
     val_key: str = "validation",
     test_key: str = "test",
+    config: dict | None = None,
 ) -> dict:
-    """Operating point on validation volumes, every test figure at it with patient CIs, FROC/CPM, the FROC plot."""
+    """Operating point on validation volumes, every test figure at it with patient CIs, FROC/CPM, the FROC plot.
+
+    config: the settings the predictions were made and scored with (evaluate_volume.yaml's ``evaluation_stamp``),
+    stamped with the git state into ``provenance`` (bundle.steps.provenance)."""
     rule = MatchRule(criterion, iou_threshold)
     targets = {"max_fp_per_volume": max_fp_per_volume, "max_fp_per_normal_volume": max_fp_per_normal_volume}
     val, op, test = _scored(datalist, val_predictions, test_predictions, rule, targets, (val_key, test_key))
@@ -86,6 +91,7 @@ def evaluate(
             "patients": len({v.patient for v in test}),
         },
         "old_rule": old_rule_column(datalist, test_predictions, test_key, thr),
+        "provenance": {"git": provenance.git_state(), "config": config},
     }
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +220,13 @@ def summary_markdown(r: dict) -> str:
             + col_text(str(o["by_size"][b]["found"]) if o else "")
         )
     lines += ["", f"FROC plot (FP per volume): `{r['plots']['froc']}`." if "plots" in r else ""]
+    git = r.get("provenance", {}).get("git") or {}
+    if git.get("commit"):
+        lines.append(
+            f"Code: commit {git['commit'][:12]}"
+            + (f" with uncommitted changes (md5 {git['dirty_md5'][:12]})" if git["dirty"] else "")
+            + "."
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -17,29 +17,32 @@ from bundle.transforms.world import voxel_to_world
 
 
 def test_boxes_near_the_operating_point_weigh_most():
+    """Scores as the volume path writes them (logits), and as probabilities: the same rule."""
     rule = UncertaintyRule(band_logits=2.0)
-    t = 0.3
-    assert rule.weights([t], t) == [1.0]
-    far = [0.001, 0.999]  # decided either way: no weight
-    assert rule.weights(far, t) == [0.0, 0.0]
-    lo = rule.lowest_score(t)
-    assert rule.weights([lo], t)[0] == pytest.approx(0.0, abs=1e-9) and 0.05 < lo < 0.06
-    # closeness in logits: 0.31 is as near 0.3 as ~0.289 is from below, not 0.29
-    w = rule.weights([0.31, 0.29], t)
+    t = -0.5
+    assert rule.weights([t], t) == [1.0] and rule.weights([t + 1, t - 1], t) == [0.5, 0.5]
+    assert rule.weights([t - 2, t + 3, 8.0], t) == [0.0, 0.0, 0.0]  # decided either way: no weight
+    assert rule.lowest_score(t) == t - 2
+    s = rule.study([t, t + 0.5, 4.0, -6.0], t)
+    assert s["n_uncertain"] == 2 and s["n_shown"] == 3 and s["uncertainty"] == 1.75
+    p = 0.3  # a probability threshold
+    lo = rule.lowest_score(p, "probability")
+    assert rule.weights([lo], p, "probability")[0] == pytest.approx(0.0, abs=1e-9) and 0.05 < lo < 0.06
+    w = rule.weights([0.31, 0.29], p, "probability")  # closeness in logits: nearly symmetric around 0.3
     assert w[0] < 1 and w[1] < 1 and abs(w[0] - w[1]) < 0.01
-    s = rule.study([0.3, 0.35, 0.9, 0.02], t)
-    assert s["n_uncertain"] == 2 and s["n_shown"] == 3 and 1.0 < s["uncertainty"] < 2.0
+    with pytest.raises(ValueError, match="score kind"):
+        rule.weights([0.1], p, "percent")
 
 
 def test_rank_orders_by_mass_then_count_then_id():
     studies = {"calm": [0.99, 0.01], "one_near": [0.3], "two_halfway": [0.5, 0.5], "b_tie": [0.3], "empty": []}
-    order = [k for k, _ in rank(studies, 0.3)]
+    order = [k for k, _ in rank(studies, 0.3, kind="probability")]
     assert order[0] == "two_halfway"  # two boxes halfway into the band outweigh one at the threshold
-    figures = dict(rank(studies, 0.3))
+    figures = dict(rank(studies, 0.3, kind="probability"))
     assert figures["calm"]["uncertainty"] == 0 and figures["empty"]["n_shown"] == 0
     assert order.index("b_tie") < order.index("one_near")  # equal mass and count: by id
     assert order[-2:] == ["calm", "empty"]
-    assert [k for k, _ in rank(studies, 0.3)] == order  # stable
+    assert [k for k, _ in rank(studies, 0.3, kind="probability")] == order  # stable
 
 
 def _volume(tmp_path, affine):

@@ -32,6 +32,7 @@ from bundle.demo.volumes import write_volume_datalist
 from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
+from bundle.steps import provenance
 from bundle.steps.runner import bundle_run
 
 SERIES = ["configs/train.yaml", "configs/train_series.yaml"]
@@ -93,20 +94,18 @@ def _cli(overrides: dict) -> dict:
 
 
 def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path, seed: int, over: dict, n_bootstrap: int) -> dict:
-    """configs/evaluate_volume.yaml for one model; writes its operating_point.json next to it; its metrics_volume.json.
+    """configs/evaluate_volume.yaml for one model; its metrics_volume.json, stamped (bundle.steps.provenance).
 
-    An arm already evaluated (its metrics_volume.json exists) is read back: an interrupted replicate resumes per arm.
+    An arm is compared, not shipped: no operating_point.json is written beside it (a point that keeps nothing would
+    be refused, and the ablation goes on). An arm already evaluated by the same code, configs, settings and model
+    is read back (an interrupted replicate resumes per arm); any other cached result runs again.
     """
-    stamp = out / "evaluated_model.txt"  # the cached figures are this model's, not an earlier plan's
-    if (out / "metrics_volume.json").is_file() and stamp.is_file() and stamp.read_text() == str(ckpt_dir):
-        m = json.loads((out / "metrics_volume.json").read_text())
-        if (out / "metrics_protocols.json").is_file():
-            m["protocols"] = json.loads((out / "metrics_protocols.json").read_text())
-        return m
-    bundle_run(
+    m = provenance.run_or_reuse(
         ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"],
-        ROOT,
+        out,
+        "metrics_volume.json",
         log,
+        Path(ckpt_dir) / "model.pt",
         bundle_root=ROOT,
         ckpt_dir=ckpt_dir,
         volume_datalist_file=volume_datalist,
@@ -114,10 +113,9 @@ def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path
         seed=seed,
         n_bootstrap=n_bootstrap,
         model_name=out.name,
+        write_operating_point=False,
         **_cli({k: v for k, v in over.items() if k in INFERENCE_KEYS or k.startswith("link_")}),
     )
-    stamp.write_text(str(ckpt_dir))
-    m = json.loads((out / "metrics_volume.json").read_text())
     if (out / "metrics_protocols.json").is_file():  # the test volumes as other protocols store them (issue 24)
         m["protocols"] = json.loads((out / "metrics_protocols.json").read_text())
     return m
@@ -125,20 +123,19 @@ def evaluate_volumes(ckpt_dir: Path, volume_datalist: Path, out: Path, log: Path
 
 def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
     configs, datalist, arm_over = ARMS[arm]
-    if (rdir / arm / "trained").is_file():
-        return rdir / arm / "models"  # finished before an interruption
-    bundle_run(
-        configs,
-        ROOT,
-        rdir / "ablation.log",
-        bundle_root=ROOT,
-        data_list_file_path=exp[datalist],
-        dataset_dir=Path(exp[datalist]).parent,
-        ckpt_dir=rdir / arm / "models",
-        output_dir=rdir / arm / "train_eval",
+    args = {
+        "bundle_root": ROOT,
+        "data_list_file_path": exp[datalist],
+        "dataset_dir": Path(exp[datalist]).parent,
+        "ckpt_dir": rdir / arm / "models",
+        "output_dir": rdir / arm / "train_eval",
         **_cli(over | arm_over),
-    )
-    (rdir / arm / "trained").write_text("")
+    }
+    done, now = rdir / arm / "trained", provenance.stamp(configs, args)
+    if done.is_file() and done.read_text().strip() and json.loads(done.read_text()) == now:
+        return rdir / arm / "models"  # finished before an interruption, by the same code and settings
+    bundle_run(configs, ROOT, rdir / "ablation.log", **args)
+    done.write_text(json.dumps(now, indent=1))
     return rdir / arm / "models"
 
 
@@ -244,7 +241,8 @@ def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:
         for ts in plan.train_seeds:
             rdir = work / f"data{ds}" / f"train{ts}"
             done = rdir / "ablation.json"
-            if done.is_file():
+            code = {"git": provenance.git_state(), "plan": asdict(plan)}  # a replicate written by other code or plan runs again
+            if done.is_file() and json.loads(done.read_text()).get("code") == code:
                 reps.append(json.loads(done.read_text()))
                 continue
             exp = exp or prepare(plan, work, ds)
@@ -252,6 +250,7 @@ def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:
             t = time.time()
             rep = run_replicate(plan, exp, rdir, ds, ts)
             rep["seconds"] = round(time.time() - t, 1)
+            rep["code"] = code
             done.write_text(json.dumps(rep, indent=1))
             reps.append(rep)
     summary = {

@@ -27,6 +27,7 @@ from bundle.metrics.report import patient_pictures, score_model
 from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
+from bundle.steps import provenance
 from bundle.steps.runner import bundle_run
 
 ARMS = ("mined_only", "self_trained", "oracle", "oracle_size_rule", "untrained")
@@ -163,7 +164,8 @@ def run(plan: ReplicatePlan, work_dir: str, results: str | None = None) -> dict:
         for ts in plan.train_seeds:
             rdir = work / f"data{ds}" / f"train{ts}"
             done = rdir / "replicate.json"
-            if done.is_file():
+            code = {"git": provenance.git_state(), "plan": asdict(plan)}  # a replicate written by other code or plan runs again
+            if done.is_file() and json.loads(done.read_text()).get("code") == code:
                 reps.append(json.loads(done.read_text()))
                 continue
             if exp is None:
@@ -178,6 +180,7 @@ def run(plan: ReplicatePlan, work_dir: str, results: str | None = None) -> dict:
             rep = {"data_seed": ds, "train_seed": ts, "datalist": exp["mined"], "self_training": st}
             rep["arms"] = score_arms(plan, models, exp["mined"], rdir, ts)
             rep["seconds"] = round(time.time() - t, 1)
+            rep["code"] = code
             done.write_text(json.dumps(rep, indent=1))
             reps.append(rep)
     summary = {

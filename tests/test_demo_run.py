@@ -95,3 +95,10 @@ def test_demo_command_runs_end_to_end(tmp_path):
 
     assert r["context_slices"] == 3 and input_channels(tmp_path / "models") == 3
     assert r["series_rounds"] == 1 and len(r["self_training"]) in (1, 2)  # round 0, and round 1 unless it stopped early
+    # the volume-level ceiling: (b)'s recipe on complete boxes, by lesion size, beside (a) and (b); only (b) ships
+    v = r["volume"]
+    assert set(v["oracle_volume"]["by_size"]) == set(v["self_trained"]["by_size"]) and "old_rule" in v["oracle_volume"]
+    assert "(c) volume oracle" in page and "By lesion long axis" in page
+    assert not (tmp_path / "work" / "oracle_volume" / "models" / "operating_point.json").exists()
+    metrics = json.loads((tmp_path / "work" / "eval_volume" / "oracle_volume" / "metrics_volume.json").read_text())
+    assert metrics["provenance"]["git"]["commit"] and metrics["provenance"]["run"]["model_md5"]

@@ -614,3 +614,19 @@ def test_a_cached_evaluation_is_reused_only_for_the_same_code_config_and_model(t
     assert evaluate(link_min_slices=2)["n"] == 5  # another setting
     (tmp_path / "out" / provenance.STAMP).unlink()  # a result without a stamp (written before stamping)
     assert evaluate(link_min_slices=2)["n"] == 6
+
+
+def test_results_page_shows_the_volume_oracle_by_lesion_size():
+    """The demo page's volume section: (a), (b) and the volume-level oracle, each by lesion size, with the old rule beside."""
+    from bundle.demo.results import _volume_lines
+
+    def model(found: list[int], thr: float) -> dict:
+        by = {b: {"lesions": 10, "found": f} for b, f in zip(("<10 mm", "10-20 mm", "20-40 mm", ">40 mm"), found)}
+        x = {"sensitivity >=10 mm": sum(found[1:]) / 30, "found_ge10": sum(found[1:]), "lesions_ge10": 30, "fp_per_volume": 0.5}
+        return x | {"fp_per_normal_volume": 0.25, "threshold": thr, "cpm": 0.7, "by_size": by, "old_rule": {"sensitivity >=10 mm": 0.9}}
+
+    v = {"mined_only": model([0, 3, 8, 9], 2.5), "self_trained": model([1, 6, 9, 10], -1.25), "oracle_volume": model([4, 9, 10, 10], 0.5)}
+    text = "\n".join(_volume_lines({"volume": v | {"b_vs_a": {}}}))
+    assert "| (c) volume oracle: (b)'s recipe, every lesion slice boxed (the ceiling) | 0.967 (29/30) |" in text
+    assert "| 9/10 (0.900) | 10/10 (1.000) | 10/10 (1.000) |" in text and "| -1.2500 |" in text and "| 0.900 |" in text
+    assert "box's own centre" in text and "1/8 ... 8 false boxes per volume" in text

@@ -323,11 +323,16 @@ def run(o: DemoOptions, command: str) -> dict:
         clock.start(4, f"self-training: round 0 = (a) mined only; {o.rounds} round(s) of pseudo-boxes = (b)")
         st = self_train(o, p, exp)
     clock.stop("self_training")
-    clock.start(5, "(c) oracle: the same training images with every lesion boxed")
+    clock.start(
+        5, "(c) oracle: the same training images with every lesion boxed" + ("; and (b)'s recipe on every slice boxed" if series else "")
+    )
     train_oracle(o, p, exp)
+    volume_oracle = volume_steps.train_volume_oracle(o, p, series) if series is not None else None
     clock.stop("oracle")
     clock.start(6, "evaluate on the held-out, fully annotated test patients: per volume, then on key slices")
     models, metrics, b_vs_a, c_vs_a = evaluate_models(o, p, st, exp, a_model)
+    if volume_oracle is not None:
+        models["oracle_volume"] = volume_oracle
     volume = volume_figures(o, p, models, series["volume_datalist"], b_folder(st)) if series is not None else None
     clock.stop("evaluate")
     clock.start(7, f"(b) becomes {rel(p.model_out)}; inference on the test split")
@@ -349,20 +354,26 @@ def run(o: DemoOptions, command: str) -> dict:
 
 
 def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_datalist: str, b_name: str = "self_trained") -> dict:
-    """(a) and (b) per volume at their own validation operating points, and the paired test (b) - (a).
+    """(a), (b) and, where trained, the volume-level oracle per volume at their own validation operating points, by
+    lesion size (strict rule, and the old rule's sensitivity beside it), and the paired test (b) - (a).
 
-    b_name: (b)'s evaluation folder (b_folder: 'teacher_round0' when no self-training round was kept)."""
+    Only (b) ships: its operating_point.json is written; the others are compared. b_name: (b)'s evaluation folder
+    (b_folder: 'teacher_round0' when no self-training round was kept)."""
     out = {}
-    folder = {"mined_only": "mined_only", "self_trained": b_name}
-    for name in ("mined_only", "self_trained"):
-        ctx = o.context_slices if name == "self_trained" else 1
+    folder = {"mined_only": "mined_only", "self_trained": b_name, "oracle_volume": "oracle_volume"}
+    for name in [n for n in ("mined_only", "self_trained", "oracle_volume") if n in models]:
+        ctx = 1 if name == "mined_only" else o.context_slices
         # the protocol variants for the shipped model (b) only: each costs a test set's inference
-        m = volume_steps.evaluate_volumes(folder[name], models[name], o, p, volume_datalist, ctx, protocols=name == "self_trained")
+        m = volume_steps.evaluate_volumes(
+            folder[name], models[name], o, p, volume_datalist, ctx, protocols=name == "self_trained", ship=name == "self_trained"
+        )
         a = m["test"]["at_operating_point"]
         out[name] = {
             k: a.get(k) for k in ("sensitivity >=10 mm", "fp_per_volume", "fp_per_normal_volume", "found_ge10", "lesions_ge10", "volumes")
         }
-        out[name] |= {"threshold": m["operating_point"]["score_threshold"], "cpm": m["test"]["froc"]["cpm"]}
+        out[name] |= {"threshold": m["operating_point"]["score_threshold"], "cpm": m["test"]["froc"]["cpm"], "by_size": a.get("by_size")}
+        if "old_rule" in m:
+            out[name]["old_rule"] = {k: m["old_rule"]["at_operating_point"].get(k) for k in ("sensitivity >=10 mm", "fp_per_volume")}
         if "protocols" in m:
             out["protocols"] = {
                 k: v["at_operating_point"] | {"cpm >=10 mm": v.get("cpm >=10 mm")} for k, v in m["protocols"]["variants"].items()

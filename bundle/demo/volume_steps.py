@@ -19,6 +19,7 @@ from bundle.demo.volumes import write_volume_datalist
 from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
+from bundle.steps import provenance
 from bundle.steps.runner import bundle_run
 
 if TYPE_CHECKING:
@@ -103,16 +104,27 @@ def train_key_slices(o: DemoOptions, p: Paths, datalist: str) -> Path:
 
 
 def evaluate_volumes(
-    name: str, model: Path, o: DemoOptions, p: Paths, volume_datalist: str, context_slices: int = 1, protocols: bool = True
+    name: str,
+    model: Path,
+    o: DemoOptions,
+    p: Paths,
+    volume_datalist: str,
+    context_slices: int = 1,
+    protocols: bool = True,
+    ship: bool = True,
 ) -> dict:
-    """One model per volume; its operating_point.json lands next to it. ``protocols``: also the test volumes as other
-    protocols store them (evaluate_volume.yaml's protocol variants; metrics_protocols.json under ``protocols``)."""
+    """One model per volume, stamped with the code and settings it ran (bundle.steps.provenance). ``ship``: its
+    operating_point.json lands next to it (refused when it keeps nothing on validation); False for models that are
+    only compared. ``protocols``: also the test volumes as other protocols store them (evaluate_volume.yaml's
+    protocol variants; metrics_protocols.json under ``protocols``)."""
     out = p.work / "eval_volume" / name
     extra = {} if protocols else {"protocol_variants": "{}"}
-    bundle_run(
+    m = provenance.run_or_reuse(
         VOLUME_EVAL,
-        ROOT,
+        out,
+        "metrics_volume.json",
         p.log,
+        model,
         bundle_root=ROOT,
         ckpt_dir=model.parent,
         volume_datalist_file=volume_datalist,
@@ -121,12 +133,31 @@ def evaluate_volumes(
         seed=o.seed,
         model_name=name,
         context_slices=context_slices,
+        write_operating_point=ship,
         **extra,
     )
-    m = json.loads((out / "metrics_volume.json").read_text())
     if protocols and (out / "metrics_protocols.json").is_file():
         m["protocols"] = json.loads((out / "metrics_protocols.json").read_text())
     return m
+
+
+def train_volume_oracle(o: DemoOptions, p: Paths, series: dict) -> Path:
+    """The volume-level ceiling: (b)'s recipe (whole series, same epochs, seed and 2.5D context) on every lesion
+    cross-section of the same training series boxed (series_oracle.json). What it misses, complete labels did not
+    teach; the gap from (b) to it is the labels', the rest the network's."""
+    out = p.work / "oracle_volume"
+    bundle_run(
+        ["configs/train.yaml", "configs/train_series.yaml"],
+        ROOT,
+        p.log,
+        bundle_root=ROOT,
+        data_list_file_path=series["series_oracle"],
+        dataset_dir=Path(series["series_oracle"]).parent,
+        ckpt_dir=out / "models",
+        output_dir=out / "train_eval",
+        **(train_overrides(o) | {"ignore_reach": False}),  # every cross-section is boxed: nothing unknown to ignore
+    )
+    return out / "models" / "model.pt"
 
 
 def compare_volumes(p: Paths, volume_datalist: str, names: tuple[str, str], n_bootstrap: int, seed: int) -> dict:

@@ -169,12 +169,14 @@ def page(summary: dict, source: str) -> str:
         f"Written by `{command(plan, summary.get('defaults', plan))}` from `{source}`. Data seeds {plan['data_seeds']} x training "
         f"seeds {plan['train_seeds']}, demo size `{plan['size']}`, {plan['epochs']} epochs per training. "
         f"This invocation took {sum(r['seconds'] for r in reps) / 60:.0f} min; arms already trained and evaluated under "
-        "`work_dir` are reused (each evaluation is stamped with its model's path), so a resumed run reports only what it added.",
+        "`work_dir` are reused only when stamped with the same code (git commit and uncommitted changes), configs, settings and "
+        "model (bundle/steps/provenance.py); anything else runs again.",
         "",
         "Each model runs over every slice of each held-out, fully labelled test volume through `configs/inference_volume.yaml` "
-        "(the path MONAI Label and the Deploy app use); a lesion is found when a 3D box has IoU >= 0.1 with it or contains its "
-        "centre. The operating point is each model's own, chosen on validation volumes (lowest score with <= 1 false box per "
-        "volume and <= 0.5 per normal volume) and shipped as `operating_point.json`. Pooled = counts summed over replicates. "
+        "(the path MONAI Label and the Deploy app use); strict rule: a lesion is found when a 3D box has IoU >= 0.1 with it or the "
+        "box's own centre lies inside it (lesions >= 10 mm matched first, a second box on a found lesion ignored). The operating "
+        "point is each model's own, chosen on validation volumes (lowest logit with <= 1 false box per volume and <= 0.5 per "
+        "normal volume); only the demo's (b) is shipped as `operating_point.json`. CPM: LUNA16, 1/8 ... 8 false boxes per volume. Pooled = counts summed over replicates. "
         "Choices (the demo's default combination) are read from the last column, validation volumes only; test patients choose nothing.",
         "",
         "| arm | sensitivity, lesions >= 10 mm (pooled) | FP / volume (pooled) | FP / normal volume (pooled) | "

@@ -57,6 +57,9 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
     )
     ap.add_argument("--series_target_precision", type=float, default=d.series_target_precision)
     ap.add_argument("--max_pseudo_per_series", type=int, default=d.max_pseudo_per_series)
+    ap.add_argument(
+        "--unread_share", type=float, default=d.unread_share, help="share of studies with lesions no reader measured (unlabelled series)"
+    )
     ap.add_argument("--work", default=d.work, help="where every artefact goes (relative to the repository)")
     ap.add_argument("--results", default=d.results, help="the results page this run writes")
     ap.add_argument("--model_dir", default=d.model_dir, help="where the self-trained model is copied as model.pt (the bundle's model)")

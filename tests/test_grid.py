@@ -6,6 +6,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
@@ -95,9 +96,12 @@ def test_context_step_is_millimetres():
     assert grid.context_step(None, 1.0, 3) == 1
 
 
-def test_slice_boxes_go_back_to_the_slice_grid():
-    """The zoo's 2D inference.yaml: a slice resampled in-plane, its boxes back on the slice's own pixels."""
+@pytest.mark.parametrize("four_by_four", [False, True])
+def test_slice_boxes_go_back_to_the_slice_grid(four_by_four):
+    """The zoo's 2D inference.yaml: a slice resampled in-plane, its boxes back on the slice's own pixels (a NIfTI slice keeps a 4x4 affine)."""
     aff = torch.as_tensor([[1.5, 0.0, -10.0], [0.0, 1.5, 5.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    if four_by_four:
+        aff = torch.as_tensor(grid._as_3d(aff.numpy()))
     t = Compose([grid.RememberInputGridd("image"), Spacingd("image", pixdim=[1.0, 1.0])])
     canon = t({"image": MetaTensor(torch.zeros(1, 40, 30), affine=aff)})["image"]
     assert tuple(canon.shape[1:]) == (60, 44)

@@ -161,12 +161,12 @@ def _as_3d(affine: np.ndarray) -> np.ndarray:
     return out
 
 
-def move_boxes(boxes: np.ndarray | Sequence, src_affine, dst_affine) -> np.ndarray:
+def move_boxes(boxes: np.ndarray | Sequence, src_affine, dst_affine, dims: int | None = None) -> np.ndarray:
     """Array boxes (max exclusive; ``xyzxyz``, or ``xyxy`` with 3x3 affines) of the grid ``src_affine`` -> the same
-    world box in ``dst_affine``'s grid."""
+    world box in ``dst_affine``'s grid. ``dims`` (default: 2 for 3x3 affines): 2 for slices, whose affine MONAI may keep 4x4."""
     src = np.asarray(torch.as_tensor(src_affine).detach().cpu(), dtype=np.float64)
     dst = np.asarray(torch.as_tensor(dst_affine).detach().cpu(), dtype=np.float64)
-    dims = 2 if src.shape == (3, 3) else 3
+    dims = dims or (2 if src.shape == (3, 3) else 3)
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 2 * dims)
     if not len(b) or (src.shape == dst.shape and np.allclose(src, dst, atol=1e-6)):
         return b
@@ -193,7 +193,7 @@ def to_input_grid(boxes: np.ndarray | Sequence, image) -> tuple[np.ndarray, np.n
             shape,
         )
     src = np.asarray(torch.as_tensor(meta["input_affine"]).cpu(), dtype=np.float64)
-    return move_boxes(boxes, here, src), src, [int(v) for v in meta["input_shape"]]
+    return move_boxes(boxes, here, src, dims=len(shape)), src, [int(v) for v in meta["input_shape"]]
 
 
 class RememberInputGridd(MapTransform):

@@ -33,7 +33,9 @@ ROWS = [
     ("truncated", VOL, "truncated .nii.gz (gzip cut short)", "truncated", 3, "cannot be read as an image ("),
     ("missing", VOL, "path that does not exist", "missing", 3, "no such file"),
     ("empty_glob", VOL, "--input_glob matching nothing", "glob", 3, "matches no files"),
-    ("directory", VOL, "a directory instead of a file", "directory", 3, "is a directory, not an image file"),
+    ("directory", VOL, "a folder without DICOM images (a DICOM series or study folder is read)", "directory", 3, "holds no DICOM image files"),
+    ("dicom_slice", VOL, "one single-frame DICOM file", "dicom_slice", 3, "is a single-frame DICOM image, not a volume; give the folder of its series"),
+    ("dicom_no_match", VOL, "study folder, no axial T1 post-contrast series", "dicom_no_match", 3, "no series matches the series rules (axial T1 post-contrast); found: MR '"),
     ("empty_file", VOL, "empty (0-byte) file", "empty", 3, "is empty (0 bytes)"),
     ("complex", VOL, "complex64 voxels", "complex", 3, "has complex voxels (complex64); expected real numbers"),
     ("zero_pixdim", VOL, "pixdim 0 in the header", "zero_pixdim", 3, "non-positive or non-finite voxel spacing in its header (pixdim [0.0, 1.0, 1.0])"),
@@ -85,6 +87,13 @@ def _make(kind: str, d: Path) -> str:
         return str(d / "nothing_here" / "*.nii.gz")
     elif kind == "directory":
         p.mkdir()
+        (p / "notes.txt").write_text("no DICOM here\n")
+    elif kind == "dicom_slice":
+        return str(_series(d, "AX T1 POST GAD", 1)[0])
+    elif kind == "dicom_no_match":
+        _series(d, "AX T2 FLAIR", 2)
+        _series(d, "SAG T1 POST GAD", 3, orientation="sagittal")
+        return str(d / "in")
     elif kind == "empty":
         p.write_bytes(b"")
     elif kind == "complex":
@@ -100,12 +109,14 @@ def _make(kind: str, d: Path) -> str:
 
 @pytest.mark.parametrize("row", ROWS, ids=[r[0] for r in ROWS])
 def test_check_names_file_and_problem(row, tmp_path):
+    from bundle.inference.dicom_input import CheckVolumed
     from bundle.transforms.checks import BadImageError, CheckImaged
 
-    _, _, _, kind, ndim, tail = row
+    _, config, _, kind, ndim, tail = row
     path = _make(kind, tmp_path)
+    check = CheckVolumed("image", ndim) if config == VOL else CheckImaged("image", ndim)  # the check each config runs
     with pytest.raises(BadImageError) as err:
-        CheckImaged("image", ndim)({"image": path})
+        check({"image": path})
     msg = str(err.value)
     assert msg.startswith(f"{path}: ") and tail in msg and "\n" not in msg
 
@@ -357,7 +368,7 @@ def test_data_side_rows(row, tmp_path):
 
 # --- as a user runs them: a few rows as subprocesses, all started at once (each is mostly import time) ---
 # one per way a run can end: a config's initialize (nan), its engine run (empty_glob), the mining config, the Deploy app
-SUBPROCESS_ROWS = ["nan", "empty_glob", "mine_old_source", "deploy_no_match"]
+SUBPROCESS_ROWS = ["nan", "empty_glob", "dicom_no_match", "mine_old_source", "deploy_no_match"]
 
 
 @pytest.fixture(scope="module")
@@ -373,8 +384,8 @@ def untrained_bundle(tmp_path_factory) -> Path:
 def _command(rid: str, d: Path, bundle_root: Path, deploy_python: Path) -> tuple[list[str], str]:
     """(the command line, the path the error line must name)."""
     bundle = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(bundle_root), "--config_file"]
-    if rid in ("nan", "empty_glob"):
-        path = _make("nan" if rid == "nan" else "glob", d)
+    if rid in ("nan", "empty_glob", "dicom_no_match"):
+        path = _make({"empty_glob": "glob"}.get(rid, rid), d)
         key = "--input_image" if rid == "nan" else "--input_glob"
         return [*bundle, VOL, key, path, "--output_path", str(d / "out.json")], path
     if rid == "mine_old_source":

@@ -1,4 +1,4 @@
-"""Series selection: which referenced images are axial T1-weighted post-contrast, as real headers name them.
+"""Series selection: which images are axial T1-weighted post-contrast, as real headers name them (mining and volume inference).
 
 Why these inputs: vendors name the same series differently (Siemens "t1_mprage_tra_KM", GE "AX T1 SE +C" /
 BRAVO / FSPGR, Philips "T1W_3D_TFE +Gd"), radiologists often measure on an axial reformat of a 3D

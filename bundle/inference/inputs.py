@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from bundle.datalist.schema import load_datalist
 from bundle.io.errors import InputError, install_excepthook
 
 __all__ = ["inference_datalist", "install_excepthook", "require_inputs", "screen_inputs"]
+from bundle.inference.dicom_input import CheckVolumed
 from bundle.transforms.checks import BadImageError, CheckImaged
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,12 @@ def require_inputs(datalist: list, input_image: str, data_list_file_path: str, d
 
 
 def screen_inputs(
-    datalist: list[dict], handlers: list | tuple = (), spatial_ndim: int = 2, key: str = "image", source: str = ""
+    datalist: list[dict],
+    handlers: list | tuple = (),
+    spatial_ndim: int = 2,
+    key: str = "image",
+    source: str = "",
+    series_rules: Any = None,
 ) -> list[dict]:
     """Drop (in place) the items whose image fails ``check_image``; one log line each; the skipped records.
 
@@ -52,7 +59,8 @@ def screen_inputs(
     if not datalist and source:
         datalist.append({key: source})
         return []
-    check = CheckImaged(key, spatial_ndim)
+    # volumes may be DICOM (a series or study folder, an Enhanced MR file; series_rules pick in a study folder)
+    check = CheckVolumed(key, spatial_ndim, series_rules) if spatial_ndim == 3 else CheckImaged(key, spatial_ndim)
     kept, skipped, first = [], [], None
     for item in datalist:
         try:

@@ -1,0 +1,159 @@
+"""DICOM in: volume inference on a DICOM series folder, a study folder and an Enhanced MR file gives the NIfTI's boxes.
+
+The volume is written once as NIfTI (uint16 voxels, an oblique-free RAS grid with an offset) and as a DICOM series
+from those voxels (bundle/demo/dicom_series.py); the Enhanced MR is highdicom's multi-frame conversion of that
+series, relabelled Enhanced MR Image Storage. Same voxels and same world geometry, so `configs/inference_volume.yaml`
+must give the same boxes in world LPS (and the same scores) for every form, with an untrained seeded network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import EnhancedMRImageStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def forms(tmp_path_factory) -> dict[str, Path]:
+    from bundle.demo.dicom_series import write_mr_series
+
+    d = tmp_path_factory.mktemp("dicom_in")
+    rng = np.random.default_rng(0)
+    vol = rng.normal(200, 20, (48, 40, 12))
+    zz, yy, xx = np.meshgrid(np.arange(12), np.arange(40), np.arange(48), indexing="ij")
+    blob = ((xx - 30) ** 2 + (yy - 15) ** 2 + 4 * (zz - 6) ** 2 < 40).transpose(2, 1, 0)
+    vol[blob] = 900
+    vol = np.clip(vol, 0, None).astype(np.uint16)
+    aff = np.diag([1.5, 1.25, 3.0, 1.0])
+    aff[:3, 3] = [-30.0, -20.0, 10.0]
+    nii = d / "volume.nii.gz"
+    nib.save(nib.Nifti1Image(vol, aff), nii)
+    series = d / "series"
+    paths = write_mr_series(nii, series, "AX T1 POST GAD", 5)
+    study = d / "study"  # the same series beside a FLAIR and a sagittal T1 post-contrast one
+    for p in paths:
+        (study / "t1c").mkdir(parents=True, exist_ok=True)
+        (study / "t1c" / p.name).write_bytes(p.read_bytes())
+    write_mr_series(nii, study / "flair", "AX T2 FLAIR", 3)
+    write_mr_series(nii, study / "sag", "SAG T1 POST GAD", 4, orientation="sagittal")
+    (study / "NOTES.txt").write_text("not DICOM\n")
+    slices = [pydicom.dcmread(p) for p in paths]
+    mf = hd.legacy.LegacyConvertedEnhancedMRImage(
+        slices, series_instance_uid=hd.UID(), series_number=50, sop_instance_uid=hd.UID(), instance_number=1
+    )
+    mf.SOPClassUID = mf.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    enhanced = d / "enhanced.dcm"
+    mf.save_as(enhanced, enforce_file_format=True)
+    return {"nifti": nii, "series": series, "study": study, "enhanced": enhanced}
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> Path:
+    from bundle.demo.run import save_untrained
+
+    root = tmp_path_factory.mktemp("untrained")
+    save_untrained(root / "models" / "model.pt", seed=0)
+    return root
+
+
+def _infer(bundle_root: Path, image: Path, out: Path) -> dict:
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "inference_volume.yaml"),
+        workflow_type="infer",
+        bundle_root=str(bundle_root),
+        input_image=str(image),
+        output_path=str(out),
+        score_threshold=-1e9,
+        score_thresh=0.0,
+        slice_sliding_window=False,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    (pred,) = json.loads(out.read_text())["predictions"]
+    return pred
+
+
+@pytest.fixture(scope="module")
+def predictions(forms, untrained, tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("pred")
+    return {name: _infer(untrained, path, out / f"{name}.json") for name, path in forms.items()}
+
+
+@pytest.mark.parametrize("form", ["series", "study", "enhanced"])
+def test_dicom_gives_the_boxes_of_its_nifti(predictions, form):
+    ref, got = predictions["nifti"], predictions[form]
+    assert len(ref["box_world"]) > 0
+    assert len(got["box_world"]) == len(ref["box_world"])
+    np.testing.assert_allclose(np.asarray(got["box_world"]), np.asarray(ref["box_world"]), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(got["score"]), np.asarray(ref["score"]), rtol=1e-5, atol=1e-5)
+
+
+def test_world_geometry_is_kept(predictions, forms):
+    """The DICOM volume's affine maps its array to the NIfTI's world: the ITK reader keeps origin, spacing and direction."""
+    ref = np.asarray(predictions["nifti"]["affine"])
+    for form in ("series", "enhanced"):
+        aff = np.asarray(predictions[form]["affine"])
+        assert np.allclose(np.abs(aff[:3, :3]), np.abs(ref[:3, :3]), atol=1e-4), form  # same spacing, axes maybe flipped
+        corners = np.array([[0, 0, 0, 1], [47, 39, 11, 1]], float)
+        world = {tuple(np.round(c, 3)) for c in (ref @ corners.T).T[:, :3]}
+        shape = predictions[form]["shape"]
+        theirs = (aff @ np.array([[0, 0, 0, 1], [shape[0] - 1, shape[1] - 1, shape[2] - 1, 1]], float).T).T[:, :3]
+        box = lambda pts: (np.round(np.min(pts, 0), 3).tolist(), np.round(np.max(pts, 0), 3).tolist())  # noqa: E731
+        assert box(np.asarray(sorted(world))) == box(theirs), form
+
+
+def test_study_folder_names_the_series_it_picked(forms, caplog):
+    from bundle.datalist.series_rules import SeriesRules
+    from bundle.inference.dicom_input import pick_series
+
+    with caplog.at_level(logging.INFO, logger="bundle.inference.dicom_input"):
+        chosen = pick_series(forms["study"], SeriesRules())
+    assert chosen.infos[0].series_description == "AX T1 POST GAD"
+    (line,) = [r.getMessage() for r in caplog.records if "picked series" in r.getMessage()]
+    assert "'AX T1 POST GAD'" in line and "'AX T2 FLAIR'" in line and "series_description (t2_pd)" in line and "not_axial" in line
+
+
+def test_refusals_are_one_line_naming_the_input(forms, tmp_path):
+    from bundle.datalist.series_rules import SeriesRules
+    from bundle.inference.dicom_input import CheckVolumed
+    from bundle.transforms.checks import BadImageError
+
+    one = next(forms["series"].iterdir())
+    uneven = tmp_path / "uneven"
+    uneven.mkdir()
+    for k, p in enumerate(sorted(forms["series"].iterdir())[:4]):
+        ds = pydicom.dcmread(p)
+        ds.ImagePositionPatient = [0, 0, [0, 3, 6, 12][k]]
+        ds.save_as(uneven / p.name)
+    nomatch = tmp_path / "nomatch"
+    for sub in ("flair", "sag"):
+        shutil.copytree(forms["study"] / sub, nomatch / sub)
+    cases = {
+        str(one): "is a single-frame DICOM image, not a volume; give the folder of its series",
+        str(forms["study"] / "flair"): None,  # a series folder is taken as given, whatever its description
+        str(uneven): "slices are not evenly spaced (gaps 3.000 to 6.000 mm)",
+        str(nomatch): "no series matches the series rules (axial T1 post-contrast); found: MR '",
+    }
+    for path, tail in cases.items():
+        check = CheckVolumed("image", 3, SeriesRules())
+        if tail is None:
+            check({"image": path})
+            continue
+        with pytest.raises(BadImageError) as err:
+            check({"image": path})
+        msg = str(err.value)
+        assert msg.startswith(f"{path}: ") and tail in msg and "\n" not in msg, msg
+    assert "'AX T2 FLAIR' (12 files, 12 frames): series_description (t2_pd)" in msg  # the last one: each series says why not

@@ -630,3 +630,53 @@ def test_results_page_shows_the_volume_oracle_by_lesion_size():
     assert "| (c) volume oracle: (b)'s recipe, every lesion slice boxed (the ceiling) | 0.967 (29/30) |" in text
     assert "| 9/10 (0.900) | 10/10 (1.000) | 10/10 (1.000) |" in text and "| -1.2500 |" in text and "| 0.900 |" in text
     assert "box's own centre" in text and "1/8 ... 8 false boxes per volume" in text
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_saturated_model_deploy_app_keeps_the_boxes_evaluation_kept(repo_root, tiny_demo, tmp_path):
+    """The Deploy app (DICOM in) on the saturated model keeps exactly the boxes, and the float32 logits, that evaluation
+    kept on the same voxels: integer-valued volume (DICOM stores uint16), evaluated with axes as the DICOM array holds them (LPS)."""
+    import os
+    import subprocess
+
+    import nibabel as nib
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.datalist.schema import write_datalist
+    from bundle.demo.dicom_series import write_mr_series
+    from scripts.make_venv import make_venv
+
+    models = tmp_path / "bundle" / "models"
+    _saturated_model(repo_root, models)
+    truth = json.loads((tiny_demo / "truth.json").read_text())
+    src = nib.load(tiny_demo / truth["patients"][0]["image"])
+    image = tmp_path / "vol" / "t1c.nii.gz"
+    image.parent.mkdir()
+    voxels = np.clip(np.asarray(src.dataobj), 0, None).astype(np.uint16).astype(np.float32)  # what the DICOM series stores
+    nib.save(nib.Nifti1Image(voxels, src.affine), image)
+    write_mr_series(image, tmp_path / "dicom" / "t1c_ax", "AX T1 POST GAD", 1)
+    item = {"image": str(image), "box": [], "label": [], "patient": "p0"}
+    dl = write_datalist({"validation": [item], "test": [item]}, tmp_path / "datalist_volume.json")
+    cfg = [str(repo_root / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
+    wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / "bundle"), volume_datalist_file=str(dl),
+                        output_dir=str(tmp_path / "eval"), n_bootstrap=20, max_fp_per_volume=3.0, max_fp_per_normal_volume=3.0,
+                        protocol_variants={}, axcodes="LPS", slice_sliding_window=False)  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    thr = json.loads((models / "operating_point.json").read_text())["score_threshold"]
+    (rec,) = _records(tmp_path / "eval" / "predictions_volume_test.json").values()
+    keep = np.asarray(rec["score"]) >= thr
+    assert 0 < keep.sum() < len(keep)
+    py = make_venv(repo_root / "deploy" / "app" / "requirements.txt", repo_root / ".venv-deploy")
+    env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False}))
+    run = subprocess.run([str(py), str(repo_root / "deploy" / "app" / "app.py"), "-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"),
+                          "-m", str(models)], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    summary = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert summary["counts"]["score_threshold"] == thr
+    dets = summary["detections"]
+    assert [d["score"] for d in dets] == np.asarray(rec["score"])[keep].tolist()  # the same float32 logits, the same order
+    np.testing.assert_allclose([d["box_world"] for d in dets], np.asarray(rec["box_world"])[keep], atol=1e-2)
+    assert all(np.float32(d["probability"]) == 1.0 for d in dets)  # a float32 sigmoid would have ranked them: all tied

@@ -99,8 +99,9 @@ def test_large_files_list_exactly_the_packaged_models(zoo_package, served_bundle
 
     folder = Path(zoo_package["folder"])
     entries = yaml.safe_load((folder / "large_files.yml").read_text())["large_files"]
-    held = sorted(f for f in zoo_package["files"] if f.startswith("models/"))
+    held = sorted(f for f in zoo_package["files"] if f.startswith("models/model."))
     assert held == ["models/model.pt", "models/model.ts"]
+    assert "models/grid.json" in zoo_package["files"]  # the canonical grid travels with its model (not a large file)
     assert sorted(e["path"] for e in entries) == held
     for e in entries:
         assert e["hash_type"] == "md5" and e["hash_val"] == hashlib.md5((folder / e["path"]).read_bytes()).hexdigest()

@@ -157,3 +157,41 @@ def test_refusals_are_one_line_naming_the_input(forms, tmp_path):
         msg = str(err.value)
         assert msg.startswith(f"{path}: ") and tail in msg and "\n" not in msg, msg
     assert "'AX T2 FLAIR' (12 files, 12 frames): series_description (t2_pd)" in msg  # the last one: each series says why not
+
+
+def test_enhanced_mr_becomes_a_series_volume_in_mining(forms, tmp_path):
+    """Mining's series volumes: an Enhanced MR file is stacked frame by frame in position order (was series_not_a_volume)."""
+    from bundle.datalist.schema import DatalistItem
+    from bundle.io.dicom import image_info, read_dataset
+    from bundle.mining.volumes import series_volumes
+    from bundle.pacs.folder import FolderSource
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    mf = pydicom.dcmread(forms["enhanced"])  # highdicom stores the frames top down (z 43 .. 10): the volume goes by position
+    assert float(mf.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient[2]) == 43.0
+    mf.save_as(folder / "MF0001", enforce_file_format=True)
+    info = image_info(read_dataset(folder / "MF0001"), "MF0001")
+    key = DatalistItem(
+        image="slices/k.nii.gz", box=[[4.0, 5.0, 9.0, 12.0]], label=[0], patient="p", series_instance_uid=info.series_uid,
+        sop_instance_uid=info.sop_instance_uid, frame=3, spacing=info.per_frame[2]["spacing"],
+    )  # fmt: skip
+    vols, issues = series_volumes({"training": [key]}, {info.sop_instance_uid: info}, FolderSource(folder), tmp_path / "out", 1, False)
+    assert issues == []
+    (item,) = vols["training"]
+    assert item.box == [[4.0, 5.0, 9.0, 9.0, 12.0, 10.0]]  # stored frame 3 is the 10th slice from the bottom
+    vol = np.asarray(nib.load(tmp_path / "out" / item.image).dataobj)
+    assert vol.shape == (48, 40, 12) and item.spacing[2] == pytest.approx(3.0)
+    classic = sorted((pydicom.dcmread(f) for f in forms["series"].iterdir()), key=lambda ds: float(ds.ImagePositionPatient[2]))
+    np.testing.assert_array_equal(vol, np.stack([ds.pixel_array.T for ds in classic], -1))  # the classic series, bottom up
+
+
+def test_frames_that_are_not_one_volume_stay_series_not_a_volume(forms):
+    from bundle.io.dicom import image_info
+    from bundle.mining.volumes import NotAVolume, order_series
+
+    mf = pydicom.dcmread(forms["enhanced"])
+    mf.PerFrameFunctionalGroupsSequence[4].PlanePositionSequence[0].ImagePositionPatient[2] += 1.0
+    info = image_info(mf, "MF")
+    with pytest.raises(NotAVolume, match="not evenly spaced"):
+        order_series([info])

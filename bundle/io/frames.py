@@ -133,4 +133,4 @@ def frame_view(info: ImageInfo, frame: int) -> ImageInfo | None:
     if not info.per_frame:
         return info
     plane = {k: v for k, v in info.per_frame[frame - 1].items() if v is not None}
-    return replace(info, **plane)
+    return replace(info, **plane, frame=frame)

@@ -135,6 +135,7 @@ class ImageInfo:
     contrast_agent: str = ""
     # multi-frame images with functional groups: each frame's spacing/orientation/position/slice_thickness
     per_frame: list[dict] | None = None
+    frame: int = 0  # a view of one frame of a multi-frame image (bundle/io/frames.py frame_view): its 1-based number; 0 = the image
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ import numpy as np
 
 from bundle.datalist.schema import PER_BOX, DatalistItem
 from bundle.io.dicom import read_dataset
+from bundle.io.frames import frame_view
 from bundle.io.nifti import save_nifti, slice_array
 from bundle.io.records import FileIssue, ImageInfo
 from bundle.mining.fast_pixels import plain_plane
@@ -51,20 +52,32 @@ def _cross(orientation: tuple[float, ...]) -> np.ndarray:
     return n
 
 
+def frame_views(info: ImageInfo) -> list[ImageInfo]:
+    """An Enhanced (multi-frame) image as one view per frame, each with its functional groups' plane (bundle/io/frames.py)."""
+    planes = info.per_frame or []
+    missing = [k + 1 for k, p in enumerate(planes) if p.get("position") is None or p.get("orientation") is None]
+    if len(planes) != info.frames or missing:
+        raise NotAVolume(f"multi-frame image without a per-frame position and orientation (frames {missing[:5] or 'all'})")
+    return [frame_view(info, k) for k in range(1, info.frames + 1)]  # type: ignore[misc]
+
+
 def order_series(infos: list[ImageInfo]) -> tuple[list[ImageInfo], float]:
-    """The series' images in slice order (position along the plane normal, else instance number) and the slice spacing."""
-    single = [i for i in infos if i.frames == 1]
-    if len(single) != len(infos):
-        raise NotAVolume("multi-frame images: each frame is mined as its own slice, the series is not stacked")
+    """The series' images in slice order (position along the plane normal, else instance number) and the slice spacing.
+
+    An Enhanced MR series (one multi-frame file) is ordered frame by frame: its frames are the slices."""
+    if len(infos) == 1 and infos[0].frames > 1:
+        infos = frame_views(infos[0])
+    elif any(i.frames > 1 for i in infos):
+        raise NotAVolume(f"{len(infos)} images, some multi-frame: each frame is mined as its own slice, the series is not stacked")
     shapes = {(i.rows, i.columns) for i in infos}
     spacings = {tuple(round(v, 4) for v in i.spacing) if i.spacing else None for i in infos}
     if len(shapes) > 1 or len(spacings) > 1 or None in spacings:
         raise NotAVolume(f"images differ in size {sorted(shapes)} or pixel spacing {sorted(map(str, spacings))}")
     normal = _normal(infos[0])
     if normal is not None and all(i.position and _normal(i) is not None and np.allclose(_normal(i), normal, atol=1e-3) for i in infos):
-        pos = {i.sop_instance_uid: float(np.dot(normal, i.position)) for i in infos}
-        ordered = sorted(infos, key=lambda i: (pos[i.sop_instance_uid], i.instance_number, i.sop_instance_uid))
-        gaps = np.diff([pos[i.sop_instance_uid] for i in ordered])
+        pos = {(i.sop_instance_uid, i.frame): float(np.dot(normal, i.position)) for i in infos}
+        ordered = sorted(infos, key=lambda i: (pos[(i.sop_instance_uid, i.frame)], i.instance_number, i.sop_instance_uid))
+        gaps = np.diff([pos[(i.sop_instance_uid, i.frame)] for i in ordered])
         if len(gaps) and (np.any(gaps < 1e-3) or gaps.max() - gaps.min() > 0.01 * max(abs(gaps.mean()), 1e-6) + 1e-3):
             raise NotAVolume(f"slice positions are not evenly spaced (gaps {gaps.min():.3f} to {gaps.max():.3f} mm)")
         return ordered, float(gaps.mean()) if len(gaps) else float(infos[0].slice_thickness or 1.0)
@@ -78,11 +91,11 @@ def series_path(patient: str, series_uid: str) -> str:
 
 def series_item(items: list[DatalistItem], ordered: list[ImageInfo], dz: float) -> DatalistItem:
     """The key-slice items of one series -> one volume item; per-box fields carried over, boxes on their slices."""
-    index = {i.sop_instance_uid: k for k, i in enumerate(ordered)}
+    index = {(i.sop_instance_uid, i.frame or 1): k for k, i in enumerate(ordered)}  # a frame of an Enhanced MR is its slice
     boxes, per_box = [], {name: [] for name in PER_BOX}
     key_slices = []
     for it in items:
-        k = index[it.sop_instance_uid]
+        k = index[(it.sop_instance_uid, it.frame or 1)]
         key_slices.append(k)
         for j, b in enumerate(it.box or []):
             boxes.append([b[0], b[1], k, b[2], b[3], k + 1])
@@ -114,7 +127,14 @@ def _plane(raw: bytes) -> np.ndarray:
 
 def write_volume(ordered: list[ImageInfo], source: Source, path: Path, spacing: list[float]) -> None:
     """Stack the slices (same array layout as the key-slice NIfTI files) and write them with a diagonal affine."""
-    planes = [_plane(source.read_bytes(i.location)) for i in ordered]
+    multi: dict[str, object] = {}  # a multi-frame file is read once for all its frames
+    planes = []
+    for i in ordered:
+        if i.frame:
+            ds = multi.get(i.location) or multi.setdefault(i.location, read_dataset(source.read_bytes(i.location)))
+            planes.append(slice_array(ds, i.frame))  # type: ignore[arg-type]
+        else:
+            planes.append(_plane(source.read_bytes(i.location)))
     vol = np.stack(planes, axis=-1)
     aff = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
     if ordered[0].position is not None:

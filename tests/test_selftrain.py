@@ -391,7 +391,7 @@ def test_mining_lists_contrast_series_nobody_measured_and_never_a_held_out_patie
 
 
 def test_unlabelled_series_join_training_only_through_the_teacher(tmp_path):
-    from bundle.selftrain.loop import with_unlabelled
+    from bundle.selftrain.pseudo import with_unlabelled
 
     base = {"training": [{"image": "/a.nii.gz", "box": [[1, 1, 0, 5, 5, 1]], "label": [0]}], "validation": [], "test": []}
     (tmp_path / "u.json").write_text(json.dumps({"unlabelled": [{"image": "u.nii.gz", "box": [], "label": [], "spacing": [1, 1, 2]}]}))

@@ -19,6 +19,7 @@ from monai.data.box_utils import box_iou
 
 from bundle.datalist import schema
 from bundle.datalist.rules import SizeRule
+from bundle.datalist.sections import absolute_datalist
 from bundle.metrics.breakdown import long_axis_mm
 
 
@@ -260,6 +261,17 @@ def threshold_for_count(
         else:
             hi = mid - 1
     return float(scores[lo])
+
+
+def with_unlabelled(datalist: dict, unlabelled: str | None) -> dict:
+    """The datalist with the unlabelled series (section ``unlabelled``) added to training, each flagged ``unlabelled``.
+
+    A copy: the mined datalist is never changed; a series already in training is not added twice."""
+    if not unlabelled:
+        return datalist
+    have = {it["image"] for it in datalist.get("training", [])}
+    extra = [it | {"unlabelled": True} for it in absolute_datalist(unlabelled).get("unlabelled", []) if it["image"] not in have]
+    return datalist | {"training": list(datalist.get("training", [])) + extra}
 
 
 def write_datalist(datalist: dict, path: str | Path) -> str:

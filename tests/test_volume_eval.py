@@ -292,7 +292,8 @@ def _monailabel_boxes(package_dir, image) -> tuple[float, int]:
 @pytest.mark.integration
 def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served_bundle, tiny_demo, tmp_path):
     """evaluate_volume.yaml writes operating_point.json; the MONAI Label package and the Deploy app then show on a
-    normal volume exactly the boxes scoring >= it (none here: validation holds that normal volume, 0.5 FP allowed)."""
+    normal volume exactly the boxes scoring >= it (at most one here: validation holds that normal volume, 1 FP allowed,
+    so the point never keeps nothing, which would be refused)."""
     import os
     import shutil
     import subprocess
@@ -315,7 +316,8 @@ def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served
     shutil.copy(served_bundle / "models" / "model.pt", models / "model.pt")
     cfg = [str(repo_root / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
     wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / "bundle"), volume_datalist_file=str(dl),
-                        output_dir=str(tmp_path / "eval"), slice_sliding_window=False, n_bootstrap=100)  # fmt: skip
+                        output_dir=str(tmp_path / "eval"), slice_sliding_window=False, n_bootstrap=100, protocol_variants={},
+                        max_fp_per_volume=1.0, max_fp_per_normal_volume=1.0)  # fmt: skip
     wf.initialize()
     wf.run()
     wf.finalize()
@@ -323,7 +325,8 @@ def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served
     op = json.loads((models / "operating_point.json").read_text())
     thr = op["score_threshold"]
     assert thr == metrics["operating_point"]["score_threshold"] and op["model_md5"]
-    assert op["validation"]["fp_per_normal_volume"] <= 0.5 and op["validation"]["fp_per_volume"] <= 1.0
+    assert op["validation"]["fp_per_normal_volume"] <= 1.0 and op["validation"]["fp_per_volume"] <= 1.0
+    assert not op["keeps_nothing_on_validation"]  # one box allowed on the normal volume: the top box is always a feasible point
     assert (tmp_path / "eval" / "summary_volume.md").is_file() and (tmp_path / "eval" / "froc_volume.png").is_file()
     raw = {
         p["image"]: np.asarray(p["score"])
@@ -331,19 +334,19 @@ def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served
     }
     scores = raw[str(normal)]
     expected = int((scores >= thr).sum())
-    assert expected == 0  # validation held this volume and allowed 0.5 FP on its one normal volume
+    assert expected <= 1  # validation held this volume and allowed 1 FP on its one normal volume
     # MONAI Label: the package's models/ carries the file, its inference.yaml defaults to the threshold
     pkg = tmp_path / "ml" / "brain_mri_tumor_detection"
     package(pkg, root=repo_root, target="monailabel", make_zip=False, models_dir=models)
     shipped = json.loads((pkg / "models" / "operating_point.json").read_text())
     assert shipped["score_threshold"] == thr and shipped["model_md5_by_file"].keys() == {"model.pt", "model.ts"}
-    assert f"default={thr!r})" in (pkg / "configs" / "inference.yaml").read_text()
+    assert "operating_point.load(@ckpt_dir" in (pkg / "configs" / "inference.yaml").read_text()  # read at run time, not baked in
     assert _monailabel_boxes(pkg, normal) == (thr, expected)
     # and on the validation volume with lesions, exactly its boxes scoring >= the threshold (at least the one it sits on)
     val_raw = json.loads((tmp_path / "eval" / "predictions_volume_validation.json").read_text())["predictions"]
     lesion_volume = next(p for p in val_raw if p["image"] == items[0]["image"])
     kept = int((np.asarray(lesion_volume["score"]) >= thr).sum())
-    assert kept >= 1 or op["keeps_nothing_on_validation"]
+    assert kept + expected >= 1  # the point keeps something on validation
     assert _monailabel_boxes(pkg, items[0]["image"]) == (thr, kept)
     # Deploy app: reads the file beside the model it loads (-m)
     from scripts.make_venv import make_venv

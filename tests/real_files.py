@@ -28,6 +28,7 @@ import gzip
 import io
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -139,6 +140,7 @@ class CorpusRun:
     deid_output: dict[str, str] = field(default_factory=dict)  # input -> output path (relative) for written files
     mined: dict[str, str] = field(default_factory=dict)  # input -> mining outcome on the original
     mined_deid: dict[str, str] = field(default_factory=dict)  # input -> mining outcome on its de-identified copy
+    inferred: dict[str, str] = field(default_factory=dict)  # input of an MR file -> volume inference on its de-identified series
     deid_report: dict[str, Any] = field(default_factory=dict)
     mining_report: dict[str, Any] = field(default_factory=dict)
     mining_deid_report: dict[str, Any] = field(default_factory=dict)
@@ -215,8 +217,66 @@ def _identities(corpus: Path, files: list[str]) -> set[str]:
     return values
 
 
+def _mr_series(deid_dir: Path) -> list[Path]:
+    """The de-identified MR series folders (<pseudonym>/<study>/<series>/)."""
+    import pydicom
+
+    out = []
+    for folder in sorted({p.parent for p in deid_dir.rglob("*.dcm")}):
+        first = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
+        if str(first.get("Modality", "")) == "MR":
+            out.append(folder)
+    return out
+
+
+def _infer(series: list[Path], work: Path) -> dict[str, str]:
+    """Volume inference (configs/inference_volume.yaml, DICOM in, an untrained seeded model) on every MR series folder.
+
+    Each folder is screened as the config screens its inputs (`CheckVolumed`): a refusal is that series' outcome;
+    the volumes that pass run in one workflow, and their outcome is the number of boxes (any score)."""
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.demo.run import save_untrained
+    from bundle.inference.dicom_input import CheckVolumed
+    from bundle.transforms.checks import BadImageError
+
+    outcome: dict[str, str] = {}
+    good = []
+    for folder in series:
+        try:
+            CheckVolumed("image", 3)({"image": str(folder)})
+        except BadImageError as exc:
+            why = re.sub(r"^series [0-9.]+: ", "", str(exc).removeprefix(f"{folder}: "))
+            outcome[str(folder)] = "refused: " + why.split(";")[0].split(" (")[0]
+        except Exception as exc:  # noqa: BLE001 - a bug: counted as an internal failure
+            outcome[str(folder)] = f"internal_error: {type(exc).__name__}"
+        else:
+            good.append(folder)
+    if good:
+        save_untrained(work / "model" / "models" / "model.pt", seed=0)
+        wf = ConfigWorkflow(
+            config_file=str(ROOT / "configs" / "inference_volume.yaml"),
+            workflow_type="infer",
+            bundle_root=str(work / "model"),
+            output_path=str(work / "predictions.json"),
+            datalist=[{"image": str(f)} for f in good],
+            score_threshold=-1e9,
+        )
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        import json
+
+        for pred in json.loads((work / "predictions.json").read_text())["predictions"]:
+            outcome[str(Path(pred["image"]))] = f"boxes: {len(pred['box'])}"
+        for skip in json.loads((work / "predictions.json").read_text()).get("skipped", []):
+            outcome[str(Path(skip["image"]))] = "refused: " + skip["reason"]
+    return outcome
+
+
 def run_corpus(work: Path) -> CorpusRun:
-    """Gather, de-identify (the config's entry), mine the originals and the de-identified copies; check PHI and 'corrupt'."""
+    """Gather, de-identify (the config's entry), mine the originals and the de-identified copies, run volume inference on
+    the de-identified MR series; check PHI and 'corrupt'."""
     from bundle.deid.deidentify import run as deidentify
     from bundle.deid.phi_check import find_phi
 
@@ -228,6 +288,7 @@ def run_corpus(work: Path) -> CorpusRun:
         res.deid_report = deidentify(str(corpus), str(deid_dir), str(secure / "key"), linkage_file=str(secure / "linkage.csv"))
         res.mining_report, mined = _mine(corpus, work / "mined")
         res.mining_deid_report, mined_deid = _mine(deid_dir, work / "mined_deid")
+        inferred = _infer(_mr_series(deid_dir), work / "inference")
     res.output = "".join(out)
     with open(secure / "linkage_files.csv", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -242,9 +303,14 @@ def run_corpus(work: Path) -> CorpusRun:
                 res.deid_output[row["input"]] = status
     res.mined = {rel: mined.get(rel, "") for rel in res.files}
     res.mined_deid = {rel: mined_deid.get(res.deid_output[rel], "") for rel in res.deid_output}
+    for rel, out_rel in res.deid_output.items():
+        series = str(deid_dir / Path(out_rel).parent)
+        if series in inferred:
+            res.inferred[rel] = inferred[series]
+    res.extra["series_inferred"] = inferred
     values = _identities(corpus, res.files)
     res.phi_values = len(values)
-    res.phi_hits = find_phi(deid_dir, values) + find_phi(work / "mined_deid", values)
+    res.phi_hits = [h for d in (deid_dir, work / "mined_deid", work / "inference") if d.is_dir() for h in find_phi(d, values)]
     called_corrupt = {rel for rel, o in res.deid.items() if o == "failed: corrupt"} | {
         rel for rel, o in res.mined.items() if o == "corrupt"
     }
@@ -260,11 +326,13 @@ def checks(res: CorpusRun) -> list[tuple[str, int, int]]:
     """(check, figure, required figure): the page's first table and the test's assertions."""
     unaccounted = [f for f in res.files if not res.deid.get(f) or not res.mined.get(f)]
     unaccounted += [f for f in res.deid_output if not res.mined_deid.get(f)]
+    unaccounted += [s for s, o in res.extra["series_inferred"].items() if not o]
     internal = [f for f, o in {**res.deid, **res.mined}.items() if o.startswith(INTERNAL)]
     internal += [f for f, o in res.mined_deid.items() if o.startswith(INTERNAL)]
+    internal += [f for f, o in res.extra["series_inferred"].items() if o.startswith(INTERNAL)]
     return [
         ("files in the corpus", len(res.files), len(res.files)),
-        ("files without an outcome (de-identification, mining, mining after de-identification)", len(unaccounted), 0),
+        ("files (or MR series) without an outcome in a step", len(unaccounted), 0),
         ("tracebacks printed", res.output.count("Traceback"), 0),
         ("internal failures (deidentify_failed, internal_error, conversion_failed)", len(internal), 0),
         (f"output files holding an original patient name or ID ({res.phi_values} values)", len({h["file"] for h in res.phi_hits}), 0),
@@ -287,8 +355,10 @@ def page(res: CorpusRun) -> str:
         "(provenance and licences in `tests/real_files.py`): real Siemens, Philips and GE MR, CT, CR, US, NM, RT, SR, SEG, ECG,",
         "Enhanced MR and CT, palette and YBR colour, big endian, headerless and deliberately damaged files, and a DICOMDIR export.",
         "Each file goes through de-identification (`configs/deidentify.yaml`'s entry), mining of the original",
-        "(`configs/mine.yaml`'s `Miner`) and mining of its de-identified copy. Reasons are those of",
-        "[de-identification](deidentification.md) and `bundle/io/records.py` `REASONS`.",
+        "(`configs/mine.yaml`'s `Miner`) and mining of its de-identified copy; each de-identified MR series folder then goes",
+        "to volume inference (`configs/inference_volume.yaml` with the folder as its DICOM input, an untrained seeded model:",
+        "plumbing, not accuracy). Reasons are those of [de-identification](deidentification.md), `bundle/io/records.py`",
+        "`REASONS` and [bad inputs](bad_inputs.md).",
         "",
         "| check | figure | required |",
         "| --- | ---: | ---: |",
@@ -302,15 +372,22 @@ def page(res: CorpusRun) -> str:
     ):
         for k, n in sorted(Counter(reason(o) for o in outcomes.values()).items()):
             lines.append(f"| {step} | {k} | {n} |")
+    lines += ["", "| volume inference on the de-identified MR series | series |", "| --- | ---: |"]
+    for k, n in sorted(Counter(o if o.startswith("refused") else o.split(":")[0] for o in res.extra["series_inferred"].values()).items()):
+        lines.append(f"| {k} | {n} |")
+    for step, outcomes in ():
+        for k, n in sorted(Counter(reason(o) for o in outcomes.values()).items()):
+            lines.append(f"| {step} | {k} | {n} |")
     lines += [
         "",
         "## Every file",
         "",
-        "| file | de-identification | mining (original) | mining (de-identified copy) |",
-        "| --- | --- | --- | --- |",
+        "| file | de-identification | mining (original) | mining (de-identified copy) | volume inference (its series) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for rel in res.files:
-        lines.append(f"| {rel} | {res.deid.get(rel, '')} | {res.mined.get(rel, '')} | {res.mined_deid.get(rel, '-')} |")
+        row = [res.deid.get(rel, ""), res.mined.get(rel, ""), res.mined_deid.get(rel, "-"), res.inferred.get(rel, "-")]
+        lines.append(f"| {rel} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -74,5 +74,13 @@ def test_copies_of_one_instance_are_reported_never_overwritten(corpus_run):
     assert all("kept" in i["detail"] for i in mined_dups)
 
 
+def test_mr_series_go_through_volume_inference(corpus_run):
+    series = corpus_run.extra["series_inferred"]
+    assert len(series) >= 10
+    assert any(o.startswith("boxes: ") for o in series.values())  # a real MR series ran through the detector
+    assert corpus_run.inferred["pydicom-data/emri_small.dcm"].startswith("refused: 10 frames without per-frame")
+    assert corpus_run.inferred["nibabel/nicom/philips_mprage.dcm"] == "refused: is blank"  # nibabel ships it with zeroed pixels
+
+
 def test_the_page_is_current(corpus_run):
     assert real_files.PAGE.read_text() == real_files.page(corpus_run), "run: python tests/real_files.py"

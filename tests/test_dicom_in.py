@@ -195,3 +195,40 @@ def test_frames_that_are_not_one_volume_stay_series_not_a_volume(forms):
     info = image_info(mf, "MF")
     with pytest.raises(NotAVolume, match="not evenly spaced"):
         order_series([info])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bundle/metrics/volume.py _truth_boxes reads each item's stored affine with nib.load, which cannot read a DICOM "
+    "folder; the prediction file's 'affine' is that stored grid already (bundle/metrics is another developer's area)",
+)
+def test_evaluate_volume_scores_a_dicom_series_as_its_nifti(forms, predictions, untrained, tmp_path):
+    """evaluate_volume.yaml with DICOM datalist items (truth in the series' own array, as ITK stores it) = with the NIfTI."""
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.datalist.schema import write_datalist
+
+    nifti_box = np.array([24, 10, 4, 37, 21, 9], float)  # around the bright blob, in the NIfTI's array
+    ref_aff = np.asarray(predictions["nifti"]["affine"])
+    corners = np.array([[x, y, z, 1.0] for x in nifti_box[[0, 3]] for y in nifti_box[[1, 4]] for z in nifti_box[[2, 5]]])
+    metrics = {}
+    for form in ("nifti", "series"):
+        aff = np.asarray(predictions[form]["affine"])
+        vox = (np.linalg.inv(aff) @ (ref_aff @ corners.T)).T[:, :3]
+        box = np.concatenate([vox.min(0), vox.max(0)]).round(3).tolist()  # corners map to corners: the axes are only flipped
+        spacing = np.linalg.norm(aff[:3, :3], axis=0).round(4).tolist()  # the stored array's (the datalist field mining writes)
+        item = {"image": str(forms[form]), "box": [box], "label": [0], "patient": "p1", "spacing": spacing}
+        dl = write_datalist({"validation": [item], "test": [item]}, tmp_path / form / "datalist_volume.json")
+        (tmp_path / form / "models").mkdir(parents=True)
+        (tmp_path / form / "models" / "model.pt").write_bytes((untrained / "models" / "model.pt").read_bytes())
+        cfg = [str(ROOT / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
+        wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / form), volume_datalist_file=str(dl),
+                            output_dir=str(tmp_path / form / "eval"), slice_sliding_window=False, n_bootstrap=10, protocol_variants={},
+                            write_operating_point=False)  # fmt: skip
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        metrics[form] = json.loads((tmp_path / form / "eval" / "metrics_volume.json").read_text())
+    for key in ("operating_point", "test"):
+        a, b = json.dumps(metrics["nifti"][key], sort_keys=True), json.dumps(metrics["series"][key], sort_keys=True)
+        assert a == b, key

@@ -232,3 +232,17 @@ def test_evaluate_volume_scores_a_dicom_series_as_its_nifti(forms, predictions, 
     for key in ("operating_point", "test"):
         a, b = json.dumps(metrics["nifti"][key], sort_keys=True), json.dumps(metrics["series"][key], sort_keys=True)
         assert a == b, key
+
+
+def test_enhanced_mr_frames_out_of_slice_order_are_refused(forms, tmp_path):
+    """ITK stacks frames in stored order, so frames that do not go one way through the volume are refused, not scrambled."""
+    from bundle.inference.dicom_input import CheckVolumed
+    from bundle.transforms.checks import BadImageError
+
+    mf = pydicom.dcmread(forms["enhanced"])
+    groups = list(mf.PerFrameFunctionalGroupsSequence)
+    groups[2], groups[7] = groups[7], groups[2]
+    mf.PerFrameFunctionalGroupsSequence = groups
+    mf.save_as(tmp_path / "shuffled.dcm", enforce_file_format=True)
+    with pytest.raises(BadImageError, match="frames are not stored in slice order"):
+        CheckVolumed("image", 3)({"image": str(tmp_path / "shuffled.dcm")})

@@ -132,7 +132,11 @@ def _check_frames(info: ImageInfo, name: Any) -> None:
     if len({tuple(np.round(p["orientation"], 3)) for p in planes}) > 1:
         raise bad_image(name, "frames differ in ImageOrientationPatient (PlaneOrientationSequence); not one volume")
     normal = normal_of(planes[0]["orientation"])
-    _even(np.array([float(np.dot(normal, p["position"])) for p in planes]), "frames (PlanePositionSequence)", name)
+    pos = np.array([float(np.dot(normal, p["position"])) for p in planes])
+    _even(pos, "frames (PlanePositionSequence)", name)
+    steps = np.diff(pos)
+    if not (np.all(steps > 0) or np.all(steps < 0)):  # ITK stacks frames as stored: they must go one way through the volume
+        raise bad_image(name, "frames are not stored in slice order (PlanePositionSequence goes back and forth); not read as a volume")
 
 
 class DicomVolumeReader(ITKReader):

@@ -197,11 +197,6 @@ def test_frames_that_are_not_one_volume_stay_series_not_a_volume(forms):
         order_series([info])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bundle/metrics/volume.py _truth_boxes reads each item's stored affine with nib.load, which cannot read a DICOM "
-    "folder; the prediction file's 'affine' is that stored grid already (bundle/metrics is another developer's area)",
-)
 def test_evaluate_volume_scores_a_dicom_series_as_its_nifti(forms, predictions, untrained, tmp_path):
     """evaluate_volume.yaml with DICOM datalist items (truth in the series' own array, as ITK stores it) = with the NIfTI."""
     from monai.bundle import ConfigWorkflow

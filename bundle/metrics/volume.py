@@ -20,6 +20,7 @@ Rules (docs/evaluation.md, "Volume level"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -145,10 +146,18 @@ def to_detector_grid(boxes, stored_affine, detector_affine) -> np.ndarray:
     return np.round(np.concatenate([moved.min(1), moved.max(1)], axis=1), 6)
 
 
+def _stored_affine(image: str, pred: dict) -> np.ndarray:
+    """The affine of the grid the truth boxes are in: the NIfTI's own, or for DICOM in (a series or study folder,
+    an Enhanced MR file) the grid volume inference read it in, which its prediction file records."""
+    if Path(image).is_dir() or not image.endswith((".nii", ".nii.gz")):
+        return np.asarray(pred["affine"], dtype=np.float64)
+    return nib.load(image).affine
+
+
 def _truth_boxes(item: dict, pred: dict) -> np.ndarray:
     boxes = np.asarray(item["box"], dtype=np.float64).reshape(-1, 6) if len(item["box"]) else np.zeros((0, 6))
     if "affine" in pred and len(boxes):
-        boxes = to_detector_grid(boxes, nib.load(item["image"]).affine, pred["affine"])
+        boxes = to_detector_grid(boxes, _stored_affine(item["image"], pred), pred["affine"])
     return boxes
 
 

@@ -633,6 +633,9 @@ def test_results_page_shows_the_volume_oracle_by_lesion_size():
     assert "| (c) volume oracle: (b)'s recipe, every lesion slice boxed (the ceiling) | 0.967 (29/30) |" in text
     assert "| 9/10 (0.900) | 10/10 (1.000) | 10/10 (1.000) |" in text and "| -1.2500 |" in text and "| 0.900 |" in text
     assert "box's own centre" in text and "1/8 ... 8 false boxes per volume" in text
+    refused = {"ok": False, "reason": "refusing to ship an operating point that keeps nothing on validation"}
+    assert "**(b) is not shipped**: refusing" in "\n".join(_volume_lines({"volume": v | {"b_vs_a": {}, "shipped": refused}}))
+    assert "not shipped" not in text
 
 
 @pytest.mark.slow
@@ -683,3 +686,17 @@ def test_saturated_model_deploy_app_keeps_the_boxes_evaluation_kept(repo_root, t
     assert [d["score"] for d in dets] == np.asarray(rec["score"])[keep].tolist()  # the same float32 logits, the same order
     np.testing.assert_allclose([d["box_world"] for d in dets], np.asarray(rec["box_world"])[keep], atol=1e-2)
     assert all(np.float32(d["probability"]) == 1.0 for d in dets)  # a float32 sigmoid would have ranked them: all tied
+
+
+def test_demo_ships_a_point_or_says_why_not(tmp_path):
+    """The demo's (b): a point that keeps nothing on validation is not shipped (and no earlier file is left beside it)."""
+    from bundle.demo.volume_steps import ship_operating_point
+
+    (tmp_path / "model.pt").write_bytes(b"w")
+    (tmp_path / "operating_point.json").write_text(json.dumps({"score_threshold": 0.5, "score_kind": "logit"}))  # an earlier model's
+    nothing = choose_operating_point([_vol([2.5], [False], 0)], 0.0, 0.0)
+    got = ship_operating_point(tmp_path, nothing)
+    assert not got["ok"] and "keeps nothing" in got["reason"] and not (tmp_path / "operating_point.json").exists()
+    some = choose_operating_point([_vol([2.5, 1.5], [True, False], 1)], 1.0, 0.5)
+    got = ship_operating_point(tmp_path, some)
+    assert got["ok"] and json.loads((tmp_path / "operating_point.json").read_text())["score_threshold"] == 1.5

@@ -126,6 +126,8 @@ def _volume_lines(r: dict) -> list[str]:
             f"| {label(n, r)} | {_f(x['sensitivity >=10 mm'])} ({x['found_ge10']}/{x['lesions_ge10']}) | {_f(x['fp_per_volume'])} | "
             f"{_f(x['fp_per_normal_volume'])} | {x['threshold']:.4f} | {_f(x['cpm'])} | {_f((x.get('old_rule') or {}).get('sensitivity >=10 mm'))} |"
         )
+    if not v.get("shipped", {}).get("ok", True):
+        lines += ["", f"**(b) is not shipped**: {v['shipped']['reason']}"]
     if all(v[n].get("by_size") for n in models):  # the ceiling by lesion size: how much of the gap is the network, how much the labels
         bins = list(v[models[0]]["by_size"])
         lines += [

@@ -336,7 +336,9 @@ def run(o: DemoOptions, command: str) -> dict:
     volume = volume_figures(o, p, models, series["volume_datalist"], b_folder(st)) if series is not None else None
     clock.stop("evaluate")
     clock.start(7, f"(b) becomes {rel(p.model_out)}; inference on the test split")
-    if series is not None:
+    if series is not None and not (volume or {}).get("shipped", {}).get("ok", True):
+        print(f"  (b) is not shipped: {volume['shipped']['reason']}", flush=True)  # the report stands; nothing to serve
+    elif series is not None:
         volume_steps.ship(models["self_trained"], p.model_out)
         volume_steps.infer_volumes(p, p.model_out, series["volume_datalist"], o.context_slices)
     else:
@@ -372,6 +374,8 @@ def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_dat
             k: a.get(k) for k in ("sensitivity >=10 mm", "fp_per_volume", "fp_per_normal_volume", "found_ge10", "lesions_ge10", "volumes")
         }
         out[name] |= {"threshold": m["operating_point"]["score_threshold"], "cpm": m["test"]["froc"]["cpm"], "by_size": a.get("by_size")}
+        if "shipped" in m:
+            out["shipped"] = m["shipped"]
         if "old_rule" in m:
             out[name]["old_rule"] = {k: m["old_rule"]["at_operating_point"].get(k) for k in ("sensitivity >=10 mm", "fp_per_volume")}
         if "protocols" in m:

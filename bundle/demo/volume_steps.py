@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from bundle.demo.experiment import build_series
 from bundle.demo.volumes import write_volume_datalist
+from bundle.inference import operating_point
 from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
@@ -114,9 +115,10 @@ def evaluate_volumes(
     ship: bool = True,
 ) -> dict:
     """One model per volume, stamped with the code and settings it ran (bundle.steps.provenance). ``ship``: its
-    operating_point.json lands next to it (refused when it keeps nothing on validation); False for models that are
-    only compared. ``protocols``: also the test volumes as other protocols store them (evaluate_volume.yaml's
-    protocol variants; metrics_protocols.json under ``protocols``)."""
+    operating_point.json lands next to it, unless the point keeps nothing on validation: then it is refused, the
+    result says why under ``shipped`` and the demo goes on without shipping; False for models that are only
+    compared. ``protocols``: also the test volumes as other protocols store them (evaluate_volume.yaml's protocol
+    variants; metrics_protocols.json under ``protocols``)."""
     out = p.work / "eval_volume" / name
     extra = {} if protocols else {"protocol_variants": "{}"}
     m = provenance.run_or_reuse(
@@ -133,12 +135,24 @@ def evaluate_volumes(
         seed=o.seed,
         model_name=name,
         context_slices=context_slices,
-        write_operating_point=ship,
+        write_operating_point=False,  # written below: a refusal must not stop the demo's report
         **extra,
     )
+    if ship:
+        m["shipped"] = ship_operating_point(model.parent, m["operating_point"])
     if protocols and (out / "metrics_protocols.json").is_file():
         m["protocols"] = json.loads((out / "metrics_protocols.json").read_text())
     return m
+
+
+def ship_operating_point(ckpt_dir: Path, op: dict) -> dict:
+    """operating_point.write, or its refusal (a point keeping nothing on validation) as a result: {"ok", "path" or "reason"}."""
+    (ckpt_dir / operating_point.FILENAME).unlink(missing_ok=True)  # never leave an earlier model's point beside this one
+    try:
+        return {"ok": True, "path": str(operating_point.write(ckpt_dir, op))}
+    except ValueError as e:
+        print(f"  not shipped: {e}", flush=True)
+        return {"ok": False, "reason": str(e)}
 
 
 def train_volume_oracle(o: DemoOptions, p: Paths, series: dict) -> Path:

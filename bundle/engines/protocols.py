@@ -38,10 +38,12 @@ def evaluate(
     iou_threshold: float = 0.1,
     section: str = "test",
     reference: dict | None = None,
+    save_score_threshold: float = float("-inf"),
 ) -> dict:
     """Each variant's test volumes through ``detector`` (weights already loaded) at ``threshold``; writes
     ``<output_dir>/metrics_protocols.json`` and ``summary_protocols.md``. ``reference``: the stored test set's
     figures at the same threshold (a first row to compare with). ``variants`` None: :data:`DEFAULT_VARIANTS`; {}: none.
+    ``save_score_threshold``: boxes saved down to it, as the test set's (the FROC and CPM need the boxes below ``threshold``).
     """
     variants = DEFAULT_VARIANTS if variants is None else variants
     out = Path(output_dir)
@@ -53,7 +55,7 @@ def evaluate(
         preds = vdir / "predictions_volume_test.json"
         data = load_datalist(dl, section, dl.parent, box_mode="xyzxyz")
         loader = DataLoader(Dataset(data, transform=preprocessing), batch_size=1, shuffle=False, num_workers=0, collate_fn=no_collation)
-        saver = VolumeDetectionSaver(str(preds), score_threshold=threshold)
+        saver = VolumeDetectionSaver(str(preds), score_threshold=save_score_threshold)
         DetectionEvaluator(device, loader, detector, val_handlers=[saver], amp=amp, use_inferer=True).run()
         vols = score_volumes(str(dl), str(preds), section, rule)
         rows[name] = {

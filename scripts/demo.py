@@ -60,6 +60,12 @@ def parse(argv: list[str] | None = None) -> DemoOptions:
     ap.add_argument(
         "--unread_share", type=float, default=d.unread_share, help="share of studies with lesions no reader measured (unlabelled series)"
     )
+    ap.add_argument(
+        "--volume_oracle",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=d.volume_oracle,
+        help="also train (b)'s recipe on complete boxes: the volume-level ceiling by lesion size (false saves one training)",
+    )
     ap.add_argument("--work", default=d.work, help="where every artefact goes (relative to the repository)")
     ap.add_argument("--results", default=d.results, help="the results page this run writes")
     ap.add_argument("--model_dir", default=d.model_dir, help="where the self-trained model is copied as model.pt (the bundle's model)")

@@ -123,7 +123,8 @@ class SelfTraining:
         """
         base = self.scaled_rules()
         if self.rules.score_threshold != "auto":
-            return base, {"score_threshold": base.score_threshold, "rule": "fixed", "given": self.rules.score_threshold}
+            info = {"score_threshold": base.score_threshold, "rule": "fixed"}
+            return base, info | ({"given_probability": self.rules.score_threshold} if base is not self.rules else {})
         preds = Path(teacher["dir"]) / "predictions_validation.json"
         if not preds.is_file():
             self._predict(Path(teacher["dir"]), teacher["datalist"], "validation", preds)

@@ -159,9 +159,21 @@ def command(plan: dict, default: dict) -> str:
     return " ".join(["python scripts/ablation.py", *over])
 
 
-def page(summary: dict, source: str) -> str:
-    plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
-    lines = [
+METHOD = (
+    "Each model runs over every slice of each held-out, fully labelled test volume through `configs/inference_volume.yaml` "
+    "(the path MONAI Label and the Deploy app use); strict rule: a lesion is found when a 3D box has IoU >= 0.1 with it or the "
+    "box's own centre lies inside it (lesions >= 10 mm matched first, a second box on a found lesion ignored). The operating "
+    "point is each model's own, chosen on validation volumes (lowest logit with <= 1 false box per volume and <= 0.5 per "
+    "normal volume); only the demo's (b) is shipped as `operating_point.json`. CPM: LUNA16, 1/8 ... 8 false boxes per volume. "
+    "Pooled = counts summed over replicates. Choices (the demo's default combination) are read from the last column, "
+    "validation volumes only; test patients choose nothing."
+)
+
+
+def _intro(summary: dict, source: str) -> list[str]:
+    """The page's title, the command that wrote it, and how every figure is made."""
+    plan, reps = summary["plan"], summary["replicates"]
+    return [
         "# Results",
         "",
         "## Whole volumes (primary): what a radiologist sees on a series",
@@ -172,13 +184,14 @@ def page(summary: dict, source: str) -> str:
         "`work_dir` are reused only when stamped with the same code (git commit and uncommitted changes), configs, settings and "
         "model (bundle/steps/provenance.py); anything else runs again.",
         "",
-        "Each model runs over every slice of each held-out, fully labelled test volume through `configs/inference_volume.yaml` "
-        "(the path MONAI Label and the Deploy app use); strict rule: a lesion is found when a 3D box has IoU >= 0.1 with it or the "
-        "box's own centre lies inside it (lesions >= 10 mm matched first, a second box on a found lesion ignored). The operating "
-        "point is each model's own, chosen on validation volumes (lowest logit with <= 1 false box per volume and <= 0.5 per "
-        "normal volume); only the demo's (b) is shipped as `operating_point.json`. CPM: LUNA16, 1/8 ... 8 false boxes per volume. Pooled = counts summed over replicates. "
-        "Choices (the demo's default combination) are read from the last column, validation volumes only; test patients choose nothing.",
+        METHOD,
         "",
+    ]
+
+
+def page(summary: dict, source: str) -> str:
+    plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
+    lines = _intro(summary, source) + [
         "| arm | sensitivity, lesions >= 10 mm (pooled) | FP / volume (pooled) | FP / normal volume (pooled) | "
         "meets 0.90 / 1 / 0.5 | sensitivity >= 10 mm, mean ± SD | sensitivity at 1 FP / volume (FROC) | CPM | "
         "validation sensitivity >= 10 mm at the operating point |",

@@ -134,3 +134,38 @@ def test_protocol_variants_move_the_truth_with_the_image(tmp_path):
     # the orientation variant stores the axes as (z, y, x)
     assert nib.aff2axcodes(nib.load(tmp_path / "stored_SPL" / "0000_v.nii.gz").affine) == ("S", "P", "L")
     assert write_variant(dl, tmp_path / "slices_1mm", DEFAULT_VARIANTS["slices_1mm"]) == tmp_path / "slices_1mm" / "datalist_volume.json"
+
+
+def test_evaluate_volume_scores_every_protocol_variant(repo_root, served_bundle, tiny_demo, tmp_path):
+    """evaluate_volume.yaml: the test volumes as four other protocols, each scored at the operating point just chosen."""
+    import shutil
+
+    from monai.bundle import ConfigWorkflow
+
+    from bundle.demo.volumes import write_volume_datalist
+
+    dl = write_volume_datalist(tiny_demo, tiny_demo / "datalist_volume_protocols.json", ("validation", "test"))
+    models = tmp_path / "bundle" / "models"
+    models.mkdir(parents=True)
+    for name in ("model.pt", grid.FILENAME):
+        shutil.copy(served_bundle / "models" / name, models / name)
+    cfg = [str(repo_root / "configs" / n) for n in ("inference_volume.yaml", "evaluate_volume.yaml")]
+    wf = ConfigWorkflow(config_file=cfg, workflow_type="infer", bundle_root=str(tmp_path / "bundle"), volume_datalist_file=str(dl),
+                        output_dir=str(tmp_path / "eval"), slice_sliding_window=False, n_bootstrap=20, write_operating_point=False)  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    r = json.loads((tmp_path / "eval" / "metrics_protocols.json").read_text())
+    metrics = json.loads((tmp_path / "eval" / "metrics_volume.json").read_text())
+    assert r["score_threshold"] == metrics["operating_point"]["score_threshold"]
+    assert set(r["variants"]) == {"in_plane_0.75mm", "slices_1mm", "slices_6mm", "stored_SPL"}
+    lesions = metrics["test"]["at_operating_point"]["lesions"]
+    for name, row in r["variants"].items():
+        assert row["at_operating_point"]["lesions"] == lesions, name  # every lesion's truth came along
+        preds = json.loads((tmp_path / "eval" / "protocols" / name / "predictions_volume_test.json").read_text())["predictions"]
+        for p in preds:  # boxes in each variant file's own grid
+            shape = nib.load(p["image"]).shape
+            assert p["shape"] == list(shape)
+            for b in p["box"]:
+                assert all(-1e-3 <= b[d] <= b[d + 3] <= shape[d] + 1e-3 for d in range(3)), (name, b)
+    assert "| stored_SPL |" in (tmp_path / "eval" / "summary_protocols.md").read_text()

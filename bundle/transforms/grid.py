@@ -180,7 +180,7 @@ def move_boxes(boxes: np.ndarray | Sequence, src_affine, dst_affine, dims: int |
 def to_input_grid(boxes: np.ndarray | Sequence, image) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Boxes in ``image``'s (canonical) grid -> the input's own voxel grid (:class:`RememberInputGridd`).
 
-    Returns (boxes, the input's affine, the input's spatial shape); unchanged when the image was not remembered.
+    Returns (boxes clipped to the input volume, its affine, its spatial shape); unchanged when the image was not remembered.
     """
     meta = getattr(image, "meta", {}) or {}
     here = getattr(image, "affine", None)
@@ -193,7 +193,13 @@ def to_input_grid(boxes: np.ndarray | Sequence, image) -> tuple[np.ndarray, np.n
             shape,
         )
     src = np.asarray(torch.as_tensor(meta["input_affine"]).cpu(), dtype=np.float64)
-    return move_boxes(boxes, here, src, dims=len(shape)), src, [int(v) for v in meta["input_shape"]]
+    in_shape = [int(v) for v in meta["input_shape"]]
+    moved = np.array(move_boxes(boxes, here, src, dims=len(shape)), dtype=np.float64)  # a copy: clipped in place below
+    # a coarser grid's edge voxel reaches half a voxel past the stored volume's first and last voxel: clip to the volume
+    d = len(in_shape)
+    moved[:, :d] = np.clip(moved[:, :d], 0, in_shape)
+    moved[:, d:] = np.clip(moved[:, d:], 0, in_shape)
+    return moved, src, in_shape
 
 
 class RememberInputGridd(MapTransform):

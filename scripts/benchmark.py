@@ -150,7 +150,6 @@ def bench_grid(det, pre, images: list[str], device: str, repeats: int, ckpt_dir:
     import nibabel as nib
     import numpy as np
     import torch
-    from monai.transforms import Spacingd
 
     from bundle.inference.protocols import resample
     from bundle.transforms import grid
@@ -158,7 +157,7 @@ def bench_grid(det, pre, images: list[str], device: str, repeats: int, ckpt_dir:
     spacing = grid.spacing(ckpt_dir)
     if min(spacing) <= 0:
         spacing = grid.choose_spacing(np.stack([grid.ras_spacing(p) for p in images]))["spacing"]
-    resampler = next(t for t in pre.transforms if isinstance(t, Spacingd)).spacing_transform
+    resampler = next(t for t in pre.transforms if hasattr(t, "spacing_transform")).spacing_transform  # the config's Spacing
     tmp = Path(tempfile.mkdtemp(prefix="bench_grid_"))
     iso = []
     for i, img in enumerate(images):  # the same brains as 1 mm volumes, written as files (reading them is part of the cost)

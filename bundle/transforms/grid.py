@@ -284,3 +284,23 @@ def context_step(context_mm: float | None, slice_mm: float, context_slices: int)
     if not context_mm or half == 0 or slice_mm <= 0:
         return 1
     return max(1, int(round(context_mm / (half * slice_mm))))
+
+
+class ToGridd(MapTransform):
+    """MONAI's ``Spacing`` on each key: the image resampled to the canonical grid.
+
+    Why not ``Spacingd``: it also calls ``.update()`` on every other ``<key>_*`` entry as a meta dict, and MONAI Label's
+    request carries ``image_path`` (a string), so its inference would fail. ``spacing_transform`` as in ``Spacingd``.
+    """
+
+    def __init__(self, keys: KeysCollection, pixdim: Sequence[float], mode: str = "bilinear", allow_missing_keys: bool = False) -> None:
+        from monai.transforms import Spacing
+
+        super().__init__(keys, allow_missing_keys)
+        self.spacing_transform = Spacing(pixdim=pixdim, mode=mode)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.spacing_transform(d[key])
+        return d

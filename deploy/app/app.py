@@ -176,7 +176,7 @@ class BoxDetectionOperator(Operator):
             data = t(data)
         detector.eval()
         (pred,) = detector([data["image"]], use_inferer=True)
-        # the detector ran on the canonical grid (the config's Spacingd, <model dir>/grid.json): boxes back to the series' own grid
+        # the detector ran on the canonical grid (the config's ToGridd, <model dir>/grid.json): boxes back to the series' own grid
         boxes, _, _ = to_input_grid(pred[detector.target_box_key].cpu().numpy(), data["image"])
         scores = pred[detector.pred_score_key].cpu().numpy()
         labels = pred[detector.target_label_key].cpu().numpy()

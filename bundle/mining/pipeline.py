@@ -217,6 +217,7 @@ class Miner:
             "convert": self.convert,
             "volumes": self.volumes,
             "volumes_datalist_name": self.volumes_datalist_name,
+            "unlabelled": self.unlabelled,
         }
 
     def _volumes(self, datalist: dict[str, list[DatalistItem]], images: dict[str, ImageInfo], staging: Staging) -> dict[str, Any]:

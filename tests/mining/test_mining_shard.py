@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,31 @@ def test_three_shards_merged_equal_one_run(pacs_export, single, tmp_path):
     a, b = tree(single), tree(merged)
     assert sorted(a) == sorted(b)
     assert any(k.startswith("images/") for k in a) and "datalist.json" in a and "mining_report.md" in a
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_shards_merged_with_unlabelled_equal_one_run(tmp_path):
+    """`unlabelled: true` travels in the shards' settings: the merge writes the unmeasured series as one run does."""
+    from bundle.demo.clinic.config import ExportConfig
+    from bundle.demo.pacs_export import export
+    from bundle.demo.synth import generate
+
+    generate(tmp_path / "demo", size="tiny", seed=1, n_patients=16)  # more patients than incidents: some go unread
+    export(tmp_path / "demo", tmp_path / "pacs", seed=0, config=ExportConfig(p_unread=1.0))
+    src = tmp_path / "pacs" / "dicom"
+    single = tmp_path / "single"
+    Miner(str(single), FolderSource(src), workers=1, progress=False, unlabelled=True).run()
+    shards = []
+    for i in range(2):
+        d = tmp_path / f"shard{i}"
+        Miner(str(d), FolderSource(src), workers=1, progress=False, shard_index=i, shard_count=2, unlabelled=True).run()
+        assert read_state(d)["settings"]["unlabelled"] is True
+        shards.append(d)
+    merged = tmp_path / "merged"
+    assert merge_main([str(merged), *map(str, shards), "--source_dir", str(src)]) == 0
+    a, b = tree(single), tree(merged)
+    assert json.loads(a["datalist_unlabelled.json"])["unlabelled"], "the export holds unmeasured contrast series"
+    assert sorted(a) == sorted(b)
     assert [k for k in a if a[k] != b[k]] == []
 
 

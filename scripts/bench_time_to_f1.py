@@ -4,7 +4,7 @@ Why whole trainings: a faster step only matters if the model gets as good as soo
 command a user runs, `python -m monai.bundle run --config_file configs/train.yaml`, on the same key-slice
 datalist with the same seed, validating after every epoch; the clock runs from the command's launch
 (start-up included) to the first validation at or above the target F1 (key slices, IoU 0.5). The arms
-draw the same batches (tests/test_loader.py), so on one machine their F1 curves should agree epoch for
+draw the same batches (tests/engines/test_loader.py), so on one machine their F1 curves should agree epoch for
 epoch, and the page says whether they did: if they do, the time ratio is the pipeline's alone.
 """
 

@@ -6,7 +6,7 @@ the cached item on every draw (a whole volume, and the image file's header with 
 deep-copies it again for every crop, and the random part runs with MetaTensor tracking, whose bookkeeping
 costs more than the arithmetic on a 96x96 crop. So MONAI's cached path was barely faster than decoding
 every file again. :class:`LeanCacheDataset` caches plain tensors, shares them with the random transforms
-(they read them and write new tensors: tests/test_loader.py checks that the cache is unchanged and that
+(they read them and write new tensors: tests/engines/test_loader.py checks that the cache is unchanged and that
 the batches are those of MONAI's CacheDataset, bit for bit) and runs those with tracking off; the last
 transforms of train.yaml drop the metadata anyway. :func:`numpy_collation` hands batches from the worker
 processes over cheaply, :func:`default_workers` sizes the workers to the machine.

@@ -3,7 +3,7 @@
 Why its own module: the CPM needs the whole FROC curve in every resample. MONAI's
 `compute_froc_curve_data` loops over every distinct score (quadratic), too slow for 1,000 resamples of
 80 volumes x 50 boxes, so the resampled curves come from one weighted, vectorised computation that
-gives MONAI's points exactly (tests/test_volume_eval.py checks it against bundle.metrics.froc). The
+gives MONAI's points exactly (tests/metrics/test_volume_eval.py checks it against bundle.metrics.froc). The
 point estimates themselves come from bundle.metrics.froc (MONAI).
 """
 

@@ -9,7 +9,7 @@ Deliberately narrow, like the header fast path: Explicit VR Little Endian, one f
 MONOCHROME2, 8 or 16 bits with all bits stored (no masking or sign extension to get right), PixelData exactly
 ending the file (the truncation check), no overlays or functional groups, a plain one-valued rescale. Anything
 else returns None and the object goes through the full pydicom path, so the volume's bytes never depend on the
-path (tests/test_mining_volumes.py compares both on every image of the test export).
+path (tests/mining/test_mining_volumes.py compares both on every image of the test export).
 """
 
 from __future__ import annotations

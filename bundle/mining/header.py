@@ -9,7 +9,7 @@ and converts only the fields `image_info` uses, exactly as pydicom would.
 It is deliberately narrow: anything it is not sure about (another transfer syntax, overlays, enhanced
 multi-frame, a character set other than ASCII-compatible, an empty or odd value, a short file, trailing
 elements) returns None and the object goes through the full pydicom path (`bundle/mining/inspect.py`), so the
-output never depends on which path read an object (tests/test_mining_shard.py compares both on every file).
+output never depends on which path read an object (tests/mining/test_mining_shard.py compares both on every file).
 """
 
 from __future__ import annotations

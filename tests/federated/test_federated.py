@@ -1,7 +1,7 @@
 """The bundle as a MONAI FL client: two simulated hospitals train a round each, FedAvg, evaluate.
 
 NVIDIA FLARE's FedAvg aggregator (the one the NVFlare job runs, bundle/federated/job.py) is checked here against
-the reference rule in bundle/federated/fedavg.py; tests/test_nvflare.py runs the whole job in NVFlare's simulator.
+the reference rule in bundle/federated/fedavg.py; tests/federated/test_nvflare.py runs the whole job in NVFlare's simulator.
 """
 
 from __future__ import annotations

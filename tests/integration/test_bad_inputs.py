@@ -1,6 +1,6 @@
 """Every row of docs/bad_inputs.md: one line naming the file and the problem, no traceback, non-zero exit.
 
-The table in the doc is generated from ROWS (``python tests/test_bad_inputs.py`` prints it), so the doc and
+The table in the doc is generated from ROWS (``python tests/integration/test_bad_inputs.py`` prints it), so the doc and
 the tests cannot drift: test_doc_table_matches_rows fails when they differ. Most rows run in-process (the
 same check the configs run); the rows marked ``cli`` also run ``python -m monai.bundle run`` as a user would.
 """
@@ -254,7 +254,7 @@ def _deploy_input(kind: str, d: Path) -> tuple[str, str]:
     elif kind == "no_match":
         _series(d, "AX T2 FLAIR", 2)
         _series(d, "SAG T1 POST GAD", 3, orientation="sagittal")
-    elif kind == "unusable":  # one damaged slice is skipped and reported (tests/test_deploy_series.py); three leave too few
+    elif kind == "unusable":  # one damaged slice is skipped and reported (tests/serving/test_deploy_series.py); three leave too few
         paths = _series(d, "AX T1 POST GAD", 1)
         for f in paths[1:]:
             f.write_bytes(f.read_bytes()[:-100])
@@ -290,7 +290,7 @@ def test_deploy_rows(row, tmp_path):
 
 
 def test_deploy_one_damaged_slice_is_not_refused(tmp_path):
-    """The app's volume step skips and reports a single damaged slice (tests/test_deploy_series.py): no error here."""
+    """The app's volume step skips and reports a single damaged slice (tests/serving/test_deploy_series.py): no error here."""
     import pydicom
 
     from bundle.serving.app_inputs import screen_series
@@ -499,7 +499,7 @@ def table() -> str:
 
 def test_doc_table_matches_rows():
     doc = (ROOT / "docs" / "bad_inputs.md").read_text()
-    assert table() in doc, "docs/bad_inputs.md is out of date: paste the output of `python tests/test_bad_inputs.py`"
+    assert table() in doc, "docs/bad_inputs.md is out of date: paste the output of `python tests/integration/test_bad_inputs.py`"
 
 
 if __name__ == "__main__":

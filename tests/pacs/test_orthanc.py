@@ -1,6 +1,6 @@
 """A real Orthanc (Debian orthanc + orthanc-dicomweb) on loopback, signed in as hospitals do: HTTP basic
 authentication (Orthanc's RegisteredUsers), a bearer token and a client certificate (mutual TLS). The last two
-through a loopback gateway in front of Orthanc (tests/orthanc_server.py): Debian's Orthanc 1.10 has no token
+through a loopback gateway in front of Orthanc (tests/pacs/orthanc_server.py): Debian's Orthanc 1.10 has no token
 authentication, and its HTTPS server (SslEnabled) crashes on the first TLS connection here. Each mines the
 simulated export to the folder source's boxes; wrong credentials give one line and no traceback."""
 

@@ -4,7 +4,7 @@ The zoo's ``ci/verify_bundle.py`` checks the inference config against ``<zoo>/<a
 (``InferProperties`` and ``MetaProperties``) for each app in metadata.json's ``supported_apps``. The zoo
 holds no such file for MONAI Label, so this is one: MONAI's own inference and meta properties plus the
 config ids that MONAI Label 0.8.5's ``BundleInferTask`` reads for a detection bundle
-(``monailabel/tasks/infer/bundle.py``, ``BundleConstants``). tests/test_zoo.py uses it; to run the zoo's
+(``monailabel/tasks/infer/bundle.py``, ``BundleConstants``). tests/serving/test_zoo.py uses it; to run the zoo's
 own script with it, copy it to ``<zoo>/monai-label/bundle_properties.py`` (docs/deployment.md).
 """
 

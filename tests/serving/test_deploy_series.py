@@ -65,7 +65,7 @@ def test_the_app_operator_builds_the_volume_without_the_damaged_slice(series, re
     """The app's own operator (the SDK's DICOM -> volume after screening), in the app's venv."""
     deploy_python = repo_root / ".venv-deploy" / "bin" / "python"
     if not deploy_python.exists():
-        pytest.skip("the app's venv (.venv-deploy) is built by tests/test_deploy.py (scripts/make_venv.py)")
+        pytest.skip("the app's venv (.venv-deploy) is built by tests/serving/test_deploy.py (scripts/make_venv.py)")
     _damage(series[5])
     probe = tmp_path / "probe.py"
     probe.write_text(

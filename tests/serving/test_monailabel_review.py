@@ -2,7 +2,7 @@
 as its label, and training runs on it (MONAI Label's /train, and the bundle's own training beside the mined datalist).
 
 The server runs this repository's app (deploy/monailabel/app) with the packaged bundle, in the layered MONAI Label
-venv that tests/test_monailabel.py builds. The expected order is computed here, independently of the server, by the
+venv that tests/serving/test_monailabel.py builds. The expected order is computed here, independently of the server, by the
 served bundle's own volume inference and bundle/activelearning/uncertainty.py.
 """
 

@@ -46,7 +46,7 @@ def zoo_package(repo_root, served_bundle, tmp_path_factory):
 
 
 def _zoo_checks(repo_root, package_folder, cwd) -> list[dict]:
-    """tests/zoo_checks.py in its own process with the package first on sys.path, as the zoo runs verify_bundle.py."""
+    """tests/serving/zoo_checks.py in its own process with the package first on sys.path, as the zoo runs verify_bundle.py."""
     folder = Path(package_folder)
     out = subprocess.run(
         [sys.executable, str(repo_root / "tests" / "serving" / "zoo_checks.py"), str(folder.parent), folder.name,

@@ -1,7 +1,7 @@
 """The model zoo's offline checks on a packaged bundle, with the MONAI calls and arguments of its ``ci/verify_bundle.py``.
 
 Why a script: the zoo runs them in a process whose ``sys.path`` starts with the bundle folder, so
-the bundle's own ``bundle`` package (the one in the zip) is what the configs import. tests/test_zoo.py
+the bundle's own ``bundle`` package (the one in the zip) is what the configs import. tests/serving/test_zoo.py
 runs it that way; it prints one JSON line per step and exits non-zero at the first failure.
 
 Steps (Project-MONAI/model-zoo ``ci/verify_bundle.py``, ``ci/utils.py``): ``verify_bundle_directory``
@@ -12,7 +12,7 @@ provided ``model.ts``). Left out: ``verify_metadata_format`` (downloads the sche
 ``verify_data_shape``, which the zoo skips for detection bundles (``exclude_verify_shape_list``:
 a RetinaNet returns head outputs, not one tensor).
 
-    python tests/zoo_checks.py MODELS_PATH BUNDLE_NAME [--properties FILE] [--model-info FILE]
+    python tests/serving/zoo_checks.py MODELS_PATH BUNDLE_NAME [--properties FILE] [--model-info FILE]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Why a direct walk first: highdicom builds and deep-copies the whole content tree
 export's 52 reports the largest single cost of a mining run's read phase. The common shape (a person observer, TID 1410 planar groups
 with one SCOORD or SCOORD3D image region, NUM measurements) is read straight from the pydicom tree; a report
 with anything else in it (volumetric groups, segmentation references, groups without a template id, device
-observers, unknown items) goes through highdicom, whose reading the walk must equal (tests/test_sr_reader.py).
+observers, unknown items) goes through highdicom, whose reading the walk must equal (tests/mining/test_sr_reader.py).
 """
 
 from __future__ import annotations

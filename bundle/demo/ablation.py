@@ -14,6 +14,8 @@ point chosen on validation volumes):
 - ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as teacher over every slice of the training series (confident -> pseudo-box,
   uncertain band -> ignore region), student rounds; the round the loop keeps (best on validation), never the
   last one by default.
+With ``review_k`` > 0, the simulated review (issue 28, bundle/activelearning/simulated_review.py): from the model of
+``review_from``, K training studies reviewed by the demo truth, the most uncertain against K random ones against none.
 Why in bundle/demo/: it needs the simulator's truth (fully labelled validation and test volumes).
 """
 
@@ -25,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bundle.activelearning.simulated_review import ReviewPlan, run_review
 from bundle.demo.ablation_page import pool, write_page
 from bundle.demo.experiment import build_series
 from bundle.demo.run import DemoOptions, Paths, deidentify, make_data, mine
@@ -87,6 +90,13 @@ class AblationPlan:
     link_min_slices: list[int] = field(default_factory=lambda: [1, 2])  # linking option evaluated on the last arm
     n_bootstrap: int = 1000
     train_overrides: dict = field(default_factory=dict)
+    # the simulated review (issue 28): K studies reviewed (0: off), fine-tuning epochs of every arm, the random arm's seed;
+    # review_from: the model trained on mined labels the arms start from, an arm of ARMS, or a model folder
+    # ("{data_seed}" and "{train_seed}" filled in, e.g. an earlier run's round-0 teacher)
+    review_k: int = 0
+    review_epochs: int = 5
+    review_seed: int = 0
+    review_from: str = "ignore"
 
 
 def _cli(overrides: dict) -> dict:
@@ -214,8 +224,10 @@ def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, tra
         out["arms"][arm] = evaluate_volumes(
             models[arm], vdl, rdir / "eval" / arm, log, train_seed, over | arm_overrides(arm), plan.n_bootstrap
         )
-    last = plan.arms[-1]
-    for k in plan.link_min_slices:
+    if plan.review_k:
+        out["review"] = simulated_review(plan, exp, rdir, models, over, data_seed, train_seed)
+    last = plan.arms[-1] if plan.arms else None
+    for k in plan.link_min_slices if last else []:
         if k != 1:
             o = over | arm_overrides(last) | {"link_min_slices": k}
             out["arms"][f"{last}_min_slices{k}"] = evaluate_volumes(
@@ -228,6 +240,35 @@ def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, tra
                 plan.n_bootstrap,
             )
     return out
+
+
+def simulated_review(plan: AblationPlan, exp: dict, rdir: Path, models: dict, over: dict, data_seed: int, train_seed: int) -> dict:
+    """The simulated review from ``review_from``'s model: every arm fine-tuned with that arm's settings, scored per volume."""
+    arm = plan.review_from
+    if arm in ARMS:
+        start = models.get(arm) or train_arm(arm, exp, rdir, over)
+    else:  # a model folder: trained as the ``ignore`` arm is (whole series, ignore regions), as round 0 of self-training
+        start = Path(arm.format(data_seed=data_seed, train_seed=train_seed))
+        start = start if start.is_absolute() else ROOT / start
+    o = over | ARMS[arm if arm in ARMS else "ignore"][2]
+    vdl = Path(exp["volume_datalist"])
+
+    def evaluate(ckpt: Path, out: Path) -> dict:
+        return evaluate_volumes(ckpt, vdl, out, rdir / "ablation.log", train_seed, o, plan.n_bootstrap)
+
+    review = ReviewPlan(k=plan.review_k, epochs=plan.review_epochs, seed=plan.review_seed)
+    return run_review(
+        review,
+        exp["series_mined"],
+        exp["series_truth_map"],
+        start,
+        rdir / "review",
+        _cli(o),
+        evaluate,
+        str(vdl),
+        plan.n_bootstrap,
+        train_seed,
+    ) | {"start_model": str(start)}
 
 
 def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:

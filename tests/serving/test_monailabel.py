@@ -11,12 +11,7 @@ slice boxes). Training through /train is tried in test_train_through_server.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -29,21 +24,8 @@ MODEL = "brain_mri_tumor_detection"
 THRESHOLD = float(np.float32(-0.84729785))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def monailabel_python(repo_root):
-    from scripts.make_venv import make_venv
-
-    return make_venv(repo_root / "deploy" / "monailabel" / "requirements.txt", repo_root / ".venv-monailabel")
-
-
-@pytest.fixture(scope="module")
-def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_factory):
+def server(monailabel_python, monailabel_server, repo_root, served_bundle, tiny_demo, tmp_path_factory):
     from bundle.serving.package import package
 
     base = tmp_path_factory.mktemp("monailabel")
@@ -78,36 +60,9 @@ def server(monailabel_python, repo_root, served_bundle, tiny_demo, tmp_path_fact
     bad = np.asarray(img.dataobj, dtype=np.float32).copy()
     bad[0, 0, 0] = np.nan
     nib.save(nib.Nifti1Image(bad, img.affine), store / "bad-nan.nii.gz")
-    port = _free_port()
-    log = open(base / "server.log", "w")
-    cmd = [str(monailabel_python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(store),
-           "--conf", "models", MODEL, "--conf", "zoo_source", "github", "--conf", "sam2", "false",
-           "--conf", "preload", "false", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}", MONAI_LABEL_APP_DIR=str(app))
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail("monailabel exited:\n" + (base / "server.log").read_text()[-4000:])
-            try:
-                if requests.get(url + "/info/", timeout=5).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("monailabel did not start in 240 s:\n" + (base / "server.log").read_text()[-4000:])
-            time.sleep(2)
+    conf = ["models", MODEL, "zoo_source", "github", "sam2", "false", "preload", "false"]
+    with monailabel_server(app, store, base, *conf) as url:
         yield {"url": url, "app": app, "store": store, "log": base / "server.log", "bundle": app / "model" / MODEL}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _own_predictions(server, image: str, out, score_threshold: float) -> dict:

@@ -9,13 +9,9 @@ served bundle's own volume inference and bundle/activelearning/uncertainty.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -25,12 +21,6 @@ import requests
 
 MODEL = "brain_mri_tumor_detection"
 STRATEGY = "detection_uncertainty"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scores(bundle: Path, image: Path, threshold: float, out: Path) -> list[float]:
@@ -54,14 +44,11 @@ def _scores(bundle: Path, image: Path, threshold: float, out: Path) -> list[floa
 
 
 @pytest.fixture(scope="module")
-def review_server(repo_root, served_bundle, tiny_demo, tmp_path_factory):
+def review_server(monailabel_server, repo_root, served_bundle, tiny_demo, tmp_path_factory):
     from bundle.activelearning.uncertainty import UncertaintyRule
     from bundle.inference import operating_point
-    from scripts.make_venv import make_venv
     from scripts.package_bundle import package
 
-    python = make_venv(repo_root / "deploy" / "monailabel" / "requirements.txt", repo_root / ".venv-monailabel")
-    venv = Path(python).parents[1]
     base = tmp_path_factory.mktemp("monailabel_review")
     app = base / "app"
     shutil.copytree(repo_root / "deploy" / "monailabel" / "app", app, ignore=shutil.ignore_patterns("__pycache__"))
@@ -85,37 +72,9 @@ def review_server(repo_root, served_bundle, tiny_demo, tmp_path_factory):
     lowest = UncertaintyRule().lowest_score(threshold)
     studies = {k: [s for s in v if s >= lowest] for k, v in everything.items()}
 
-    port = _free_port()
-    log = open(base / "server.log", "w")
-    cmd = [str(python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(store),
-           "--conf", "models", MODEL, "--conf", "zoo_source", "github", "--conf", "preload", "false",
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}", MONAI_LABEL_APP_DIR=str(app))
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail("monailabel exited:\n" + (base / "server.log").read_text()[-4000:])
-            try:
-                if requests.get(url + "/info/", timeout=5).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("monailabel did not start in 240 s:\n" + (base / "server.log").read_text()[-4000:])
-            time.sleep(2)
+    with monailabel_server(app, store, base, "models", MODEL, "zoo_source", "github", "preload", "false") as url:
         yield {"url": url, "store": store, "log": base / "server.log", "bundle": app / "model" / MODEL, "threshold": threshold,
                "studies": studies, "truth": truth, "base": base}  # fmt: skip
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _next(server) -> dict:

@@ -267,12 +267,18 @@ def review_section(reps: list[dict]) -> list[str]:
 
 def page(summary: dict, source: str) -> str:
     plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
-    lines = _intro(summary, source) + [
-        "| arm | sensitivity, lesions >= 10 mm (pooled) | FP / volume (pooled) | FP / normal volume (pooled) | "
-        "meets 0.90 / 1 / 0.5 | sensitivity >= 10 mm, mean ± SD | sensitivity at 1 FP / volume (FROC) | CPM | "
-        "validation sensitivity >= 10 mm at the operating point |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    none = ["No ablation arm in this run (`--plan#arms []`): the simulated review below only."]
+    lines = (
+        _intro(summary, source)
+        + none * (not pooled)
+        + [
+            "| arm | sensitivity, lesions >= 10 mm (pooled) | FP / volume (pooled) | FP / normal volume (pooled) | "
+            "meets 0.90 / 1 / 0.5 | sensitivity >= 10 mm, mean ± SD | sensitivity at 1 FP / volume (FROC) | CPM | "
+            "validation sensitivity >= 10 mm at the operating point |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        * bool(pooled)
+    )
     for arm, a in pooled.items():
         p, r = a["pooled"], a["replicates"]
         label = LABELS.get(arm, arm.replace("_min_slices", ", linking min_slices "))

@@ -168,7 +168,7 @@ def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: i
                 out["key_slices"][name] = out["key_slices"]["teacher"]
             continue
         edir = rdir / "eval_volume" / name
-        m = evaluate_volumes(ckpt.parent, Path(vdl), edir, log, train_seed, {"context_slices": plan.context_slices}, plan.n_bootstrap)
+        m = evaluate_volumes(ckpt.parent, Path(vdl), edir, log, train_seed, {}, plan.n_bootstrap)  # input: the model's own
         _, counts = patient_volume_counts(vdl, str(edir / "predictions_volume_test.json"), m["operating_point"]["score_threshold"])
         out["volume"][name] = _volume_figures(m) | {"counts": counts.tolist()}
         if plan.context_slices == 1:

@@ -1,12 +1,13 @@
-"""docs/results.md, written by the demo command from its own results.json (never by hand); and that results.json."""
+"""The demo run's own page (runs/demo/results.md, DemoOptions.results), written by scripts/demo.py from its results.json
+(never by hand); and that results.json. docs/results.md is not this page: scripts/ablation.py writes it (docs/README.md,
+"Which command writes which page").
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # run.py imports this module
-    from bundle.demo.run import DemoOptions
+from bundle.demo.options import DemoOptions
 
 LABELS = {
     "mined_only": "(a) mined boxes only",

@@ -3,7 +3,7 @@
 demo data -> PACS export (DICOM, GSPS, SR) -> de-identification -> mining -> three trainings:
 (a) mined boxes only, (b) self-trained, (c) oracle on complete boxes -> evaluation on held-out,
 fully annotated test patients (F1 with 95% CI, paired bootstrap test of b vs a, FROC, COCO) ->
-inference with the final model -> runs/demo/results.md (one seed; docs/results.md pools replicates).
+inference with the final model -> runs/demo/results.md (one seed; docs/results.md is scripts/ablation.py's page).
 
 Every model step is a plain ``python -m monai.bundle run`` command, printed before it runs. Why
 this lives in bundle/demo/: it needs the simulator's truth (the oracle, pseudo-box scoring), which
@@ -16,12 +16,12 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from bundle.demo import volume_steps
 from bundle.demo.clinic.config import ExportConfig
 from bundle.demo.experiment import build, load_linkage, split_by_pseudonym
+from bundle.demo.options import DemoOptions, Paths, option_problem, rel
 from bundle.demo.pacs_export import export
 from bundle.demo.results import assemble, write_results
 from bundle.demo.synth import generate
@@ -32,58 +32,6 @@ from bundle.steps.runner import bundle_run
 
 EVAL = ["configs/train.yaml", "configs/evaluate.yaml"]
 STEPS = 7
-
-
-@dataclass
-class DemoOptions:
-    """What one demo run does; scripts/demo.py's flags, with these defaults."""
-
-    size: str = "default"  # demo size: tiny, small, default, large (large is for a GPU machine)
-    seed: int = 0
-    epochs: int = 36  # epochs of each training; docs/results.md: 36 beat 12 on validation for every arm it ran (train.yaml keeps 15)
-    rounds: int = 1  # key-slice self-training rounds (series False: the seed study's setting)
-    score_threshold: float | str = PseudoRules.score_threshold  # pseudo-box score, or 'auto' (each teacher's validation precision)
-    target_precision: float = Schedule.target_precision
-    n_bootstrap: int = 1000
-    work: str = "runs/demo"  # every artefact, relative to the repository
-    results: str = "runs/demo/results.md"  # this run's page (docs/results.md is the replicate command's)
-    model_dir: str = "models"  # the self-trained model is copied here as model.pt (the bundle's model)
-    data: str = "data"  # demo data, export, de-identified copy and mined datalist
-    series: bool = True  # (b) on whole mined series with ignore regions; False: key slices, self-trained, as the seed study
-    # (b)'s mean-teacher self-training rounds over every slice (docs/selftraining.md); a round is kept only when it wins
-    # validation sensitivity >= 10 mm at the shipped false-box limits, else (b) is the round-0 teacher and named so
-    series_rounds: int = 1
-    # (b)'s input: each slice with its neighbours (2.5D), the 36-epoch choice on validation (docs/results.md); 1: 2D
-    context_slices: int = 3
-    ignore_floor: float = 0.3  # series self-training: teacher scores in [floor, pseudo threshold) become ignore regions
-    series_target_precision: float = 0.8  # series self-training: the teacher's precision on every validation slice
-    max_pseudo_per_series: int = 50
-    # share of studies with lesions that no reader measured (the export's p_unread): mined as unlabelled series, which
-    # (b)'s self-training labels with its teacher (docs/selftraining.md)
-    unread_share: float = 0.1
-    # the volume-level ceiling: (b)'s recipe trained on every lesion slice boxed, scored per volume by lesion size
-    # (one more whole-series training and volume evaluation; false saves that time)
-    volume_oracle: bool = True
-
-
-@dataclass
-class Paths:
-    """Where a run reads and writes, resolved against the repository."""
-
-    work: Path
-    data: Path
-    model_out: Path
-    log: Path
-
-    @classmethod
-    def of(cls, o: DemoOptions) -> Paths:
-        work = ROOT / o.work
-        return cls(work=work, data=ROOT / o.data, model_out=ROOT / o.model_dir / "model.pt", log=work / "demo.log")
-
-
-def rel(p: Path) -> Path:
-    """Paths on the results page: relative to the repository when they are inside it."""
-    return p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
 
 
 def save_untrained(path: Path, seed: int) -> None:
@@ -288,15 +236,6 @@ class _Clock:
         print(f"  [{name}: {self.times[name]:.0f} s]", flush=True)
 
 
-def option_problem(o: DemoOptions) -> str:
-    """Why these options cannot run, in one line ("" when they can)."""
-    if o.context_slices < 1 or o.context_slices % 2 == 0:
-        return f"--context_slices {o.context_slices}: an odd number of slices (1: 2D; 3: each slice with one neighbour each side)"
-    if o.context_slices != 1 and not o.series:
-        return f"--context_slices {o.context_slices} needs --series true: mined key slices carry no neighbours, whole series do"
-    return ""
-
-
 def run(o: DemoOptions, command: str) -> dict:
     """All seven steps; writes results.json and the results page; returns the results. ``command``: how it was called."""
     problem = option_problem(o)
@@ -345,7 +284,7 @@ def run(o: DemoOptions, command: str) -> dict:
         print(f"  (b) is not shipped: {volume['shipped']['reason']}", flush=True)  # the report stands; nothing to serve
     elif series is not None:
         volume_steps.ship(models["self_trained"], p.model_out)
-        volume_steps.infer_volumes(p, p.model_out, series["volume_datalist"], o.context_slices)
+        volume_steps.infer_volumes(p, p.model_out, series["volume_datalist"])
     else:
         infer(p, models["self_trained"], exp["mined"])
     clock.stop("inference")
@@ -369,10 +308,10 @@ def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_dat
     out = {}
     folder = {"mined_only": "mined_only", "self_trained": b_name, "oracle_volume": "oracle_volume"}
     for name in [n for n in ("mined_only", "self_trained", "oracle_volume") if n in models]:
-        ctx = 1 if name == "mined_only" else o.context_slices
+        # each model's input (one slice or a 2.5D stack) is read from its checkpoint by the config;
         # the protocol variants for the shipped model (b) only: each costs a test set's inference
         m = volume_steps.evaluate_volumes(
-            folder[name], models[name], o, p, volume_datalist, ctx, protocols=name == "self_trained", ship=name == "self_trained"
+            folder[name], models[name], o, p, volume_datalist, protocols=name == "self_trained", ship=name == "self_trained"
         )
         a = m["test"]["at_operating_point"]
         out[name] = {

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bundle.demo.experiment import build_series
+from bundle.demo.options import DemoOptions, Paths
 from bundle.demo.volumes import write_volume_datalist
 from bundle.inference import operating_point
 from bundle.paths import ROOT
@@ -22,9 +22,6 @@ from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
 from bundle.steps import provenance
 from bundle.steps.runner import bundle_run
-
-if TYPE_CHECKING:
-    from bundle.demo.run import DemoOptions, Paths
 
 VOLUME_EVAL = ["configs/inference_volume.yaml", "configs/evaluate_volume.yaml"]
 
@@ -58,6 +55,7 @@ def add_unlabelled_truth(demo_dir: Path, unlabelled: Path, truth_map: Path, link
 
 
 def train_overrides(o: DemoOptions) -> dict:
+    """(b)'s training settings; ``context_slices`` is set here only: every later step reads it from the trained model."""
     return {"epochs": o.epochs, "seed": o.seed, "ignore_reach": True, "context_slices": o.context_slices}
 
 
@@ -110,11 +108,11 @@ def evaluate_volumes(
     o: DemoOptions,
     p: Paths,
     volume_datalist: str,
-    context_slices: int = 1,
     protocols: bool = True,
     ship: bool = True,
 ) -> dict:
-    """One model per volume, stamped with the code and settings it ran (bundle.steps.provenance). ``ship``: its
+    """One model per volume, stamped with the code and settings it ran (bundle.steps.provenance); its input (one slice
+    or a 2.5D stack) is the model's own (configs/inference_volume.yaml reads it from the checkpoint). ``ship``: its
     operating_point.json lands next to it, unless the point keeps nothing on validation: then it is refused, the
     result says why under ``shipped`` and the demo goes on without shipping; False for models that are only
     compared. ``protocols``: also the test volumes as other protocols store them (evaluate_volume.yaml's protocol
@@ -134,7 +132,6 @@ def evaluate_volumes(
         n_bootstrap=o.n_bootstrap,
         seed=o.seed,
         model_name=name,
-        context_slices=context_slices,
         write_operating_point=False,  # written below: a refusal must not stop the demo's report
         **extra,
     )
@@ -202,8 +199,9 @@ def ship(model: Path, model_out: Path) -> None:
             shutil.copy(model.parent / name, model_out.parent / name)
 
 
-def infer_volumes(p: Paths, model_out: Path, volume_datalist: str, context_slices: int) -> Path:
-    """Volume inference on the test volumes at the shipped operating point, the way MONAI Label and the Deploy app run."""
+def infer_volumes(p: Paths, model_out: Path, volume_datalist: str) -> Path:
+    """Volume inference on the test volumes at the shipped operating point, the way MONAI Label and the Deploy app run;
+    the test volumes' paths go to the config as a file (``input_list``), the model's input is its own."""
     out = p.work / "predictions_volume_test.json"
     listing = p.work / "test_volumes.json"
     doc = json.loads(Path(volume_datalist).read_text())
@@ -214,8 +212,7 @@ def infer_volumes(p: Paths, model_out: Path, volume_datalist: str, context_slice
         p.log,
         bundle_root=ROOT,
         ckpt_dir=model_out.parent,
-        datalist=f"$[{{'image': p}} for p in json.load(open('{listing}'))]",
+        input_list=listing,
         output_path=out,
-        context_slices=context_slices,
     )
     return out

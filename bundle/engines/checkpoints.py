@@ -26,6 +26,8 @@ import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.transforms import Randomizable, Transform
 
+from bundle.transforms.slices import check_context_slices
+
 logger = logging.getLogger(__name__)
 
 CONVERT_HINT = "python -m bundle.engines.checkpoints {path}"
@@ -70,7 +72,8 @@ def input_channels(ckpt_dir: str | Path, default: int = 1) -> int:
     Why: a 2.5D model (context_slices k) is shipped as the same model.pt (or model.ts alone); every reader
     of it (inference, evaluation, MONAI Label, the Deploy app) builds its network and its k-slice input
     from this, so the model alone says what it takes. No model file: ``default`` (the bare package the zoo
-    checks build). ``ckpt_dir`` may also name the model file itself (.pt or .ts).
+    checks build). ``ckpt_dir`` may also name the model file itself (.pt or .ts). The one reader of ``context_slices``
+    at inference; checked once (:func:`bundle.transforms.slices.check_context_slices`: odd, >= 1).
     """
     given = Path(ckpt_dir)
     found = [given] if given.is_file() else [p for p in (given / "model.pt", given / "model.ts") if p.is_file()]
@@ -80,7 +83,7 @@ def input_channels(ckpt_dir: str | Path, default: int = 1) -> int:
     weights = torch.jit.load(str(path), map_location="cpu").state_dict() if path.suffix == ".ts" else network_weights(path)
     for key, w in weights.items():
         if key.endswith(".weight") and w.ndim >= 4:  # registration order: the stem convolution comes first
-            return int(w.shape[1])
+            return check_context_slices(int(w.shape[1]))
     raise ValueError(f"{path}: no convolution weight found to read the input channels from")
 
 

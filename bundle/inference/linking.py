@@ -23,6 +23,7 @@ from bundle.inference.box_selection import batched_postprocess
 from bundle.inference.box_selection import non_max_suppression as fast_non_max_suppression
 from bundle.inference.slice_forward import detect, in_workers, supported, threads_per_worker
 from bundle.transforms.grid import context_step, spacing_of_affine
+from bundle.transforms.slices import check_context_slices
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +166,7 @@ class SliceToVolumeDetector:
         volume's own slice spacing (its affine), so one setting serves every protocol: ``context_mm`` the 2.5D
         stack's farthest neighbour (as trained, ``grid.json``), ``max_gap_mm`` / ``min_extent_mm`` replace
         ``max_gap`` / ``min_slices`` where given."""
-        if context_slices < 1 or context_slices % 2 == 0:
-            raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
+        context_slices = check_context_slices(context_slices)
         self.detector = detector
         # None: do what the caller asks; False: whole slices (faster when a slice fits the network)
         self.use_inferer = use_inferer

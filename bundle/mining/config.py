@@ -203,11 +203,11 @@ class Config:
             module = importlib.import_module(node.module)
             for a in node.names:
                 if a.name == "*":
-                    raise Unsupported(f"${statement}: star import")
+                    raise Unsupported("$" + f"{statement}: star import")
                 obj = getattr(module, a.name) if hasattr(module, a.name) else importlib.import_module(f"{node.module}.{a.name}")
                 self.globals[a.asname or a.name] = obj
             return obj
-        raise Unsupported(f"${statement}: not a plain import")
+        raise Unsupported("$" + f"{statement}: not a plain import")
 
     def _eval(self, expr: str, id: str, waiting: set[str]) -> Any:
         if expr.lstrip().startswith(("import ", "from ")):

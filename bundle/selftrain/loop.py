@@ -203,11 +203,11 @@ class SelfTraining:
             quiet=True,
             bundle_root=ROOT,
             ckpt_dir=model_dir / "models",
-            datalist=f"$[{{'image': p}} for p in json.load(open('{listing}'))]",
+            input_list=listing,  # the volumes' paths as a file; the model's input (context_slices) is read from its checkpoint
             output_path=out,
             score_threshold="$float('-inf')",  # every box: the scores are logits, and the rules choose
             **extra,
-            **{k: v for k, v in self.overrides.items() if k in ("val_patch_size", "context_slices")},
+            **{k: v for k, v in self.overrides.items() if k in ("val_patch_size",)},
         )
         return str(out)
 

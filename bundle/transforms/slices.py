@@ -28,13 +28,23 @@ from bundle.io.errors import InputError
 from bundle.transforms.grid import context_step, spacing_of_affine
 
 
+def check_context_slices(context_slices: int) -> int:
+    """The one check of a 2.5D input's slice count k (odd, >= 1; 1 is 2D); k as an int, else ValueError.
+
+    Why one: training sets k (its config), the model stores it (its first convolution,
+    :func:`bundle.engines.checkpoints.input_channels`) and every reader of the model checks it here.
+    """
+    if context_slices < 1 or context_slices % 2 == 0:
+        raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
+    return int(context_slices)
+
+
 def context_stack(img: torch.Tensor, z: int, context_slices: int, step: int = 1) -> torch.Tensor:
     """(C, X, Y, Z) -> (C * k, X, Y): slices z - step * k//2 ... z + step * k//2, edges repeated (the 2.5D input).
 
     ``step``: slices between neighbours, so the context is a distance in mm (:func:`bundle.transforms.grid.context_step`).
     """
-    if context_slices < 1 or context_slices % 2 == 0:
-        raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
+    check_context_slices(context_slices)
     n, h = img.shape[-1], context_slices // 2
     idx = [min(max(z + o * step, 0), n - 1) for o in range(-h, h + 1)]
     return torch.cat([torch.as_tensor(img[..., i]).as_subclass(torch.Tensor) for i in idx], dim=0).clone()
@@ -153,9 +163,7 @@ class KeySliceContextd(Transform):
     def __init__(
         self, context_slices: int = 1, image_key: str = "image", volume_key: str = "volume", slice_key: str = "slice", cache: int = 4
     ) -> None:
-        if context_slices < 1 or context_slices % 2 == 0:
-            raise ValueError(f"context_slices must be an odd number >= 1, got {context_slices}")
-        self.k, self.image_key, self.volume_key, self.slice_key = int(context_slices), image_key, volume_key, slice_key
+        self.k, self.image_key, self.volume_key, self.slice_key = check_context_slices(context_slices), image_key, volume_key, slice_key
         self.cache_size = cache
         self._cache: dict[str, torch.Tensor] = {}  # key slices of one volume come together in a datalist
 

@@ -265,6 +265,36 @@ def review_section(reps: list[dict]) -> list[str]:
     return lines
 
 
+def protocol_section(pooled: dict) -> list[str]:
+    """The protocol-variant table: one row per arm, so a grid the model was not trained on shows in one place."""
+    lines: list[str] = []
+    variants = list(dict.fromkeys(v for a in pooled.values() for v in a.get("protocols", {})))
+    if variants:
+        lines += [
+            "",
+            "### Protocol variants: the same test brains stored as other protocols store them",
+            "",
+            "Each test volume resampled with MONAI (`bundle/inference/protocols.py`), its truth moved into the new grid, run "
+            "through the same inference at the arm's own shipped operating point (`configs/evaluate_volume.yaml` "
+            "`protocol_variants`). Pooled sensitivity >= 10 mm / FP per volume / FP per normal volume:",
+            "",
+            "| arm | " + " | ".join(variants) + " |",
+            "| --- |" + " --- |" * len(variants),
+        ]
+        for arm, a in pooled.items():
+            cells = []
+            for v in variants:
+                c = a.get("protocols", {}).get(v)
+                cells.append(
+                    "-"
+                    if not c
+                    else f"{_f(_ratio(c['found_ge10'], c['lesions_ge10']))} / {_f(_ratio(c['fp'], c['volumes']), 2)} / "
+                    f"{_f(_ratio(c['fp_normal'], c['normal']), 2)}"
+                )
+            lines.append(f"| {LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def page(summary: dict, source: str) -> str:
     plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
     none = ["No ablation arm in this run (`--plan#arms []`): the simulated review below only."]
@@ -297,30 +327,7 @@ def page(summary: dict, source: str) -> str:
                 f"({pick['se']:.3f}): {', '.join(f'`{t}`' for t in pick['ties'])}; of those, the fewest added parts "
                 "(`bundle/demo/ablation_page.py` `choose`).",
             ]
-    variants = list(dict.fromkeys(v for a in pooled.values() for v in a.get("protocols", {})))
-    if variants:
-        lines += [
-            "",
-            "### Protocol variants: the same test brains stored as other protocols store them",
-            "",
-            "Each test volume resampled with MONAI (`bundle/inference/protocols.py`), its truth moved into the new grid, run "
-            "through the same inference at the arm's own shipped operating point (`configs/evaluate_volume.yaml` "
-            "`protocol_variants`). Pooled sensitivity >= 10 mm / FP per volume / FP per normal volume:",
-            "",
-            "| arm | " + " | ".join(variants) + " |",
-            "| --- |" + " --- |" * len(variants),
-        ]
-        for arm, a in pooled.items():
-            cells = []
-            for v in variants:
-                c = a.get("protocols", {}).get(v)
-                cells.append(
-                    "-"
-                    if not c
-                    else f"{_f(_ratio(c['found_ge10'], c['lesions_ge10']))} / {_f(_ratio(c['fp'], c['volumes']), 2)} / "
-                    f"{_f(_ratio(c['fp_normal'], c['normal']), 2)}"
-                )
-            lines.append(f"| {LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+    lines += protocol_section(pooled)
     lines += review_section(reps)
     lines += [
         "",

@@ -134,7 +134,7 @@ def score_studies(model_dir: Path, images: Sequence[str], lowest: float, out: Pa
         log,
         bundle_root=ROOT,
         ckpt_dir=model_dir,
-        datalist=f"$[{{'image': p}} for p in json.load(open('{listing}'))]",
+        input_list=listing,  # the studies' paths as a file, as the demo and self-training pass them
         output_path=out,
         score_threshold=repr(float(lowest)),
         **{k: v for k, v in over.items() if k in ("context_slices", "val_patch_size")},

@@ -149,3 +149,15 @@ def test_the_page_rows_render_from_a_results_dict():
     assert review_verdict(_ci(-0.1, -0.2, -0.01)).startswith("random review beats")
     lines = sr.summary_lines(review | {"paired": {"uncertain - random": diff}})
     assert lines[0].startswith("simulated review: K 3 of 12") and any("uncertain - random" in x for x in lines)
+
+
+def test_scoring_passes_the_studies_as_a_file_not_as_config_code(tmp_path, monkeypatch):
+    """score_studies hands inference_volume.yaml the studies' paths as a JSON file (input_list), no $-expression."""
+    calls = []
+    monkeypatch.setattr(sr, "bundle_run", lambda config, cwd, log, **over: calls.append((config, over)))
+    images = [str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")]
+    out = sr.score_studies(tmp_path / "models", images, -2.5, tmp_path / "scores" / "pred.json", tmp_path / "log", {})
+    ((config, over),) = calls
+    assert config == "configs/inference_volume.yaml" and over["output_path"] == out
+    assert json.loads(over["input_list"].read_text()) == images
+    assert not any(str(v).startswith("$") for v in over.values()), over

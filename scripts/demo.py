@@ -19,59 +19,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.demo.run import DemoOptions, option_problem, run  # noqa: E402
-from bundle.selftrain.pseudo import parse_threshold  # noqa: E402
+from bundle.demo.options import FLAGS, DemoOptions, option_problem  # noqa: E402
+from bundle.demo.run import run  # noqa: E402
 from bundle.steps.runner import one_line_on_failed_step  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> DemoOptions:
-    """Command-line flags -> DemoOptions (its defaults are the flags' defaults)."""
+    """Command-line flags -> DemoOptions (its defaults are the flags' defaults; the flags are bundle/demo/options.py FLAGS)."""
     d = DemoOptions()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default=d.size, help="demo size: tiny, small, default, large (large is for a GPU machine)")
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--epochs", type=int, default=d.epochs, help="epochs of each training")
-    ap.add_argument("--rounds", type=int, default=d.rounds, help="key-slice self-training rounds (--series false)")
-    ap.add_argument("--series_rounds", type=int, default=d.series_rounds, help="(b)'s self-training rounds over every slice")
-    ap.add_argument(
-        "--score_threshold",
-        type=parse_threshold,
-        default=d.score_threshold,
-        help="pseudo-box score threshold, or 'auto': where each teacher reaches --target_precision on validation",
-    )
-    ap.add_argument(
-        "--target_precision", type=float, default=d.target_precision, help="with 'auto' (docs/selftraining.md explains the choice)"
-    )
-    ap.add_argument("--n_bootstrap", type=int, default=d.n_bootstrap)
-    ap.add_argument(
-        "--series",
-        type=lambda v: v.lower() in ("1", "true", "yes"),
-        default=d.series,
-        help="(b) on whole series with ignore regions (false: key slices)",
-    )
-    ap.add_argument(
-        "--context_slices", type=int, default=d.context_slices, help="(b)'s input slices: 3 (2.5D: each slice with its neighbours), 1 (2D)"
-    )
-    ap.add_argument(
-        "--ignore_floor", type=float, default=d.ignore_floor, help="series self-training: lowest teacher score made an ignore region"
-    )
-    ap.add_argument("--series_target_precision", type=float, default=d.series_target_precision)
-    ap.add_argument("--max_pseudo_per_series", type=int, default=d.max_pseudo_per_series)
-    ap.add_argument(
-        "--unread_share", type=float, default=d.unread_share, help="share of studies with lesions no reader measured (unlabelled series)"
-    )
-    ap.add_argument(
-        "--volume_oracle",
-        type=lambda v: v.lower() in ("1", "true", "yes"),
-        default=d.volume_oracle,
-        help="also train (b)'s recipe on complete boxes: the volume-level ceiling by lesion size (false saves one training)",
-    )
-    ap.add_argument("--work", default=d.work, help="where every artefact goes (relative to the repository)")
-    ap.add_argument("--results", default=d.results, help="the results page this run writes")
-    ap.add_argument("--model_dir", default=d.model_dir, help="where the self-trained model is copied as model.pt (the bundle's model)")
-    ap.add_argument("--data", default=d.data, help="where the demo data, export, de-identified copy and mined datalist go")
-    args = ap.parse_args(argv)
-    o = DemoOptions(**vars(args))
+    for name, (kind, text) in FLAGS.items():
+        ap.add_argument(f"--{name}", type=kind, default=getattr(d, name), help=text)
+    o = DemoOptions(**vars(ap.parse_args(argv)))
     if option_problem(o):  # one line, not run()'s ValueError traceback
         ap.error(option_problem(o))
     return o

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule
-from bundle.selftrain.pseudo import PseudoRules
+from bundle.selftrain.pseudo import PseudoRules, parse_threshold
 from bundle.transforms.slices import check_context_slices
 
 
@@ -46,6 +46,38 @@ class DemoOptions:
     # the volume-level ceiling: (b)'s recipe trained on every lesion slice boxed, scored per volume by lesion size
     # (one more whole-series training and volume evaluation; false saves that time)
     volume_oracle: bool = True
+
+
+def yes(text: str) -> bool:
+    """A yes/no flag's value: 1, true or yes (any case) is yes."""
+    return text.lower() in ("1", "true", "yes")
+
+
+# scripts/demo.py's flags, one per DemoOptions field: its type on the command line and its help (the default is the field's)
+FLAGS: dict[str, tuple] = {
+    "size": (str, "demo size: tiny, small, default, large (large is for a GPU machine)"),
+    "seed": (int, "the demo data's seed"),
+    "epochs": (int, "epochs of each training"),
+    "rounds": (int, "key-slice self-training rounds (--series false)"),
+    "series_rounds": (int, "(b)'s self-training rounds over every slice"),
+    "score_threshold": (
+        parse_threshold,
+        "pseudo-box score threshold, or 'auto': where each teacher reaches --target_precision on validation",
+    ),
+    "target_precision": (float, "with 'auto' (docs/selftraining.md explains the choice)"),
+    "n_bootstrap": (int, "bootstrap resamples of the confidence intervals"),
+    "series": (yes, "(b) on whole series with ignore regions (false: key slices)"),
+    "context_slices": (int, "(b)'s input slices: 3 (2.5D: each slice with its neighbours), 1 (2D)"),
+    "ignore_floor": (float, "series self-training: lowest teacher score made an ignore region"),
+    "series_target_precision": (float, "series self-training: the teacher's precision on every validation slice"),
+    "max_pseudo_per_series": (int, "series self-training: most pseudo-boxes per series"),
+    "unread_share": (float, "share of studies with lesions no reader measured (unlabelled series)"),
+    "volume_oracle": (yes, "also train (b)'s recipe on complete boxes: the volume-level ceiling by lesion size (false saves one training)"),
+    "work": (str, "where every artefact goes (relative to the repository)"),
+    "results": (str, "the results page this run writes"),
+    "model_dir": (str, "where the self-trained model is copied as model.pt (the bundle's model)"),
+    "data": (str, "where the demo data, export, de-identified copy and mined datalist go"),
+}
 
 
 @dataclass

@@ -29,3 +29,12 @@ def test_run_still_offers_its_options():
     from bundle.demo import options, run
 
     assert run.DemoOptions is options.DemoOptions and run.Paths is options.Paths and run.option_problem is options.option_problem
+
+
+def test_every_option_has_one_flag():
+    """scripts/demo.py builds its flags from FLAGS: one per DemoOptions field, no field without a flag."""
+    from dataclasses import fields
+
+    from bundle.demo.options import FLAGS, DemoOptions
+
+    assert set(FLAGS) == {f.name for f in fields(DemoOptions)}

@@ -9,46 +9,34 @@ The volume experiment is configs/experiments/replicate_volume.yaml (plan: bundle
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.steps.runner import bundle_run, config_overrides, one_line_on_failed_step  # noqa: E402
+from bundle.steps.runner import config_overrides, run_experiment  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
     overrides = config_overrides(list(sys.argv[1:] if argv is None else argv), __doc__)
     if overrides.pop("experiment", "key_slices") == "volume":
         return volume(overrides)
-    work = Path(overrides.get("work_dir", "runs/replicate"))
-    work = work if work.is_absolute() else ROOT / work
-    overrides["work_dir"] = work
-    t0 = time.time()
-    with one_line_on_failed_step():
-        bundle_run("configs/experiments/replicate.yaml", ROOT, work / "replicate_command.log", **overrides)
-    pooled = json.loads((work / "replicates.json").read_text())["pooled"]
+    summary, seconds = run_experiment("configs/experiments/replicate.yaml", ROOT, "runs/replicate", "replicates.json", overrides)
+    pooled = summary["pooled"]
     for arm, m in pooled["arms"].items():
         print(f"{arm:18s} F1 {m['f1']['mean']:.3f} ± {m['f1']['sd']:.3f} (n={m['f1']['n']})")
     b = pooled["b_vs_a"]
     print(f"(b) - (a): {b['difference']:+.3f} [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}], P = {b['p_value']:.3f}")
-    print(f"wall time {time.time() - t0:.0f} s")
+    print(f"wall time {seconds:.0f} s")
 
 
 def volume(overrides: dict) -> None:
     """The volume-level replicate; prints each row (with the round it kept) and the pooled differences."""
-    work = Path(overrides.get("work_dir", "runs/replicate_volume"))
-    work = work if work.is_absolute() else ROOT / work
-    overrides["work_dir"] = work
-    t0 = time.time()
-    with one_line_on_failed_step():
-        bundle_run("configs/experiments/replicate_volume.yaml", ROOT, work / "replicate_command.log", **overrides)
     from bundle.demo.replicate_volume import row_line
 
-    summary = json.loads((work / "replicates_volume.json").read_text())
+    config = "configs/experiments/replicate_volume.yaml"
+    summary, seconds = run_experiment(config, ROOT, "runs/replicate_volume", "replicates_volume.json", overrides)
     for r in summary["replicates"]:
         print(row_line(r))
     p = summary["pooled"]
@@ -59,7 +47,7 @@ def volume(overrides: dict) -> None:
                 f"self-trained - teacher, {what}: {d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], P = {d['p_value']:.3f}"
             )
     print(f"{p['identical_rows']} of {p['replicates']} rows kept round 0 (identical to their teacher)")
-    print(f"wall time {time.time() - t0:.0f} s")
+    print(f"wall time {seconds:.0f} s")
 
 
 if __name__ == "__main__":

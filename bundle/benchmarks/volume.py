@@ -1,6 +1,6 @@
 """The benchmark's volume inference section: today's path against the batched one, the canonical grid's cost, start-up.
 
-Run through scripts/benchmark.py (`--sections volume`), which writes docs/benchmarks.md.
+Run through scripts/benchmark.py (`--sections volume`), which writes docs/benchmarks.md (bundle/benchmarks/page.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bundle.paths import ROOT, config, read_config
 
 
 def _peak_mib() -> float:
@@ -21,17 +21,19 @@ def _peak_mib() -> float:
 
 
 def _volume_parser(device: str, model: str):
+    import torch
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "inference_volume.yaml"))
+    from bundle.engines.checkpoints import input_channels
+
+    parser = read_config(ConfigParser(), config("inference_volume.yaml"))
     # the model's own input slices and the operating point shipped beside it, as inference_volume.yaml reads them;
     # without a model an empty folder: 2D and the config's default threshold, whatever the checkout's models/ holds
     parser["ckpt_dir"] = str(Path(model).resolve().parent) if model else tempfile.mkdtemp(prefix="bench_no_model_")
     if model:
-        parser["context_slices"] = f"$checkpoints.input_channels({str(Path(model).resolve())!r}, default=1)"
+        parser["context_slices"] = input_channels(Path(model).resolve())  # the file itself: it need not be <ckpt_dir>/model.pt
     parser["slice_sliding_window"] = False
-    parser["device"] = f"$torch.device('{device}')"
+    parser["device"] = torch.device(device)
     parser["amp"] = device == "cuda"
     return parser
 
@@ -50,7 +52,7 @@ def _detector(parser, model: str):
 def bench_volume(data: Path, device: str, repeats: int, model: str) -> dict:
     """Slices per second, previous path (a list of slices, MONAI's per-image box selection and NMS, per-slice MONAI scaling) vs the new one.
 
-    Why this long: one interleaved loop times both paths on the same volumes and checks their boxes."""
+    One interleaved loop times both paths on the same volumes and checks their boxes."""
     import torch
 
     if device == "cuda":  # fp32 means fp32: cuDNN's default TF32 rounds each path's own algorithm differently
@@ -66,13 +68,32 @@ def bench_volume(data: Path, device: str, repeats: int, model: str) -> dict:
     paths = {"old": old_cfg, "new": new_cfg}
     if device == "cuda":  # AMP changes the arithmetic, so it is timed beside the fp32 pair whose boxes are compared
         paths["new_amp"] = new_cfg | {"amp": True}
+    times, boxes, n_slices = _time_paths(paths, det, scale, pre, images, device, repeats)
+    out = _path_figures(times, boxes, n_slices, len(images), det, float(parser.get_parsed_content("score_threshold")))
+    out["startup_s"] = _startup_seconds(device)
+    out["startup_in_volumes"] = out["startup_s"] / out["volume_s"]
+    out["per_slice"] = _per_slice_512(det, device)
+    _configure(det, scale, new_cfg)
+    out["grid"] = bench_grid(det, pre, images, device, repeats, Path(parser["ckpt_dir"]))
+    return out
+
+
+def _configure(det, scale, cfg: dict) -> None:
+    """One path's settings on the detector (the scaling transform's own: vectorised)."""
+    for key, value in cfg.items():
+        setattr(scale if key == "vectorised" else det, key, value)
+
+
+def _time_paths(paths: dict, det, scale, pre, images: list[str], device: str, repeats: int) -> tuple[dict, dict, int]:
+    """Each path's timed rounds (the first round warms up every path and is not timed), its last boxes, the slices."""
+    import torch
+
     times: dict[str, list[float]] = {name: [] for name in paths}
     boxes: dict[str, list] = {}
     n_slices = 0
-    for rep in range(repeats + 1):  # the first round warms up both paths and is not timed
+    for rep in range(repeats + 1):
         for name, cfg in paths.items():
-            for key, value in cfg.items():
-                setattr(scale if key == "vectorised" else det, key, value)
+            _configure(det, scale, cfg)
             t = time.perf_counter()
             outs = []
             for img in images:
@@ -84,31 +105,30 @@ def bench_volume(data: Path, device: str, repeats: int, model: str) -> dict:
             if rep:
                 times[name].append(time.perf_counter() - t)
             boxes[name] = [{k: v.cpu() for k, v in o.items()} for o in outs]
+    return times, boxes, n_slices
+
+
+def _path_figures(times: dict, boxes: dict, n_slices: int, n_volumes: int, det, score_threshold: float) -> dict:
+    """The section's figures from the timed rounds: slices per second of each path, their ratio, how alike their boxes are."""
     old, new = statistics.median(times["old"]), statistics.median(times["new"])
     out = {
         "slices": n_slices,
-        "volumes": len(images),
+        "volumes": n_volumes,
         "ratio": old / new,
         **box_gap(boxes["old"], boxes["new"]),
         "n_boxes": sum(len(b["box"]) for b in boxes["new"]),
         "context_slices": int(det.context_slices),
-        "score_threshold": float(parser.get_parsed_content("score_threshold")),
+        "score_threshold": score_threshold,
     }
     out["old_slices_per_s"], out["new_slices_per_s"] = n_slices / old, n_slices / new
-    out["volume_s"] = new / len(images)
+    out["volume_s"] = new / n_volumes
     if "new_amp" in times:
         amp = statistics.median(times["new_amp"])
         out["amp_slices_per_s"], out["amp_volume_s"], out["amp_n_boxes"] = (
             n_slices / amp,
-            amp / len(images),
+            amp / n_volumes,
             sum(len(b["box"]) for b in boxes["new_amp"]),
         )
-    out["startup_s"] = _startup_seconds(device)
-    out["startup_in_volumes"] = out["startup_s"] / (new / len(images))
-    out["per_slice"] = _per_slice_512(det, device)
-    for key, value in new_cfg.items():
-        setattr(scale if key == "vectorised" else det, key, value)
-    out["grid"] = bench_grid(det, pre, images, device, repeats, Path(parser["ckpt_dir"]))
     return out
 
 
@@ -118,26 +138,48 @@ def bench_grid(det, pre, images: list[str], device: str, repeats: int, ckpt_dir:
 
     Why: the canonical grid (bundle/transforms/grid.py) makes every protocol cost what the grid costs, plus the resampling;
     the grid is the model's grid.json, else the one the demo's series would plan."""
-    import nibabel as nib
     import numpy as np
-    import torch
 
-    from bundle.inference.protocols import resample
     from bundle.transforms import grid
 
     spacing = grid.spacing(ckpt_dir)
     if min(spacing) <= 0:
         spacing = grid.choose_spacing(np.stack([grid.ras_spacing(p) for p in images]))["spacing"]
     resampler = next(t for t in pre.transforms if hasattr(t, "spacing_transform")).spacing_transform  # the config's Spacing
+    paths = {"demo_native": (images, [-1.0, -1.0, -1.0]), "iso1mm_canonical": (_iso1mm_copies(images), spacing)}
+    times, slices = _time_grids(paths, resampler, det, pre, device, repeats)
+    resampler.pixdim = np.asarray(grid.spacing(ckpt_dir), dtype=np.float64)
+    per = {k: statistics.median(v) / len(images) for k, v in times.items()}
+    return {
+        "grid_spacing": spacing,
+        "s_per_volume": per,
+        "slices_per_volume": slices,
+        "ratio_iso1mm_over_demo": per["iso1mm_canonical"] / per["demo_native"],
+    }
+
+
+def _iso1mm_copies(images: list[str]) -> list[str]:
+    """The same brains as 1 mm volumes, written as files in a temp folder (reading them is part of the cost)."""
+    import nibabel as nib
+    import numpy as np
+    from monai.transforms import LoadImage
+
+    from bundle.inference.protocols import resample
+
     tmp = Path(tempfile.mkdtemp(prefix="bench_grid_"))
     iso = []
-    for i, img in enumerate(images):  # the same brains as 1 mm volumes, written as files (reading them is part of the cost)
-        from monai.transforms import LoadImage
-
+    for i, img in enumerate(images):
         v = resample(LoadImage(image_only=True, ensure_channel_first=True)(img), [1.0, 1.0, 1.0])
         nib.save(nib.Nifti1Image(np.asarray(v[0], dtype=np.float32), np.asarray(v.affine)), tmp / f"{i}.nii.gz")
         iso.append(str(tmp / f"{i}.nii.gz"))
-    paths = {"demo_native": (images, [-1.0, -1.0, -1.0]), "iso1mm_canonical": (iso, spacing)}
+    return iso
+
+
+def _time_grids(paths: dict, resampler, det, pre, device: str, repeats: int) -> tuple[dict, dict]:
+    """Each grid's timed rounds (the first warms up) and its slices per volume."""
+    import numpy as np
+    import torch
+
     times: dict[str, list[float]] = {k: [] for k in paths}
     slices: dict[str, int] = {}
     for rep in range(repeats + 1):
@@ -154,14 +196,7 @@ def bench_grid(det, pre, images: list[str], device: str, repeats: int, ckpt_dir:
             if rep:
                 times[name].append(time.perf_counter() - t)
             slices[name] = n // len(files)
-    resampler.pixdim = np.asarray(grid.spacing(ckpt_dir), dtype=np.float64)
-    per = {k: statistics.median(v) / len(images) for k, v in times.items()}
-    return {
-        "grid_spacing": spacing,
-        "s_per_volume": per,
-        "slices_per_volume": slices,
-        "ratio_iso1mm_over_demo": per["iso1mm_canonical"] / per["demo_native"],
-    }
+    return times, slices
 
 
 def box_gap(old: list[dict], new: list[dict]) -> dict:
@@ -181,7 +216,7 @@ def box_gap(old: list[dict], new: list[dict]) -> dict:
 def _startup_seconds(device: str) -> float:
     """A fresh interpreter: imports, config parsing and building the detector (what every command pays once)."""
     code = (
-        "import sys; sys.path.insert(0, '.'); from scripts.bench_volume import _volume_parser, _detector;"
+        "import sys; sys.path.insert(0, '.'); from bundle.benchmarks.volume import _volume_parser, _detector;"
         f"_detector(_volume_parser('{device}', ''), '')"
     )
     t = time.perf_counter()

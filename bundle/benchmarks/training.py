@@ -1,4 +1,4 @@
-"""The training section of scripts/benchmark.py: is the data pipeline ever what a training step waits for?
+"""The benchmark's training section (scripts/benchmark.py `--sections training`): is the data pipeline ever what a training step waits for?
 
 For key-slice training (configs/train.yaml) and whole-series training (train_series.yaml over it), each
 at 0 loader workers and at train.yaml's own `num_workers` (fixed, as a seed fixes the model with it):
@@ -19,7 +19,9 @@ import statistics
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bundle.paths import config as config_path
+from bundle.paths import read_config
+
 CONFIGS = {"key_slices": ["train.yaml"], "series": ["train.yaml", "train_series.yaml"]}
 SERIES_DATALIST = "datalist_volumes.json"
 BEFORE_WORKERS = 2  # train.yaml's num_workers before the lean cache (the same fixed 2 it has now)
@@ -40,11 +42,11 @@ def write_series_datalist(data: Path) -> None:
 
 def train_parser(data: Path, device: str, config: str, workers: int, dataset: str, draws: int):
     """The training config with `dataset` as train#dataset and one epoch of `draws` items."""
+    import torch
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config([str(ROOT / "configs" / c) for c in CONFIGS[config]])
-    parser.update({"dataset_dir": str(data), "num_workers": workers, "device": f"$torch.device('{device}')", "amp": device == "cuda"})
+    parser = read_config(ConfigParser(), [config_path(c) for c in CONFIGS[config]])
+    parser.update({"dataset_dir": str(data), "num_workers": workers, "device": torch.device(device), "amp": device == "cuda"})
     if config == "series":
         parser["data_list_file_path"] = str(data / SERIES_DATALIST)
     for key, value in DATASETS[dataset].items():
@@ -113,7 +115,7 @@ def bench_config(data: Path, device: str, config: str, iters: int, repeats: int)
     """One config's loader, network and step figures: medians over `repeats` interleaved rounds."""
     from monai.bundle import ConfigParser
 
-    n = int(ConfigParser.load_config_file(str(ROOT / "configs" / "train.yaml"))["num_workers"])  # what a training runs with
+    n = int(ConfigParser.load_config_file(config_path("train.yaml"))["num_workers"])  # what a training runs with
     draws = (iters + 2) * 4 * 2  # batch_size 4: every timed batch in one epoch, with room for the prefetched ones
     loaders = {
         f"loader_{ds}_w{w}": train_parser(data, device, config, w, ds, draws).get_parsed_content("train#dataloader")

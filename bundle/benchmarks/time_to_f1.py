@@ -1,4 +1,4 @@
-"""The time-to-validation-F1 section of scripts/benchmark.py: whole trainings, now (train.yaml) vs before (MONAI CacheDataset).
+"""The benchmark's time-to-validation-F1 section (scripts/benchmark.py): whole trainings, now (train.yaml) vs before (MONAI CacheDataset).
 
 Why whole trainings: a faster step only matters if the model gets as good as soon. Both arms are the
 command a user runs, `python -m monai.bundle run --config_file configs/train.yaml`, on the same key-slice
@@ -18,8 +18,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ARMS = {  # overrides of train.yaml per arm (the "before" arm as scripts/bench_training.py builds it)
+from bundle.paths import ROOT, config
+
+ARMS = {  # overrides of train.yaml per arm (the "before" arm as bundle/benchmarks/training.py builds it)
     "now": [],
     "before": ["--train#dataset#_target_", "CacheDataset", "--train#dataloader#collate_fn", "$monai.data.utils.no_collation"],
 }
@@ -42,10 +43,19 @@ def reached(curve: list[tuple[int, float, float]], target: float) -> tuple[int, 
 
 def train_arm(arm: str, datalist: Path, out: Path, epochs: int, device: str) -> dict:
     """One whole training of configs/train.yaml in a fresh process; its F1 curve and wall time."""
-    cmd = [sys.executable, "-W", "ignore", "-m", "monai.bundle", "run", "--config_file", "configs/train.yaml"]
+    cmd = [sys.executable, "-W", "ignore", "-m", "monai.bundle", "run", "--config_file", config("train.yaml")]
     cmd += ["--bundle_root", str(ROOT), "--dataset_dir", str(datalist.parent), "--data_list_file_path", str(datalist)]
     cmd += ["--ckpt_dir", str(out / arm / "models"), "--output_dir", str(out / arm / "eval"), "--epochs", str(epochs)]
-    cmd += ["--val_interval", "1", "--seed", "0", "--train_state_interval", "0", "--device", f"$torch.device('{device}')"]
+    cmd += [
+        "--val_interval",
+        "1",
+        "--seed",
+        "0",
+        "--train_state_interval",
+        "0",
+        "--device",
+        device,
+    ]  # a name: the engines take it as a device
     t0 = time.time()
     proc = subprocess.run(cmd + ARMS[arm], cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - t0

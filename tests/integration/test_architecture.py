@@ -40,6 +40,7 @@ def test_import_contracts_hold():
         ("bundle/metrics/matching.py", "import bundle.mining.readers.gsps"),  # model side reading around the schema
         ("bundle/pacs/folder.py", "import bundle.demo.synth"),  # library importing the demo
         ("bundle/mining/readers/gsps.py", "import bundle.mining.pipeline"),  # a cycle inside mining
+        ("bundle/steps/runner.py", "import bundle.benchmarks.page"),  # the library importing the benchmark
     ],
 )
 def test_an_upward_import_breaks_the_contracts(tmp_path, module, line):
@@ -73,3 +74,17 @@ def test_files_and_functions_stay_small():
             if n > MAX_FUNCTION_LINES and REASON not in (ast.get_docstring(node) or ""):
                 too_long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
     assert not too_long, "over the size limits (split it, or say why in the docstring):\n" + "\n".join(too_long)
+
+
+MAX_SCRIPT_FUNCTION_LINES = 40  # scripts only parse arguments and call bundle/: their logic lives there
+
+
+def test_scripts_only_parse_arguments():
+    """No function in scripts/*.py over 40 lines (issue 27): whatever needs more belongs in a bundle module."""
+    too_long = []
+    for path in sorted((ROOT / "scripts").glob("*.py")):
+        for node in _functions(ast.parse(path.read_text())):
+            n = node.end_lineno - node.lineno + 1
+            if not isinstance(node, ast.ClassDef) and n > MAX_SCRIPT_FUNCTION_LINES:
+                too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
+    assert not too_long, "script functions over 40 lines (move the logic into bundle/):\n" + "\n".join(too_long)

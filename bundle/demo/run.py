@@ -40,8 +40,9 @@ def save_untrained(path: Path, seed: int) -> None:
     from monai.bundle import ConfigParser
     from monai.utils import set_determinism
 
-    parser = ConfigParser()
-    parser.read_config(ROOT / "configs" / "train.yaml")
+    from bundle.paths import read_config
+
+    parser = read_config(ConfigParser(), ROOT / "configs" / "train.yaml")  # network.yaml's keys from this bundle, any cwd
     set_determinism(seed=seed)
     net = parser.get_parsed_content("network_def")
     path.parent.mkdir(parents=True, exist_ok=True)

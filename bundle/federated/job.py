@@ -133,6 +133,8 @@ def _add_bundle(app: Path, repo_root: Path) -> None:
     """Ship the bundle inside an app: its configs under config/bundle, its Python package under custom/."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "experiments")
     shutil.copytree(repo_root / "configs", app / BUNDLE_IN_APP / "configs", ignore=ignore)
+    for cfg in (app / BUNDLE_IN_APP / "configs").glob("*.yaml"):  # NVFlare runs a site from its own workspace: no macro
+        cfg.write_text(paths.inline_macros(cfg.read_text(), repo_root))  # reaches configs/network.yaml there, so it is inlined
     shutil.copytree(repo_root / "bundle", app / "custom" / "bundle", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "demo"))
 
 

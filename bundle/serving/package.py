@@ -20,7 +20,6 @@ their md5 (``--large-files-url`` fills the download URLs of a release).
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 import shutil
@@ -30,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from bundle.paths import ROOT
+from bundle.inference.operating_point import file_md5
+from bundle.paths import ROOT, inline_macros, read_config
 
 NAME = "brain_mri_tumor_detection"
 REQUIRED = ["configs/metadata.json", "configs/inference.yaml", "LICENSE", "docs/README.md"]
@@ -127,14 +127,6 @@ def describe_input(meta: dict, k: int) -> dict:
     return meta
 
 
-def md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_torchscript(out: Path) -> Path:
     """models/model.ts from the package's model.pt, with the zoo's own call (``ckpt_export``, no ``key_in_ckpt``)."""
     from monai.bundle import ckpt_export
@@ -157,7 +149,7 @@ def write_large_files(out: Path, url_base: str = "") -> list[dict]:
     for rel in LARGE_FILES:
         if (out / rel).is_file():
             url = f"{url_base.rstrip('/')}/{Path(rel).name}" if url_base else ""
-            entries.append({"path": rel, "url": url, "hash_val": md5(out / rel), "hash_type": "md5"})
+            entries.append({"path": rel, "url": url, "hash_val": file_md5(out / rel), "hash_type": "md5"})
     head = (
         "# Written by scripts/package_bundle.py: exactly the large files this package holds, with their md5.\n"
         "# Files over the zoo's 25 MB limit leave the package; their url then says where to download them.\n"
@@ -209,18 +201,21 @@ def _copy_sources(out: Path, root: Path, models: Path) -> None:
         rel = Path("models") / f.name if f.parent == models else f.relative_to(root)
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, dst)
+        if rel.parts[0] == "configs" and f.suffix == ".yaml":  # each config stands alone (configs/network.yaml's keys inlined)
+            dst.write_text(inline_macros(f.read_text(), root))
+        else:
+            shutil.copy2(f, dst)
 
 
 def _as_monailabel(out: Path, root: Path) -> None:
     """MONAI Label serves detection on volumes: the volume config becomes inference.yaml, train.yaml trains on volumes."""
     from monai.bundle import ConfigParser
 
-    shutil.copy2(root / "configs" / "inference_volume.yaml", out / "configs" / "inference.yaml")
+    (out / "configs" / "inference.yaml").write_text(inline_macros((root / "configs" / "inference_volume.yaml").read_text(), root))
     meta = monailabel_metadata(json.loads((root / "configs" / "metadata.json").read_text()))
     (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
     parser = ConfigParser()
-    parser.read_config([str(root / "configs" / "train.yaml"), str(root / "configs" / "train_volume.yaml")])
+    read_config(parser, [root / "configs" / "train.yaml", root / "configs" / "train_volume.yaml"], root)  # network.yaml's keys in
     # MONAI Label fine-tunes from models/model.pt on every /train request ("pretrained"); a saved
     # training state from the previous request would make the next one resume instead
     parser["resume"] = False

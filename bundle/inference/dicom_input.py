@@ -109,7 +109,7 @@ def volume_files(series: Series, name: Any) -> list[str]:
     """The series' files in slice order (position along the plane normal); refused when they do not form one volume."""
     infos = list(series.infos)
     if len(infos) == 1 and infos[0].frames > 1:
-        _check_frames(infos[0], name)
+        check_frames(infos[0], name)
         return [infos[0].location]
     if any(i.frames > 1 for i in infos):
         raise bad_image(name, f"series {series.uid}: {len(infos)} multi-frame files; give one of them")
@@ -124,13 +124,17 @@ def volume_files(series: Series, name: Any) -> list[str]:
     return [infos[k].location for k in np.argsort(pos, kind="stable")]
 
 
-def _check_frames(info: ImageInfo, name: Any) -> None:
-    """A multi-frame image is one volume when its frames share one orientation and are evenly spaced (functional groups)."""
+def check_frames(info: ImageInfo, name: Any) -> None:
+    """A multi-frame image is one volume when its frames share one orientation and pixel spacing and are evenly spaced
+    in stored order (functional groups). The Deploy app applies the same rule (bundle/serving/slices.py)."""
     planes = info.per_frame or []
     if len(planes) != info.frames or any(p.get("position") is None or p.get("orientation") is None for p in planes):
         raise bad_image(name, f"{info.frames} frames without per-frame PlanePositionSequence / PlaneOrientationSequence; not a volume")
     if len({tuple(np.round(p["orientation"], 3)) for p in planes}) > 1:
         raise bad_image(name, "frames differ in ImageOrientationPatient (PlaneOrientationSequence); not one volume")
+    spacings = {tuple(np.round(p["spacing"], 4)) if p.get("spacing") else None for p in planes}
+    if None in spacings or len(spacings) > 1:
+        raise bad_image(name, "frames lack PixelSpacing (PixelMeasuresSequence) or differ in it; not one volume")
     normal = normal_of(planes[0]["orientation"])
     pos = np.array([float(np.dot(normal, p["position"])) for p in planes])
     _even(pos, "frames (PlanePositionSequence)", name)
@@ -157,7 +161,7 @@ class DicomVolumeReader(ITKReader):
         ds = read_dataset(p, stop_before_pixels=True)
         info = image_info(ds, str(p))
         if info.frames > 1:
-            _check_frames(info, p)
+            check_frames(info, p)
             return [str(p)]
         raise bad_image(p, "is a single-frame DICOM image, not a volume; give the folder of its series")
 

@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 
 from bundle.io.errors import InputError
 from bundle.serving.series_screening import SeriesError, screen_slices
+from bundle.serving.slices import enhanced_slices, is_enhanced
 
 
 def _is_dicom(path: Path) -> bool:
@@ -72,9 +73,13 @@ def no_series_matched(folder: str | os.PathLike, rule_names: Sequence[str], stud
 
 
 def screen_series(folder: str | os.PathLike, datasets: Sequence[Any], series_uid: str) -> None:
-    """The selected series as the app's volume step will screen it (``screen_slices``): damaged slices are left
-    to that step to skip and report; a series that cannot form a volume is refused here, naming the folder."""
+    """The selected series as the app's volume step will screen it (``screen_slices``; an Enhanced MR's frames:
+    ``enhanced_slices``): damaged slices are left to that step to skip and report; a series that cannot form a
+    volume is refused here, naming the folder."""
     try:
+        if len(datasets) == 1 and is_enhanced(datasets[0]):
+            enhanced_slices(datasets[0], series_uid)
+            return
         screen_slices(list(datasets), series_uid)
     except SeriesError as exc:
         raise InputError(f"{folder}: {exc}") from exc

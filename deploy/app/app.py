@@ -1,5 +1,9 @@
 """MONAI Deploy app: DICOM series in -> T1 post-contrast axial series -> tumor boxes -> DICOM SR (TID 1500) + GSPS out.
 
+The series may be classic (one instance per slice) or an Enhanced MR (one multi-frame instance): its orientation,
+positions and pixel spacing come from the functional groups, its frames are the slices in position order, and
+the SR and GSPS name each slice's frame (bundle/serving/slices.py).
+
     python deploy/app/app.py -i <dicom folder> -o <output folder> -m <models folder or model.ts/.pt> [--stow-url URL]
 
 Runs in its own venv (.venv-deploy, scripts/make_venv.py with deploy/app/requirements.txt): the SDK
@@ -53,27 +57,32 @@ SERIES_RULES = {
 }
 
 
-def series_affine_lps(sources) -> np.ndarray:
-    """Voxel (column, row, slice) centre -> LPS mm, from the sorted instances' geometry.
+class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
+    """The SDK's selector, which also sees an Enhanced MR's orientation (in its functional groups, not at the top level).
 
-    Computed here rather than taken from the SDK's volume metadata, which scales the row direction
-    by the row spacing (PixelSpacing[0]); that is only right for square pixels.
+    Why: the selector reads ImageOrientationPatient from the series' first instance; an Enhanced MR has none there,
+    so the axial rule never matched it. The missing attributes are offered as series attributes
+    (bundle/serving/slices.py ``selector_attributes``); the instance itself is left as read.
     """
-    first, last = sources[0], sources[-1]
-    iop = np.asarray(first.ImageOrientationPatient, dtype=float)
-    row_sp, col_sp = (float(v) for v in first.PixelSpacing)
-    ipp0 = np.asarray(first.ImagePositionPatient, dtype=float)
-    n = len(sources)
-    if n > 1:
-        step = (np.asarray(last.ImagePositionPatient, dtype=float) - ipp0) / (n - 1)
-    else:
-        step = np.cross(iop[:3], iop[3:]) * float(getattr(first, "SliceThickness", 1.0) or 1.0)
-    aff = np.eye(4)
-    aff[:3, 0] = iop[:3] * col_sp  # along a row: column index
-    aff[:3, 1] = iop[3:] * row_sp  # along a column: row index
-    aff[:3, 2] = step
-    aff[:3, 3] = ipp0
-    return aff
+
+    @staticmethod
+    def _get_instance_properties(obj):
+        from monai.deploy.core.domain.dicom_series import DICOMSeries
+
+        from bundle.serving.slices import selector_attributes
+
+        props = DICOMSeriesSelectorOperator._get_instance_properties(obj)
+        if isinstance(obj, DICOMSeries) and obj.get_sop_instances():
+            props.update(selector_attributes(obj.get_sop_instances()[0].get_native_sop_instance(), props.get("PatientPosition")))
+        return props
+
+
+def series_slices(series) -> list:
+    """The prepared series' slices in volume order (bundle/serving/slices.py ``SliceSource``): an Enhanced MR's frames, else its instances."""
+    from bundle.serving.slices import SliceSource
+
+    slices = getattr(series, "slices", None)
+    return slices if slices is not None else [SliceSource(s.get_native_sop_instance()) for s in series.get_sop_instances()]
 
 
 class ScreenedSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
@@ -81,20 +90,35 @@ class ScreenedSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
 
     Why: the SDK stops at the first undecodable slice. Skipped slices are logged and land in detections.json
     (`skipped_slices`); a series that cannot form a volume is refused with one line (SeriesError).
+    An Enhanced MR (one multi-frame instance) is stacked here frame by frame in position order, its geometry from
+    the functional groups (the SDK's step reads one top-level position per instance).
     """
 
     def prepare_series(self, series):
         from dataclasses import asdict
 
         from bundle.serving.series_screening import screen_slices
+        from bundle.serving.slices import enhanced_slices, is_enhanced
 
         instances = list(series.get_sop_instances())
+        if len(instances) == 1 and is_enhanced(instances[0].get_native_sop_instance()):
+            series.slices = enhanced_slices(instances[0].get_native_sop_instance(), str(series.SeriesInstanceUID))
+            series.skipped_slices = []
+            series.depth_pixel_spacing = float(np.linalg.norm(series.slices[1].position - series.slices[0].position))
+            return
         keep, skipped = screen_slices([s.get_native_sop_instance() for s in instances], str(series.SeriesInstanceUID))
         series._sop_instances = [instances[i] for i in keep]  # the SDK keeps them in this list; it has no setter
         series.skipped_slices = [asdict(s) for s in skipped]
         for s in skipped:
             logger.warning("series %s: slice %s skipped: %s (%s)", series.SeriesInstanceUID, s.sop_instance_uid, s.reason, s.detail)
         super().prepare_series(series)
+
+    def generate_voxel_data(self, series):
+        from bundle.serving.slices import frame_volume
+
+        if getattr(series, "slices", None) is not None:
+            return frame_volume(series.slices)
+        return super().generate_voxel_data(series)
 
 
 class BoxDetectionOperator(Operator):
@@ -115,8 +139,10 @@ class BoxDetectionOperator(Operator):
         import torch
         from monai.bundle import ConfigParser
 
-        parser = ConfigParser()
-        parser.read_config(str(self.bundle_root / "configs" / "inference_volume.yaml"))
+        from bundle.paths import read_config
+
+        # network.yaml's keys read from this bundle, whatever the working directory
+        parser = read_config(ConfigParser(), self.bundle_root / "configs" / "inference_volume.yaml", self.bundle_root)
         parser.read_meta(str(self.bundle_root / "configs" / "metadata.json"))
         from bundle.engines.checkpoints import input_channels
         from bundle.serving.app_inputs import model_file
@@ -146,8 +172,9 @@ class BoxDetectionOperator(Operator):
     def compute(self, op_input, op_output, context):
         import torch
         from monai.data import MetaTensor
-        from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd
+        from monai.transforms import EnsureChannelFirstd, LoadImaged
 
+        from bundle.serving.slices import series_affine_lps
         from bundle.transforms.checks import CheckImaged, check_array
         from bundle.transforms.grid import to_input_grid
         from bundle.transforms.world import voxel_to_world
@@ -157,19 +184,21 @@ class BoxDetectionOperator(Operator):
         if not selected or not selected[0].selected_series:
             raise RuntimeError("no series matched the T1 post-contrast axial rules; nothing to detect")
         series = selected[0].selected_series[0].series
-        sources = [s.get_native_sop_instance() for s in series.get_sop_instances()]
+        slices = series_slices(series)
         vol = np.asarray(image.asnumpy())  # (slice, row, column), the SDK's order
-        if vol.shape[0] != len(sources):
-            raise RuntimeError(f"volume has {vol.shape[0]} slices but the series {series.SeriesInstanceUID} has {len(sources)} instances")
+        if vol.shape[0] != len(slices):
+            raise RuntimeError(f"volume has {vol.shape[0]} slices but the series {series.SeriesInstanceUID} has {len(slices)} slices")
         arr = np.ascontiguousarray(np.transpose(vol, (2, 1, 0)), dtype=np.float32)  # (column, row, slice)
-        aff_lps = series_affine_lps(sources)
+        aff_lps = series_affine_lps(slices)
         aff_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff_lps
         parser, detector, pre, model_file = self._detector()
-        # the config's file check, loading and reorientation are for files; here the array is the DICOM grid
-        # itself, so boxes stay in (column, row, slice) = DICOM pixel coordinates. The array gets the same
-        # check as a file, before its channel axis, named by its series (docs/bad_inputs.md)
+        # the config's file check and loading are for files; here the array is the DICOM grid itself. The rest of the
+        # config's preprocessing runs as for a file (its input grid remembered, reoriented to RAS, resampled to the
+        # canonical grid), so the network sees what it sees for the NIfTI of these voxels, and boxes go back to
+        # (column, row, slice) = DICOM pixel coordinates. The array gets the same check as a file, before its
+        # channel axis, named by its series (docs/bad_inputs.md)
         check_array(MetaTensor(torch.from_numpy(arr), affine=torch.from_numpy(aff_ras)), f"series {series.SeriesInstanceUID}", 3)
-        skip = (CheckImaged, LoadImaged, EnsureChannelFirstd, Orientationd)
+        skip = (CheckImaged, LoadImaged, EnsureChannelFirstd)
         steps = [t for t in pre.transforms if not isinstance(t, skip)]
         data = {"image": MetaTensor(torch.from_numpy(arr)[None], affine=torch.from_numpy(aff_ras))}
         for t in steps:
@@ -193,7 +222,8 @@ class BoxDetectionOperator(Operator):
                 "probabilities": probabilities,
                 "labels": labels,
                 "world_lps_cccwhd": voxel_to_world(boxes, aff_ras, lps=True, mode="cccwhd"),
-                "sources": sources,
+                "sources": [s.dataset for s in slices],
+                "frames": [s.frame for s in slices],
                 "series_instance_uid": str(series.SeriesInstanceUID),
                 "model": model_file,
                 "version": json.loads((self.bundle_root / "configs" / "metadata.json").read_text())["version"],
@@ -221,12 +251,13 @@ class DICOMDetectionWriterOperator(Operator):
 
         det = op_input.receive("detections")
         self.output_folder.mkdir(parents=True, exist_ok=True)
-        sr = build_sr(det["sources"], det["boxes"], det["probabilities"], det["version"])
+        frames = det.get("frames")
+        sr = build_sr(det["sources"], det["boxes"], det["probabilities"], det["version"], frames=frames)
         written = [self.output_folder / "detections_sr.dcm"]
         sr.save_as(written[0])
         objects = [sr]
         if self.write_gsps:
-            gsps = build_gsps(det["sources"], det["boxes"], det["probabilities"], det["version"])
+            gsps = build_gsps(det["sources"], det["boxes"], det["probabilities"], det["version"], frames=frames)
             written.append(self.output_folder / "detections_gsps.dcm")
             gsps.save_as(written[-1])
             objects.append(gsps)
@@ -236,6 +267,7 @@ class DICOMDetectionWriterOperator(Operator):
             "counts": det["counts"],
             "box_mode": "xyzxyz",
             "coordinates": "series array (column, row, slice index), max exclusive",
+            **({"slice_frames": frames} if frames and frames[0] is not None else {}),  # an Enhanced MR: slice k is frame slice_frames[k]
             "world": {"box_mode": "cccwhd", "space": "LPS", "units": "mm"},
             "score_kind": "logit (the SR's certainty of finding is its sigmoid, 'probability' here)",
             "detections": [
@@ -266,7 +298,7 @@ class TumorDetectionApp(Application):
         rules = os.environ.get("SERIES_RULES") or json.dumps(SERIES_RULES)
         overrides = json.loads(os.environ.get("BUNDLE_OVERRIDES", "{}"))
         loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(ctx.input_path), name="dicom_loader")
-        selector = DICOMSeriesSelectorOperator(self, rules=rules, name="series_selector")
+        selector = SeriesSelectorOperator(self, rules=rules, name="series_selector")
         to_volume = ScreenedSeriesToVolumeOperator(self, name="series_to_volume")
         detect = BoxDetectionOperator(self, model_path=Path(ctx.model_path), overrides=overrides, name="box_detection")
         writer = DICOMDetectionWriterOperator(self, output_folder=Path(ctx.output_path), stow_url=self.stow_url, name="dicom_writer")
@@ -294,7 +326,7 @@ def preflight(argv: list[str]) -> None:
     rules = json.loads(os.environ.get("SERIES_RULES") or json.dumps(SERIES_RULES))
     fragment = Fragment()
     studies = DICOMDataLoaderOperator(fragment, name="preflight_loader").load_data_to_studies(folder)
-    selected = DICOMSeriesSelectorOperator(fragment, name="preflight_selector").filter(rules, studies)
+    selected = SeriesSelectorOperator(fragment, name="preflight_selector").filter(rules, studies)
     if not selected or not selected[0].selected_series:
         raise no_series_matched(folder, [r.get("name", "") for r in rules.get("selections", [])], studies)
     series = selected[0].selected_series[0].series

@@ -676,7 +676,8 @@ def test_saturated_model_deploy_app_keeps_the_boxes_evaluation_kept(repo_root, t
     keep = np.asarray(rec["score"]) >= thr
     assert 0 < keep.sum() < len(keep)
     py = make_venv(repo_root / "deploy" / "app" / "requirements.txt", repo_root / ".venv-deploy")
-    env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False}))
+    # the app reorients as the config says (axcodes): LPS on both sides keeps the DICOM array as stored, the same voxels
+    env = dict(os.environ, BUNDLE_OVERRIDES=json.dumps({"slice_sliding_window": False, "axcodes": "LPS"}))
     run = subprocess.run([str(py), str(repo_root / "deploy" / "app" / "app.py"), "-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"),
                           "-m", str(models)], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]

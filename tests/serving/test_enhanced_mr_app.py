@@ -242,3 +242,39 @@ def test_the_app_refuses_a_broken_enhanced_mr_in_one_line(forms, served_bundle, 
     assert errors[0].startswith(
         f"error: {tmp_path / 'in'}: series {mf.SeriesInstanceUID}: 32 frames without per-frame PlanePositionSequence"
     )
+
+
+def _monailabel_infer(package_dir: Path, image: Path) -> tuple[np.ndarray, np.ndarray]:
+    """What MONAI Label's bundle infer task runs on a request: the package's inference.yaml preprocessing, the
+    detector, then its postprocessing; the boxes in world LPS (cccwhd) and their logits, by score."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(package_dir / "configs" / "inference.yaml"))
+    parser.update({"bundle_root": str(package_dir), "device": "$torch.device('cpu')", **OVERRIDES})
+    detector = parser.get_parsed_content("detector")
+    detector.network.load_state_dict(torch.load(package_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
+    parser.get_parsed_content("detector_ops")
+    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
+    detector.eval()
+    with torch.no_grad():
+        (pred,) = detector([data["image"]], use_inferer=True)
+    out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
+    return _by_score(np.asarray(out["box"]), np.asarray(out["label_scores"]))  # BoxesToWorldd: box is world LPS now
+
+
+@pytest.mark.slow
+def test_monailabel_package_gives_the_nifti_boxes_for_the_enhanced_mr(forms, served_bundle, tmp_path):
+    """The MONAI Label package (inference.yaml = the volume config, inlined) on the Enhanced MR file and on its
+    classic series: the NIfTI's boxes in world LPS and its logits."""
+    from bundle.serving.package import package
+
+    pkg = tmp_path / "monailabel" / "brain_mri_tumor_detection"
+    package(pkg, root=ROOT, target="monailabel", make_zip=False, models_dir=served_bundle / "models")
+    ref_box, ref_score = _monailabel_infer(pkg, forms["nifti"])
+    assert 1 <= len(ref_score) <= 8
+    for name in ("enhanced", "series"):
+        box, score = _monailabel_infer(pkg, forms[name])
+        np.testing.assert_allclose(box, ref_box, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(score, ref_score, rtol=1e-5, atol=1e-5, err_msg=name)

@@ -271,6 +271,11 @@ def simulated_review(plan: AblationPlan, exp: dict, rdir: Path, models: dict, ov
     ) | {"start_model": str(start)}
 
 
+def _rel(path: Path) -> str:
+    """A path as the page prints it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_absolute() and path.is_relative_to(ROOT) else str(path)
+
+
 def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:
     """Every replicate (resumable: a finished replicate's ablation.json is reused), pooled, and the results page."""
     work = Path(work_dir) if Path(work_dir).is_absolute() else ROOT / work_dir
@@ -297,6 +302,7 @@ def run(plan: AblationPlan, work_dir: str, results: str | None = None) -> dict:
     summary = {
         "plan": asdict(plan),
         "defaults": asdict(AblationPlan()),
+        "where": {"work_dir": _rel(work), "results": results and _rel(Path(results))},  # named by the page's command when not the default
         "replicates": reps,
         "pooled": pool(reps),
         "seconds": round(time.time() - t0, 1),

@@ -156,8 +156,13 @@ def _msf(v: dict) -> str:
     return "-" if v["mean"] is None else f"{v['mean']:.3f} ± {v['sd']:.3f}"
 
 
-def command(plan: dict, default: dict) -> str:
+WHERE = {"work_dir": "runs/ablation", "results": "docs/results.md"}  # configs/experiments/ablation.yaml's
+
+
+def command(plan: dict, default: dict, where: dict | None = None) -> str:
+    """The command that reruns the page: the plan's non-default fields, and its work folder and page when not the config's."""
     over = [f"--plan#{k} {json.dumps(v)!r}" for k, v in plan.items() if default.get(k) != v]
+    over += [f"--{k} {v}" for k, v in (where or {}).items() if v != WHERE[k]]
     return " ".join(["python scripts/ablation.py", *over])
 
 
@@ -180,7 +185,7 @@ def _intro(summary: dict, source: str) -> list[str]:
         "",
         "## Whole volumes (primary): what a radiologist sees on a series",
         "",
-        f"Written by `{command(plan, summary.get('defaults', plan))}` from `{source}`. Data seeds {plan['data_seeds']} x training "
+        f"Written by `{command(plan, summary.get('defaults', plan), summary.get('where'))}` from `{source}`. Data seeds {plan['data_seeds']} x training "
         f"seeds {plan['train_seeds']}, demo size `{plan['size']}`, {plan['epochs']} epochs per training. "
         f"This invocation took {sum(r['seconds'] for r in reps) / 60:.0f} min; arms already trained and evaluated under "
         "`work_dir` are reused only when stamped with the same code (git commit and uncommitted changes), configs, settings and "

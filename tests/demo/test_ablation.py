@@ -140,3 +140,16 @@ def test_a_failed_step_ends_the_script_with_one_line(repo_root: Path, tmp_path: 
     assert out.stderr.startswith("error: step failed (exit 1)") and out.stderr.count("\n") == 1
     assert out.stderr.rstrip().endswith(str(tmp_path / "abl" / "ablation_command.log"))
     assert "no_such_field" in (tmp_path / "abl" / "ablation_command.log").read_text()
+
+
+def test_page_command_names_its_work_folder_and_page_when_not_the_configs():
+    """A page written elsewhere must print a command that writes it there again, not over docs/results.md."""
+    from bundle.demo.ablation_page import command
+
+    plan, default = {"review_k": 3, "epochs": 15}, {"review_k": 0, "epochs": 15}
+    assert command(plan, default, {"work_dir": "runs/ablation", "results": "docs/results.md"}) == (
+        "python scripts/ablation.py --plan#review_k '3'"
+    )
+    assert command(plan, default, {"work_dir": "runs/review", "results": "docs/results_review.md"}) == (
+        "python scripts/ablation.py --plan#review_k '3' --work_dir runs/review --results docs/results_review.md"
+    )

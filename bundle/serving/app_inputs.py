@@ -21,7 +21,7 @@ from pydicom.errors import InvalidDicomError
 
 from bundle.io.errors import InputError
 from bundle.serving.series_screening import SeriesError, screen_slices
-from bundle.serving.slices import enhanced_slices, is_enhanced
+from bundle.serving.slices import enhanced_slices, is_enhanced, refuse_split_multiframe
 
 
 def _is_dicom(path: Path) -> bool:
@@ -80,6 +80,7 @@ def screen_series(folder: str | os.PathLike, datasets: Sequence[Any], series_uid
         if len(datasets) == 1 and is_enhanced(datasets[0]):
             enhanced_slices(datasets[0], series_uid)
             return
+        refuse_split_multiframe(datasets, series_uid)
         screen_slices(list(datasets), series_uid)
     except SeriesError as exc:
         raise InputError(f"{folder}: {exc}") from exc

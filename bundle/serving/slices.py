@@ -71,6 +71,19 @@ def is_enhanced(ds: Dataset) -> bool:
     return int(ds.get("NumberOfFrames", 1) or 1) > 1 and (PER_FRAME in ds or SHARED in ds)
 
 
+def refuse_split_multiframe(datasets: Sequence[Dataset], series_uid: str = "") -> None:
+    """SeriesError (one line) for a series of several multi-frame files: which frames make the volume is not known.
+
+    Why: some scanners split one acquisition into several Enhanced MR instances (or mix them with single-frame
+    ones); stacking them needs the per-frame positions of all of them at once, which volume inference also refuses
+    (``volume_files``). Without this the classic screening would call every file a grid mismatch."""
+    n = sum(is_enhanced(ds) for ds in datasets)
+    if len(datasets) > 1 and n:
+        raise SeriesError(
+            f"series {series_uid or '?'}: {n} multi-frame files among {len(datasets)}; one Enhanced MR file per series is read"
+        )
+
+
 def enhanced_slices(ds: Dataset, series_uid: str = "") -> list[SliceSource]:
     """An Enhanced MR's frames as slices in slice order; SeriesError (one line) when they are not one volume.
 

@@ -98,7 +98,7 @@ class ScreenedSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
         from dataclasses import asdict
 
         from bundle.serving.series_screening import screen_slices
-        from bundle.serving.slices import enhanced_slices, is_enhanced
+        from bundle.serving.slices import enhanced_slices, is_enhanced, refuse_split_multiframe
 
         instances = list(series.get_sop_instances())
         if len(instances) == 1 and is_enhanced(instances[0].get_native_sop_instance()):
@@ -106,6 +106,7 @@ class ScreenedSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
             series.skipped_slices = []
             series.depth_pixel_spacing = float(np.linalg.norm(series.slices[1].position - series.slices[0].position))
             return
+        refuse_split_multiframe([s.get_native_sop_instance() for s in instances], str(series.SeriesInstanceUID))
         keep, skipped = screen_slices([s.get_native_sop_instance() for s in instances], str(series.SeriesInstanceUID))
         series._sop_instances = [instances[i] for i in keep]  # the SDK keeps them in this list; it has no setter
         series.skipped_slices = [asdict(s) for s in skipped]

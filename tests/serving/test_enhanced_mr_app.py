@@ -278,3 +278,16 @@ def test_monailabel_package_gives_the_nifti_boxes_for_the_enhanced_mr(forms, ser
         box, score = _monailabel_infer(pkg, forms[name])
         np.testing.assert_allclose(box, ref_box, atol=1e-3, err_msg=name)
         np.testing.assert_allclose(score, ref_score, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_a_series_of_several_multiframe_files_is_refused_in_one_line(forms):
+    """One acquisition split into two Enhanced MR instances: refused naming the count, not called a grid mismatch."""
+    from bundle.io.errors import InputError
+    from bundle.serving.app_inputs import screen_series
+
+    first = pydicom.dcmread(forms["enhanced"])
+    second = pydicom.dcmread(forms["enhanced"])
+    second.SOPInstanceUID = hd.UID()
+    with pytest.raises(InputError) as err:
+        screen_series("IN", [first, second], "S1")
+    assert str(err.value) == "IN: series S1: 2 multi-frame files among 2; one Enhanced MR file per series is read"

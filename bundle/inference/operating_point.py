@@ -57,6 +57,19 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def write_if(flag: Any, ckpt_dir: str | Path, chosen: dict[str, Any]) -> Path | None:
+    """:func:`write` when ``flag`` says so; ``--write_operating_point false`` on the command line counts as false.
+
+    Why: ``monai.bundle run`` (python-fire) passes ``false`` through as the string "false", which is truthy: the
+    operating point of a model that must not be shipped would be written beside it anyway."""
+    if isinstance(flag, str):
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "none": False, "": False}
+        if flag.strip().lower() not in words:
+            raise ValueError(f"write_operating_point: {flag!r} is not true or false")
+        flag = words[flag.strip().lower()]
+    return write(ckpt_dir, chosen) if flag else None
+
+
 def write(ckpt_dir: str | Path, chosen: dict[str, Any], model_file: str | Path | None = None) -> Path:
     """Write `<ckpt_dir>/operating_point.json` from a chosen operating point (bundle.metrics.volume.choose_operating_point).
 

@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--mined", required=True, help="mined volume datalist (its training section is fitted)")
     ap.add_argument("--truth", default="", help="a fully labelled volume datalist (its test section is reported)")
     ap.add_argument("--spacing", default="null", help="canonical grid, JSON [x, y, z] mm (a grid.json's spacing); null: as stored")
-    ap.add_argument("--anchors", default="[[6, 6], [10, 10], [16, 16]]", help="today's base_anchor_shapes (configs/train.yaml)")
+    ap.add_argument("--anchors", default="[[6, 6], [10, 10], [16, 16]]", help="today's base_anchor_shapes (configs/network.yaml)")
     ap.add_argument("--small_lesion_mm", type=float, default=10.0)
     ap.add_argument("--out", default="")
     a = ap.parse_args()

@@ -20,6 +20,8 @@ import pydicom
 import pytest
 from pydicom.uid import EnhancedMRImageStorage
 
+from tests.inference.bundle_calls import infer_volume
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -67,23 +69,7 @@ def untrained(tmp_path_factory) -> Path:
 
 
 def _infer(bundle_root: Path, image: Path, out: Path) -> dict:
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs" / "inference_volume.yaml"),
-        workflow_type="infer",
-        bundle_root=str(bundle_root),
-        input_image=str(image),
-        output_path=str(out),
-        score_threshold=-1e9,
-        score_thresh=0.0,
-        slice_sliding_window=False,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    (pred,) = json.loads(out.read_text())["predictions"]
-    return pred
+    return infer_volume(bundle_root, image, out, score_threshold=-1e9, score_thresh=0.0, slice_sliding_window=False)
 
 
 @pytest.fixture(scope="module")

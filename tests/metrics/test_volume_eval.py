@@ -22,6 +22,7 @@ from bundle.metrics.volume import (
     match_volume,
     to_detector_grid,
 )
+from tests.inference.bundle_calls import package_infer
 
 LESION = [10, 10, 10, 20, 20, 20]  # 10 voxels a side, centre (15, 15, 15)
 
@@ -271,21 +272,8 @@ def _normal_volume_study(tmp_path, demo_spacing):
 
 def _monailabel_boxes(package_dir, image) -> tuple[float, int]:
     """What MONAI Label's bundle infer task does with the package: detector on the volume, then `postprocessing`."""
-    import torch
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(package_dir / "configs" / "inference.yaml"))
-    parser.update({"bundle_root": str(package_dir), "device": "$torch.device('cpu')", "slice_sliding_window": False})
-    detector = parser.get_parsed_content("detector")
-    detector.network.load_state_dict(torch.load(package_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
-    parser.get_parsed_content("detector_ops")
-    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
-    detector.eval()
-    with torch.no_grad():
-        (pred,) = detector([data["image"]], use_inferer=True)
-    out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
-    return float(parser.get_parsed_content("score_threshold")), len(out["box"])
+    out, threshold = package_infer(package_dir, image, slice_sliding_window=False)
+    return threshold, len(out["box"])
 
 
 @pytest.mark.slow

@@ -23,6 +23,8 @@ import pydicom
 import pytest
 from pydicom.uid import EnhancedMRImageStorage
 
+from tests.inference.bundle_calls import infer_volume, package_infer
+
 ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = {"slice_sliding_window": False, "score_threshold": -100.0, "max_boxes": 8}
 
@@ -118,22 +120,7 @@ def test_a_broken_enhanced_mr_is_refused_in_one_line(forms, tmp_path):
 
 
 def _infer(bundle_root: Path, image: Path, out: Path) -> dict:
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs" / "inference_volume.yaml"),
-        workflow_type="infer",
-        bundle_root=str(bundle_root),
-        input_image=str(image),
-        output_path=str(out),
-        device="$torch.device('cpu')",
-        **OVERRIDES,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    (pred,) = json.loads(out.read_text())["predictions"]
-    return pred
+    return infer_volume(bundle_root, image, out, device="$torch.device('cpu')", **OVERRIDES)
 
 
 def _app(deploy_python: Path, folder: Path, model: Path, out: Path) -> subprocess.CompletedProcess:
@@ -245,23 +232,9 @@ def test_the_app_refuses_a_broken_enhanced_mr_in_one_line(forms, served_bundle, 
 
 
 def _monailabel_infer(package_dir: Path, image: Path) -> tuple[np.ndarray, np.ndarray]:
-    """What MONAI Label's bundle infer task runs on a request: the package's inference.yaml preprocessing, the
-    detector, then its postprocessing; the boxes in world LPS (cccwhd) and their logits, by score."""
-    import torch
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(package_dir / "configs" / "inference.yaml"))
-    parser.update({"bundle_root": str(package_dir), "device": "$torch.device('cpu')", **OVERRIDES})
-    detector = parser.get_parsed_content("detector")
-    detector.network.load_state_dict(torch.load(package_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
-    parser.get_parsed_content("detector_ops")
-    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
-    detector.eval()
-    with torch.no_grad():
-        (pred,) = detector([data["image"]], use_inferer=True)
-    out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
-    return _by_score(np.asarray(out["box"]), np.asarray(out["label_scores"]))  # BoxesToWorldd: box is world LPS now
+    """What MONAI Label's bundle infer task runs on a request; the boxes in world LPS (cccwhd) and their logits, by score."""
+    out, _ = package_infer(package_dir, image, **OVERRIDES)
+    return _by_score(np.asarray(out["box"]), np.asarray(out["label_scores"]))
 
 
 @pytest.mark.slow

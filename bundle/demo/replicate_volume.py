@@ -44,7 +44,7 @@ class VolumeReplicatePlan:
     target_precision: float = 0.8
     ignore_floor: float = 0.3
     max_pseudo_per_series: int = 50
-    ema_decay: float = 0.999
+    ema_decay: float | str = "auto"  # bundle/selftrain/ema.py auto_decay
     dynamic_count: bool = False
     temporal_consistency: bool = False
     context_slices: int = 1  # 1: the key-slice comparison can score the same models (2.5D needs whole volumes)

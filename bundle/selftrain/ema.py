@@ -12,6 +12,7 @@ configs/self_train_student.yaml attaches it to train.yaml's trainer; the loop (b
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -19,21 +20,50 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bundle.engines.checkpoints import network_weights
 
+# decay "auto": the old teacher keeps this share of the average when the round ends, whatever its length
+AUTO_RESIDUAL = 0.05
+AUTO_RANGE = (0.9, 0.999)
+
+
+def auto_decay(iterations: int, residual: float = AUTO_RESIDUAL) -> float:
+    """The per-iteration decay at which the previous teacher keeps ``residual`` of the average after ``iterations``.
+
+    Why: a fixed 0.999 is a long GPU run's value. A CPU-sized round of about 200 iterations leaves the old teacher
+    0.999 ** 200 = 0.82 of the average, so the next round's teacher is the last one again (docs/selftraining.md saw
+    round 1's EMA score as round 0's). Clipped to [0.9, 0.999]: never a copy of the student, never slower than 0.999.
+    """
+    if iterations < 1:
+        raise ValueError(f"ema decay auto: {iterations} iterations; needs at least 1")
+    lo, hi = AUTO_RANGE
+    return float(min(hi, max(lo, residual ** (1.0 / iterations))))
+
 
 class TeacherEMA:
     """Ignite handler: EMA teacher of ``network`` (the student), saved as a bare state_dict like models/model.pt.
 
+    decay: per iteration, or "auto" (``auto_decay`` of the training's epochs x iterations per epoch, read at start).
     init_ckpt: the previous round's teacher; the EMA starts from it (empty: from the student's first weights).
     mid_fraction: the share of the epochs after which ``teacher_mid.pt`` is saved (a second checkpoint).
     """
 
     def __init__(
-        self, network: torch.nn.Module, save_dir: str, decay: float = 0.999, init_ckpt: str = "", mid_fraction: float = 0.5
+        self,
+        network: torch.nn.Module,
+        save_dir: str,
+        decay: float | str = 0.999,
+        init_ckpt: str = "",
+        mid_fraction: float = 0.5,
     ) -> None:
-        if not 0.0 < float(decay) < 1.0:
-            raise ValueError(f"ema decay {decay!r}: a number in (0, 1)")
+        self.auto = isinstance(decay, str) and decay.strip().lower() == "auto"
+        if not self.auto:
+            try:
+                ok = 0.0 < float(decay) < 1.0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"ema decay {decay!r}: a number in (0, 1), or 'auto'")
         self.network = network
-        self.decay = float(decay)
+        self.decay = AUTO_RANGE[1] if self.auto else float(decay)
         self.init_ckpt = str(init_ckpt or "")
         self.save_dir = Path(save_dir)
         self.mid_fraction = float(mid_fraction)
@@ -63,6 +93,11 @@ class TeacherEMA:
     def start(self, engine=None) -> None:
         """Build the average on the student's device; start from the saved running EMA, else the old teacher."""
         device = next(self.network.parameters()).device
+        if self.auto and engine is not None and engine.state.epoch_length:  # a loader without a length keeps 0.999
+            self.decay = auto_decay(int(engine.state.max_epochs) * int(engine.state.epoch_length))
+            logging.getLogger(__name__).info(
+                "teacher EMA decay auto: %.5f over %d iterations", self.decay, engine.state.max_epochs * engine.state.epoch_length
+            )
         resumed = engine is not None and getattr(engine.state, "epoch", 0) > 0 and self.running_path.is_file()
         source = str(self.running_path) if resumed else self.init_ckpt
         # from a teacher: PyTorch's EMA as it is. From scratch (a burn-in round): the decay warms up as (1 + n) / (10 + n),

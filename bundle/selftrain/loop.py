@@ -39,7 +39,9 @@ class Schedule:
     # mean teacher (bundle/selftrain/ema.py): the teacher is an EMA of the student, started from the previous
     # teacher, and never replaced by the student; the student trains with strong augmentation (configs/self_train_student.yaml)
     mean_teacher: bool = False
-    ema_decay: float = 0.999
+    # per iteration, or "auto": the previous teacher keeps 5% of the average at the round's end (ema.auto_decay; a fixed
+    # 0.999 left it 82% after a CPU-sized round of ~200 iterations, so round 1's teacher was round 0's)
+    ema_decay: float | str = "auto"
     # what keeps rounds and checkpoints: "f1" (key-slice max F1 on validation) or "volume" (validation sensitivity
     # >= 10 mm at the shipped false-box limits, then CPM; needs volume_datalist: every lesion of the validation volumes)
     select: str = "f1"
@@ -57,6 +59,13 @@ class Schedule:
             v = getattr(self, name)  # "false" from a command line is not True
             if isinstance(v, str):
                 setattr(self, name, v.strip().lower() in ("1", "true", "yes"))
+        if str(self.ema_decay).strip().lower() != "auto":
+            try:
+                self.ema_decay = float(self.ema_decay)
+            except ValueError:
+                self.ema_decay = -1.0
+            if not 0.0 < self.ema_decay < 1.0:
+                raise ValueError("schedule ema_decay: a number in (0, 1), or 'auto'")
         if self.select not in ("f1", "volume"):
             raise ValueError(f"schedule select {self.select!r}: 'f1' or 'volume'")
         if self.select == "volume" and not self.volume_datalist:

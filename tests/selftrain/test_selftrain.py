@@ -434,3 +434,32 @@ def test_series_rules_work_on_the_volume_paths_logit_scores(tmp_path):
     assert stats["boxes_added"] == 300 and share == 0.0  # logit 0 >= threshold 0: a pseudo-box, not a band box
     low = sum([30.0, 30.0, 45.0, 45.0] in it.get("ignore_box", []) for it in new["training"]) / len(imgs)
     assert abs(low - 1 / (1 + math.exp(0.5))) < 0.07 and stats["score_kind"] == "logit"
+
+
+def test_teacher_ema_auto_decay_leaves_the_old_teacher_five_percent_whatever_the_round_length(tmp_path):
+    import types
+
+    import pytest
+    import torch
+
+    from bundle.selftrain.ema import TeacherEMA, auto_decay
+    from bundle.selftrain.loop import Schedule
+
+    assert abs(auto_decay(200) ** 200 - 0.05) < 1e-9  # a CPU-sized round
+    assert auto_decay(20) == 0.9 and auto_decay(100_000) == 0.999  # clipped: never a copy, never slower than 0.999
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.save({"weight": torch.zeros(1, 1)}, tmp_path / "t0.pt")
+    h = TeacherEMA(net, str(tmp_path / "t"), decay="auto", init_ckpt=str(tmp_path / "t0.pt"))
+    engine = types.SimpleNamespace(state=types.SimpleNamespace(max_epochs=4, epoch_length=50, epoch=0))
+    h.start(engine)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    for _ in range(200):
+        h.update()
+    # the old teacher (0) keeps 5% of the average after the round's 4 x 50 iterations; the student (1) has the rest
+    assert abs(float(h.ema.module.weight.detach()) - 0.95) < 1e-4
+    with pytest.raises(ValueError, match="'auto'"):
+        TeacherEMA(net, str(tmp_path / "t"), decay="fast")
+    with pytest.raises(ValueError, match="ema_decay"):
+        Schedule(ema_decay="1.5")
+    assert Schedule().ema_decay == "auto" and Schedule(ema_decay="0.99").ema_decay == 0.99

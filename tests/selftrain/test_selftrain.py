@@ -134,6 +134,26 @@ def test_auto_threshold_follows_each_teachers_validation_precision(tmp_path):
         select_pseudo([[0, 0, 20, 20]], [0.9], [], SP, rules)
 
 
+def test_auto_threshold_on_whole_series_counts_a_lesion_at_the_pseudo_box_quality_iou(tmp_path):
+    """On series the teacher's boxes that overlap a cross-section by IoU 0.3-0.5 are lesions: at IoU 0.5 no threshold
+    reached the target and the round got no pseudo-box (the default demo's round 1); 0.3 is pseudo_quality's IoU."""
+    truth = [[0, 0, 10, 10], [20, 20, 30, 30]]
+    dl = {"training": [], "validation": [{"image": str(tmp_path / "v.nii.gz"), "box": truth, "label": [0, 0]}]}
+    (tmp_path / "dl.json").write_text(json.dumps(dl))
+    loose = [[-3, -3, 12, 12], [17, 17, 33, 33], [50, 50, 60, 60]]  # IoU 100/225 = 0.44, 100/256 = 0.39: lesions at 0.3
+    doc = {"predictions": [{"image": dl["validation"][0]["image"], "box": loose, "score": [3.0, 2.0, 1.0]}]}
+    (tmp_path / "predictions_validation.json").write_text(json.dumps(doc))
+    teacher = {"dir": str(tmp_path), "datalist": str(tmp_path / "dl.json")}
+    rules = PseudoRules(score_threshold="auto")
+    vdl = str(tmp_path / "vol.json")
+    series = SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), rules, Schedule(series=True, target_precision=0.8))
+    r, info = series.rules_for(teacher)
+    assert r.score_threshold == 2.0 and info["rule"].endswith("IoU 0.3")
+    strict = Schedule(series=True, target_precision=0.8, threshold_iou=0.5, select="volume", volume_datalist=vdl)
+    r, info = SelfTraining(str(tmp_path / "w2"), str(tmp_path / "dl.json"), rules, strict).rules_for(teacher)
+    assert r.score_threshold == float("inf")  # no pseudo-box at all
+
+
 def test_auto_threshold_decides_which_pseudo_boxes_are_added(tmp_path):
     """The 'auto' threshold from the teacher's validation predictions is the one applied to its training
     predictions: the boxes at or above it are added, the one below it is not (explicit predictions, no training)."""

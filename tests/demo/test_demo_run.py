@@ -93,6 +93,7 @@ def test_demo_command_runs_end_to_end(tmp_path):
     )
     assert f"(b) whole series + ignore regions + 2.5D (3 slices){':' if not r['self_training_best_round'] else ','} {kept}" in page
     assert "Self-training rounds" in page
+    assert "(b) is the round with the best validation sensitivity >= 10 mm at the shipped false-box limits" in page  # as kept
     assert (tmp_path / "work" / "eval" / ("self_trained" if r["self_training_best_round"] else "teacher_round0")).is_dir()
     # the shipped model is 2.5D (docs/results.md's 36-epoch choice): 3 input channels, read back from the model
     from bundle.engines.checkpoints import input_channels

@@ -159,11 +159,13 @@ def _msf(v: dict) -> str:
 WHERE = {"work_dir": "runs/ablation", "results": "docs/results.md"}  # configs/experiments/ablation.yaml's
 
 
-def command(plan: dict, default: dict, where: dict | None = None) -> str:
+def command(
+    plan: dict, default: dict, where: dict | None = None, script: str = "python scripts/ablation.py", config_where: dict = WHERE
+) -> str:
     """The command that reruns the page: the plan's non-default fields, and its work folder and page when not the config's."""
     over = [f"--plan#{k} {json.dumps(v)!r}" for k, v in plan.items() if default.get(k) != v]
-    over += [f"--{k} {v}" for k, v in (where or {}).items() if v != WHERE[k]]
-    return " ".join(["python scripts/ablation.py", *over])
+    over += [f"--{k} {v}" for k, v in (where or {}).items() if v != config_where[k]]
+    return " ".join([script, *over])
 
 
 METHOD = (

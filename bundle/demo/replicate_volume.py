@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bundle.demo.ablation import evaluate_volumes, prepare
+from bundle.demo.ablation import _rel, evaluate_volumes, prepare
+from bundle.demo.ablation_page import command
 from bundle.demo.run import evaluate
 from bundle.demo.volume_steps import add_unlabelled_truth
 from bundle.metrics.bootstrap import patient_counts
@@ -239,12 +240,22 @@ def _diff_line(name: str, d: dict) -> str:
     )
 
 
+# configs/experiments/replicate_volume.yaml's work folder and page
+WHERE = {"work_dir": "runs/replicate_volume", "results": "docs/results_self_training.md"}
+
+
+def rerun(summary: dict) -> str:
+    """The command that wrote the page: the plan's non-default fields, and its folder and page when not the config's."""
+    default = summary.get("defaults", asdict(VolumeReplicatePlan()))
+    return command(summary["plan"], default, summary.get("where"), "python scripts/replicate.py --experiment volume", WHERE)
+
+
 def page(summary: dict, source: str) -> str:
     plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
     lines = [
         "# Self-training on whole volumes: teacher vs self-trained, replicated",
         "",
-        f"Written by `python scripts/replicate.py --experiment volume` from `{source}`. Data seeds {plan['data_seeds']} x training seeds "
+        f"Written by `{rerun(summary)}` from `{source}`. Data seeds {plan['data_seeds']} x training seeds "
         f"{plan['train_seeds']}; demo size `{plan['size']}`, {plan['epochs']} epochs per training, up to {plan['rounds']} mean-teacher "
         f"round(s) (EMA decay {plan['ema_decay']}), target precision {plan['target_precision']}, ignore floor {plan['ignore_floor']}, "
         f"dynamic count {plan['dynamic_count']}, temporal consistency {plan['temporal_consistency']}. Rounds and checkpoints kept by "
@@ -310,6 +321,7 @@ def run(plan: VolumeReplicatePlan, work_dir: str, results: str | None = None) ->
             reps.append(rep)
             print(row_line(rep), flush=True)
     summary = {"plan": asdict(plan), "replicates": reps, "pooled": pool(plan, reps), "seconds": round(time.time() - t0, 1)}
+    summary |= {"defaults": asdict(VolumeReplicatePlan()), "where": {"work_dir": _rel(work), "results": results and _rel(Path(results))}}
     (work / "replicates_volume.json").write_text(json.dumps(summary, indent=1))
     if results:
         path = ROOT / results if not Path(results).is_absolute() else Path(results)

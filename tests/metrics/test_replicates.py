@@ -198,5 +198,10 @@ def test_volume_replicate_arms_start_from_the_mean_teacher_and_are_each_compared
     p = pool(plan, reps)
     assert p["arms"]["score_weighted"]["volume_vs_teacher"]["difference"] == 0.0 and p["arms"]["score_weighted"]["identical_rows"] == 2
     assert p["volume_b_vs_a"]["difference"] == pytest.approx(0.25)
-    text = page({"plan": asdict(plan), "pooled": p, "replicates": reps}, "x.json")
+    where = {"work_dir": "runs/rv_small", "results": "docs/results_self_training.md"}
+    text = page({"plan": asdict(plan), "pooled": p, "replicates": reps, "where": where}, "x.json")
     assert "| score_weighted | +0.000 |" in text and "2 of 2 |" in text
+    # the page's command reruns it: the plan's non-default fields and the non-default work folder, not the page (default)
+    cmd = text.split("Written by `")[1].split("`")[0]
+    assert cmd.startswith("python scripts/replicate.py --experiment volume --plan#arms")
+    assert "--plan#n_bootstrap '100'" in cmd and "--work_dir runs/rv_small" in cmd and "--results" not in cmd

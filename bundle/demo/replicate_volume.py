@@ -120,7 +120,6 @@ def _from_round0(base_state: dict, work: Path) -> None:
 def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: int, train_seed: int) -> dict:
     """One (data seed, training seed): self-training per arm (all from one round 0), then every kept model per volume and
     on key slices; the teacher is round 0's kept checkpoint."""
-    log = rdir / "replicate.log"
     data = Path(exp["volume_datalist"]).parent.parent  # <data>/demo/datalist_volume.json
     unl_path = data / "mined" / "datalist_unlabelled.json"
     unlabelled = str(unl_path) if plan.unlabelled and unl_path.is_file() else None
@@ -161,24 +160,53 @@ def run_replicate(plan: VolumeReplicatePlan, exp: dict, rdir: Path, data_seed: i
         "volume": {},
         "key_slices": {},
     }
-    vdl = exp["volume_datalist"]
     for name, ckpt in models.items():
         if name != "teacher" and out["arms"][name]["identical_to_teacher"]:  # the same model: evaluated once, shown twice
             out["volume"][name] = out["volume"]["teacher"]
             if "teacher" in out["key_slices"]:
                 out["key_slices"][name] = out["key_slices"]["teacher"]
             continue
-        edir = rdir / "eval_volume" / name
-        m = evaluate_volumes(ckpt.parent, Path(vdl), edir, log, train_seed, {}, plan.n_bootstrap)  # input: the model's own
-        _, counts = patient_volume_counts(vdl, str(edir / "predictions_volume_test.json"), m["operating_point"]["score_threshold"])
-        out["volume"][name] = _volume_figures(m) | {"counts": counts.tolist()}
-        if plan.context_slices == 1:
-            kdir = rdir / "eval_key_slices" / name
-            km = evaluate(name, ckpt, exp["mined"], kdir, log, train_seed)
-            s = score_model(exp["mined"], kdir / "predictions_validation.json", kdir / "predictions_test.json", "iou", 0.5)
-            _, kc = patient_counts(s.matches, s.patients, s.threshold)
-            out["key_slices"][name] = {"f1": km["test"]["f1"], "counts": kc.tolist()}
+        _evaluate_model(plan, exp, rdir, out, name, ckpt)
+    add_last_round(plan, exp, rdir, out)
     return out
+
+
+def _evaluate_model(plan: VolumeReplicatePlan, exp: dict, rdir: Path, out: dict, name: str, ckpt: Path) -> None:
+    """One model on the test volumes (at its own validation operating point) and, for 2D models, on key slices."""
+    log, vdl, seed = rdir / "replicate.log", exp["volume_datalist"], out["train_seed"]
+    edir = rdir / "eval_volume" / name
+    m = evaluate_volumes(ckpt.parent, Path(vdl), edir, log, seed, {}, plan.n_bootstrap)  # input: the model's own
+    _, counts = patient_volume_counts(vdl, str(edir / "predictions_volume_test.json"), m["operating_point"]["score_threshold"])
+    out["volume"][name] = _volume_figures(m) | {"counts": counts.tolist()}
+    if plan.context_slices == 1:
+        kdir = rdir / "eval_key_slices" / name
+        km = evaluate(name, ckpt, exp["mined"], kdir, log, seed)
+        s = score_model(exp["mined"], kdir / "predictions_validation.json", kdir / "predictions_test.json", "iou", 0.5)
+        _, kc = patient_counts(s.matches, s.patients, s.threshold)
+        out["key_slices"][name] = {"f1": km["test"]["f1"], "counts": kc.tolist()}
+
+
+def add_last_round(plan: VolumeReplicatePlan, exp: dict, rdir: Path, out: dict) -> bool:
+    """The mean teacher's last trained round on test, kept or not (``last_round``); True when it was added now.
+
+    Why: when validation keeps round 0 the self-trained row *is* the teacher, so the replicate says nothing about
+    what a round of self-training did. This row shows it. It is never used to choose anything: each round's
+    candidate (student or EMA teacher) was already chosen on validation, and the shipped model stays what the loop kept.
+    """
+    if "last_round" in out["volume"]:
+        return False
+    state = json.loads((rdir / "selftrain" / "state.json").read_text())
+    last = state["rounds"][-1]
+    if last["round"] == 0:
+        return False
+    out["last_round"] = {"round": last["round"], "candidate": last.get("kept", "student"), "kept": out["kept_round"] == last["round"]}
+    if out["last_round"]["kept"]:  # the kept model: evaluated already
+        out["volume"]["last_round"] = out["volume"]["self_trained"]
+        if "self_trained" in out["key_slices"]:
+            out["key_slices"]["last_round"] = out["key_slices"]["self_trained"]
+    else:
+        _evaluate_model(plan, exp, rdir, out, "last_round", Path(last["model"]))
+    return True
 
 
 def pool(plan: VolumeReplicatePlan, reps: list[dict]) -> dict:
@@ -211,6 +239,17 @@ def pool(plan: VolumeReplicatePlan, reps: list[dict]) -> dict:
     out["volume_cpm_difference"] = base.get("cpm_difference")
     if "key_slices_vs_teacher" in base:
         out["key_slices_b_vs_a"] = base["key_slices_vs_teacher"]
+    if all("last_round" in r["volume"] for r in reps):  # what the round did, kept or not (add_last_round)
+        lb = [np.asarray(r["volume"]["last_round"]["counts"]) for r in reps]
+        out["last_round"] = {
+            "volume_vs_teacher": two_level_difference(lb, va, plan.n_bootstrap, seed=0, metric="recall"),
+            "cpm_difference": mean_sd([r["volume"]["last_round"]["cpm"] - r["volume"]["teacher"]["cpm"] for r in reps]),
+            "fp_per_volume": mean_sd([r["volume"]["last_round"]["fp_per_volume"] for r in reps]),
+        }
+        if keyed:
+            ka = [np.asarray(r["key_slices"]["teacher"]["counts"]) for r in reps]
+            kb = [np.asarray(r["key_slices"]["last_round"]["counts"]) for r in reps]
+            out["last_round"]["key_slices_vs_teacher"] = two_level_difference(kb, ka, plan.n_bootstrap, seed=0, metric="f1")
     out["identical_rows"] = sum(r["identical_to_teacher"] for r in reps)
     out["replicates"] = len(reps)
     return out
@@ -250,6 +289,46 @@ def rerun(summary: dict) -> str:
     return command(summary["plan"], default, summary.get("where"), "python scripts/replicate.py --experiment volume", WHERE)
 
 
+def last_round_lines(pooled: dict, reps: list[dict]) -> list[str]:
+    """What the last round trained did on test, kept or not: the attempt's effect beside what shipped."""
+    if "last_round" not in pooled:
+        return []
+    lr = pooled["last_round"]
+    lines = [
+        "",
+        "## The last round trained, kept or not",
+        "",
+        "What one round of mean-teacher self-training did: the round's candidate (student or EMA teacher, chosen on "
+        "validation) on the same test volumes, whether or not validation kept it. Nothing is chosen on these figures.",
+        "",
+        "| data seed | training seed | last round (candidate) | kept | sensitivity >= 10 mm (teacher → last round) | FP per volume | CPM | key-slice F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in reps:
+        t, b, info = r["volume"]["teacher"], r["volume"]["last_round"], r["last_round"]
+        ks = r.get("key_slices") or {}
+        kf = f"{_f(ks['teacher']['f1'])} → {_f(ks['last_round']['f1'])}" if "last_round" in ks else "-"
+        lines.append(
+            f"| {r['data_seed']} | {r['train_seed']} | round {info['round']} ({info['candidate']}) | {'yes' if info['kept'] else 'no'} | "
+            f"{_f(t['sensitivity_ge10'])} → {_f(b['sensitivity_ge10'])} | {_f(t['fp_per_volume'])} → {_f(b['fp_per_volume'])} | "
+            f"{_f(t['cpm'])} → {_f(b['cpm'])} | {kf} |"
+        )
+    lines += [
+        "",
+        "| last round - teacher (two-level bootstrap) | difference | 95% CI | P | replicates where the last round is better |",
+        "| --- | --- | --- | --- | --- |",
+        _diff_line("sensitivity >= 10 mm, whole volumes", lr["volume_vs_teacher"]),
+    ]
+    if "key_slices_vs_teacher" in lr:
+        lines.append(_diff_line("F1, key slices", lr["key_slices_vs_teacher"]))
+    c, fp = lr["cpm_difference"], lr["fp_per_volume"]
+    lines += [
+        "",
+        f"CPM difference (per replicate, mean ± SD): {c['mean']:+.3f} ± {c['sd']:.3f}; the last round's FP per volume {fp['mean']:.2f} ± {fp['sd']:.2f}.",
+    ]
+    return lines
+
+
 def page(summary: dict, source: str) -> str:
     plan, pooled, reps = summary["plan"], summary["pooled"], summary["replicates"]
     lines = [
@@ -277,6 +356,7 @@ def page(summary: dict, source: str) -> str:
         lines.append(_diff_line("F1, key slices", pooled["key_slices_b_vs_a"]))
     c = pooled["volume_cpm_difference"]
     lines += ["", f"CPM difference (per replicate, mean ± SD): {c['mean']:+.3f} ± {c['sd']:.3f} (n={c['n']})."]
+    lines += last_round_lines(pooled, reps)
     others = {k: v for k, v in pooled.get("arms", {}).items() if k != "self_trained"}
     if others:
         lines += [
@@ -310,7 +390,12 @@ def run(plan: VolumeReplicatePlan, work_dir: str, results: str | None = None) ->
             rdir = work / f"data{ds}" / f"train{ts}"
             done = rdir / "replicate_volume.json"
             if done.is_file():
-                reps.append(json.loads(done.read_text()))
+                rep = json.loads(done.read_text())
+                if "last_round" not in rep["volume"] and (rdir / "selftrain" / "state.json").is_file():
+                    exp = exp or prepare(plan, work, ds)  # type: ignore[arg-type]  # uses .size only
+                    if add_last_round(plan, exp, rdir, rep):
+                        done.write_text(json.dumps(rep, indent=1))
+                reps.append(rep)
                 continue
             exp = exp or prepare(plan, work, ds)  # type: ignore[arg-type]  # uses .size only
             rdir.mkdir(parents=True, exist_ok=True)
@@ -326,5 +411,5 @@ def run(plan: VolumeReplicatePlan, work_dir: str, results: str | None = None) ->
     if results:
         path = ROOT / results if not Path(results).is_absolute() else Path(results)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page(summary, str(work / "replicates_volume.json")))
+        path.write_text(page(summary, _rel(work / "replicates_volume.json")))
     return summary

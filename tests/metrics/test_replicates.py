@@ -205,3 +205,40 @@ def test_volume_replicate_arms_start_from_the_mean_teacher_and_are_each_compared
     cmd = text.split("Written by `")[1].split("`")[0]
     assert cmd.startswith("python scripts/replicate.py --experiment volume --plan#arms")
     assert "--plan#n_bootstrap '100'" in cmd and "--work_dir runs/rv_small" in cmd and "--results" not in cmd
+
+
+def test_last_round_is_scored_on_test_even_when_validation_kept_round_0(tmp_path, monkeypatch):
+    """A replicate that kept round 0 still shows what its round did: the rejected round's candidate is evaluated (and
+    only that model); a replicate that kept its last round reuses the kept model's figures."""
+    import bundle.demo.replicate_volume as rv
+
+    rounds = [
+        {"round": 0, "kept": "student", "model": "r0/model.pt"},
+        {"round": 1, "kept": "teacher", "model": str(tmp_path / "r1t" / "model.pt")},
+    ]
+    for name in ("a", "b"):
+        (tmp_path / name / "selftrain").mkdir(parents=True)
+        (tmp_path / name / "selftrain" / "state.json").write_text(json.dumps({"rounds": rounds}))
+    seen = []
+
+    def fake_eval(plan, exp, rdir, out, name, ckpt):
+        seen.append((name, str(ckpt)))
+        out["volume"][name] = {"sensitivity_ge10": 1.0, "fp_per_volume": 2.0, "cpm": 0.7, "counts": [[2, 2, 0], [2, 2, 0]]}
+        out["key_slices"][name] = {"f1": 0.4, "counts": [[1, 2, 1]] * 3}
+
+    monkeypatch.setattr(rv, "_evaluate_model", fake_eval)
+    plan = rv.VolumeReplicatePlan(n_bootstrap=100)
+    rejected = _vrep(2027, 0, 0, [[1, 0, 1], [2, 1, 0]], None)
+    kept = _vrep(2027, 1, 1, [[1, 0, 1], [2, 1, 0]], [[2, 0, 0], [2, 1, 0]])
+    assert rv.add_last_round(plan, {}, tmp_path / "a", rejected) and seen == [("last_round", str(tmp_path / "r1t" / "model.pt"))]
+    assert rv.add_last_round(plan, {}, tmp_path / "b", kept) and len(seen) == 1  # kept: nothing evaluated again
+    assert kept["volume"]["last_round"] == kept["volume"]["self_trained"] and kept["last_round"]["kept"]
+    assert rejected["last_round"] == {"round": 1, "candidate": "teacher", "kept": False}
+    assert not rv.add_last_round(plan, {}, tmp_path / "a", rejected)  # once only
+    p = rv.pool(plan, [rejected, kept])
+    # the shipped comparison: one row identical (0) and one +0.25; the last round: +0.25 and +0.25
+    assert p["volume_b_vs_a"]["difference"] == pytest.approx(0.125)
+    assert p["last_round"]["volume_vs_teacher"]["difference"] == pytest.approx(0.25)
+    assert p["last_round"]["fp_per_volume"]["mean"] == pytest.approx(1.5)
+    text = rv.page({"plan": asdict(plan), "pooled": p, "replicates": [rejected, kept]}, "x.json")
+    assert "## The last round trained, kept or not" in text and "| 2027 | 0 | round 1 (teacher) | no | 0.750 → 1.000 |" in text

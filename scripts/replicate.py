@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def volume(overrides: dict) -> None:
     """The volume-level replicate; prints each row (with the round it kept) and the pooled differences."""
-    from bundle.demo.replicate_volume import row_line
+    from bundle.demo.replicate_volume_page import row_line
 
     config = "configs/experiments/replicate_volume.yaml"
     summary, seconds = run_experiment(config, ROOT, "runs/replicate_volume", "replicates_volume.json", overrides)

@@ -38,6 +38,19 @@ def auto_decay(iterations: int, residual: float = AUTO_RESIDUAL) -> float:
     return float(min(hi, max(lo, residual ** (1.0 / iterations))))
 
 
+def checked_decay(value: float | str, key: str) -> float | str:
+    """'auto', or the decay as a float in (0, 1); anything else is refused naming ``key`` (a command line gives strings)."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        decay = float(value)
+    except (TypeError, ValueError):
+        decay = -1.0
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"{key} {value!r}: a number in (0, 1), or 'auto'")
+    return decay
+
+
 class TeacherEMA:
     """Ignite handler: EMA teacher of ``network`` (the student), saved as a bare state_dict like models/model.pt.
 
@@ -54,14 +67,8 @@ class TeacherEMA:
         init_ckpt: str = "",
         mid_fraction: float = 0.5,
     ) -> None:
-        self.auto = isinstance(decay, str) and decay.strip().lower() == "auto"
-        if not self.auto:
-            try:
-                ok = 0.0 < float(decay) < 1.0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(f"ema decay {decay!r}: a number in (0, 1), or 'auto'")
+        decay = checked_decay(decay, "ema decay")
+        self.auto = decay == "auto"
         self.network = network
         self.decay = AUTO_RANGE[1] if self.auto else float(decay)
         self.init_ckpt = str(init_ckpt or "")

@@ -18,6 +18,7 @@ from bundle.inference.operating_point import logit
 from bundle.inference.predictions import load_predictions
 from bundle.metrics.matching import threshold_for_precision
 from bundle.paths import ROOT
+from bundle.selftrain.ema import checked_decay
 from bundle.selftrain.pseudo import PseudoRules, expand_datalist, threshold_for_count, with_unlabelled, write_datalist
 from bundle.selftrain.scoring import pseudo_quality, shipped_limits, validation_f1, validation_matches, volume_selection  # noqa: F401
 from bundle.steps.runner import bundle_run
@@ -53,10 +54,8 @@ class Schedule:
     # contrast series nobody measured (configs/mine.yaml unlabelled: true writes datalist_unlabelled.json): from round 1 the
     # teacher labels them too; a series joins the student's training only with at least one pseudo-box
     unlabelled_datalist: str | None = None
-    # the IoU at which a validation prediction counts as a lesion when 'auto' sets the threshold. None: 0.3 on whole
-    # series, the IoU pseudo_quality scores pseudo-boxes at (at 0.5 the default demo's round-0 teacher never reached
-    # precision 0.8 although its 100 highest boxes were 94% lesions at 0.3: round 1 got no pseudo-box at all);
-    # 0.5 on key slices, the seed study's
+    # IoU at which a validation box is a lesion for the 'auto' threshold. None: on series 0.3, pseudo_quality's (at 0.5 the
+    # default demo's round 1 got no pseudo-box: docs/selftraining.md); on key slices 0.5, the seed study's
     threshold_iou: float | None = None
 
     def __post_init__(self) -> None:
@@ -64,13 +63,7 @@ class Schedule:
             v = getattr(self, name)  # "false" from a command line is not True
             if isinstance(v, str):
                 setattr(self, name, v.strip().lower() in ("1", "true", "yes"))
-        if str(self.ema_decay).strip().lower() != "auto":
-            try:
-                self.ema_decay = float(self.ema_decay)
-            except ValueError:
-                self.ema_decay = -1.0
-            if not 0.0 < self.ema_decay < 1.0:
-                raise ValueError("schedule ema_decay: a number in (0, 1), or 'auto'")
+        self.ema_decay = checked_decay(self.ema_decay, "schedule ema_decay")
         if self.select not in ("f1", "volume"):
             raise ValueError(f"schedule select {self.select!r}: 'f1' or 'volume'")
         if self.select == "volume" and not self.volume_datalist:

@@ -134,7 +134,8 @@ def _vrep(ds: int, ts: int, kept: int, t_counts, b_counts, k_t=0.5, k_b=0.6) -> 
 
 
 def test_volume_replicate_rows_say_the_round_they_kept_and_mark_identical_ones():
-    from bundle.demo.replicate_volume import VolumeReplicatePlan, page, pool, row_line
+    from bundle.demo.replicate_volume import VolumeReplicatePlan, pool
+    from bundle.demo.replicate_volume_page import page, row_line
 
     same = _vrep(2027, 0, 0, [[1, 0, 1], [2, 1, 0]], None)
     better = _vrep(2027, 1, 2, [[1, 0, 1], [2, 1, 0]], [[2, 0, 0], [2, 1, 0]])
@@ -178,7 +179,8 @@ def test_patient_volume_counts_feed_the_two_level_bootstrap_as_sensitivity(tmp_p
 
 
 def test_volume_replicate_arms_start_from_the_mean_teacher_and_are_each_compared_with_the_teacher():
-    from bundle.demo.replicate_volume import VolumeReplicatePlan, page, pool
+    from bundle.demo.replicate_volume import VolumeReplicatePlan, pool
+    from bundle.demo.replicate_volume_page import page
 
     with pytest.raises(ValueError, match="self_trained"):
         VolumeReplicatePlan(arms=["score_weighted"])
@@ -199,7 +201,8 @@ def test_volume_replicate_arms_start_from_the_mean_teacher_and_are_each_compared
     assert p["arms"]["score_weighted"]["volume_vs_teacher"]["difference"] == 0.0 and p["arms"]["score_weighted"]["identical_rows"] == 2
     assert p["volume_b_vs_a"]["difference"] == pytest.approx(0.25)
     where = {"work_dir": "runs/rv_small", "results": "docs/results_self_training.md"}
-    text = page({"plan": asdict(plan), "pooled": p, "replicates": reps, "where": where}, "x.json")
+    summary = {"plan": asdict(plan), "pooled": p, "replicates": reps, "where": where, "defaults": asdict(VolumeReplicatePlan())}
+    text = page(summary, "x.json")
     assert "| score_weighted | +0.000 |" in text and "2 of 2 |" in text
     # the page's command reruns it: the plan's non-default fields and the non-default work folder, not the page (default)
     cmd = text.split("Written by `")[1].split("`")[0]
@@ -211,6 +214,7 @@ def test_last_round_is_scored_on_test_even_when_validation_kept_round_0(tmp_path
     """A replicate that kept round 0 still shows what its round did: the rejected round's candidate is evaluated (and
     only that model); a replicate that kept its last round reuses the kept model's figures."""
     import bundle.demo.replicate_volume as rv
+    from bundle.demo.replicate_volume_page import page
 
     rounds = [
         {"round": 0, "kept": "student", "model": "r0/model.pt"},
@@ -240,5 +244,5 @@ def test_last_round_is_scored_on_test_even_when_validation_kept_round_0(tmp_path
     assert p["volume_b_vs_a"]["difference"] == pytest.approx(0.125)
     assert p["last_round"]["volume_vs_teacher"]["difference"] == pytest.approx(0.25)
     assert p["last_round"]["fp_per_volume"]["mean"] == pytest.approx(1.5)
-    text = rv.page({"plan": asdict(plan), "pooled": p, "replicates": [rejected, kept]}, "x.json")
+    text = page({"plan": asdict(plan), "pooled": p, "replicates": [rejected, kept]}, "x.json")
     assert "## The last round trained, kept or not" in text and "| 2027 | 0 | round 1 (teacher) | no | 0.750 → 1.000 |" in text

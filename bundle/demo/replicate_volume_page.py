@@ -13,17 +13,22 @@ def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def _versus(r: dict, model: str) -> str:
+    """Teacher → ``model`` for one replicate: sensitivity >= 10 mm, FP per volume, CPM, key-slice F1 (the row's tail)."""
+    t, b = r["volume"]["teacher"], r["volume"][model]
+    ks = r.get("key_slices") or {}
+    kf = f"{_f(ks['teacher']['f1'])} → {_f(ks[model]['f1'])}" if model in ks else "-"
+    return (
+        f"{_f(t['sensitivity_ge10'])} → {_f(b['sensitivity_ge10'])} | {_f(t['fp_per_volume'])} → {_f(b['fp_per_volume'])} | "
+        f"{_f(t['cpm'])} → {_f(b['cpm'])} | {kf} |"
+    )
+
+
 def row_line(r: dict) -> str:
     """One replicate's row: the round it kept, and whether it is its teacher (then no separate evidence)."""
-    t, b = r["volume"]["teacher"], r["volume"]["self_trained"]
     kept = f"round {r['kept_round']} ({r['kept_candidate']})"
     same = "identical to its teacher" if r["identical_to_teacher"] else ""
-    ks = r.get("key_slices") or {}
-    kf = f"{_f(ks['teacher']['f1'])} → {_f(ks['self_trained']['f1'])}" if ks else "-"
-    return (
-        f"| {r['data_seed']} | {r['train_seed']} | {kept} | {same} | {_f(t['sensitivity_ge10'])} → {_f(b['sensitivity_ge10'])} | "
-        f"{_f(t['fp_per_volume'])} → {_f(b['fp_per_volume'])} | {_f(t['cpm'])} → {_f(b['cpm'])} | {kf} |"
-    )
+    return f"| {r['data_seed']} | {r['train_seed']} | {kept} | {same} | {_versus(r, 'self_trained')}"
 
 
 def _diff_line(name: str, d: dict) -> str:
@@ -59,13 +64,9 @@ def last_round_lines(pooled: dict, reps: list[dict]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in reps:
-        t, b, info = r["volume"]["teacher"], r["volume"]["last_round"], r["last_round"]
-        ks = r.get("key_slices") or {}
-        kf = f"{_f(ks['teacher']['f1'])} → {_f(ks['last_round']['f1'])}" if "last_round" in ks else "-"
+        info = r["last_round"]
         lines.append(
-            f"| {r['data_seed']} | {r['train_seed']} | round {info['round']} ({info['candidate']}) | {'yes' if info['kept'] else 'no'} | "
-            f"{_f(t['sensitivity_ge10'])} → {_f(b['sensitivity_ge10'])} | {_f(t['fp_per_volume'])} → {_f(b['fp_per_volume'])} | "
-            f"{_f(t['cpm'])} → {_f(b['cpm'])} | {kf} |"
+            f"| {r['data_seed']} | {r['train_seed']} | round {info['round']} ({info['candidate']}) | {'yes' if info['kept'] else 'no'} | {_versus(r, 'last_round')}"
         )
     lines += [
         "",

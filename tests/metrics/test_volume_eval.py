@@ -548,28 +548,10 @@ def test_saturated_model_keeps_identical_boxes_on_every_path(repo_root, tiny_dem
     pkg = tmp_path / "ml" / "brain_mri_tumor_detection"
     package(pkg, root=repo_root, target="monailabel", make_zip=False, models_dir=models)
     for img in images:
-        got_thr, world = _monailabel_world_boxes(pkg, img)
+        out, got_thr = package_infer(pkg, img, slice_sliding_window=False)  # as MONAI Label's bundle infer task sends to Slicer
+        world = np.asarray(out["box"], dtype=np.float64).reshape(-1, 6)
         assert got_thr == thr
         np.testing.assert_allclose(world, np.asarray(served[img]["box_world"]).reshape(-1, 6), atol=1e-4)
-
-
-def _monailabel_world_boxes(package_dir, image) -> tuple[float, np.ndarray]:
-    """The boxes (world LPS cccwhd) MONAI Label's bundle infer task sends to Slicer: detector, then `postprocessing`."""
-    import torch
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(package_dir / "configs" / "inference.yaml"))
-    parser.update({"bundle_root": str(package_dir), "device": "$torch.device('cpu')", "slice_sliding_window": False})
-    detector = parser.get_parsed_content("detector")
-    detector.network.load_state_dict(torch.load(package_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
-    parser.get_parsed_content("detector_ops")
-    data = parser.get_parsed_content("preprocessing")({"image": str(image)})
-    detector.eval()
-    with torch.no_grad():
-        (pred,) = detector([data["image"]], use_inferer=True)
-    out = parser.get_parsed_content("postprocessing")({"image": data["image"], **pred})
-    return float(parser.get_parsed_content("score_threshold")), np.asarray(out["box"], dtype=np.float64).reshape(-1, 6)
 
 
 def test_a_cached_evaluation_is_reused_only_for_the_same_code_config_and_model(tmp_path, monkeypatch):

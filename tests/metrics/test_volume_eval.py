@@ -606,6 +606,9 @@ def test_results_page_shows_the_volume_oracle_by_lesion_size():
     refused = {"ok": False, "reason": "refusing to ship an operating point that keeps nothing on validation"}
     assert "**(b) is not shipped**: refusing" in "\n".join(_volume_lines({"volume": v | {"b_vs_a": {}, "shipped": refused}}))
     assert "not shipped" not in text
+    # (b) against issue 24's targets: 25/30 >= 10 mm, 6/10 at 10-20 mm, 0.5 and 0.25 false boxes (both bounds met)
+    assert "| sensitivity, lesions >= 10 mm | >= 0.95 | 0.833 | short by 0.117 |" in text
+    assert "| sensitivity, lesions 10-20 mm | >= 0.9 | 0.600 | short by 0.300 |" in text and "2 of 4 targets met, 2 missed" in text
 
 
 @pytest.mark.slow

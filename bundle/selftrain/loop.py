@@ -251,9 +251,11 @@ class SelfTraining:
         if self.schedule.temporal_consistency:
             mid = Path(teacher["dir"]).parent / "teacher_mid"
             earlier = load_predictions(self._predict(mid, tpath, "training", rdir / "teacher_mid_predictions_training.json"))
-            floor = float(rules.score_threshold) if rules.ignore_floor is None else min(float(rules.score_threshold), rules.ignore_floor)
+            # predicted = over its own threshold by the same rule (at the ignore floor, before 0.8.2, it rejected nothing)
+            mid_rules, mid_info = self.rules_for({"dir": str(mid), "datalist": teacher["datalist"]})
+            floor = float(mid_rules.score_threshold)
             previous = {k: [b for b, sc in zip(v["box"], v["score"]) if sc >= floor] for k, v in earlier.items()}
-            threshold_info["temporal_consistency"] = {"checkpoint": str(mid), "earlier_score_floor": floor}
+            threshold_info["temporal_consistency"] = {"checkpoint": str(mid), "earlier_score_floor": floor, "earlier": mid_info}
         first = next((e for e in state["rounds"] if e["round"] == 1), None)
         if self.schedule.dynamic_count and first is not None:
             target = int(first["pseudo"]["boxes_added"])

@@ -258,6 +258,44 @@ def test_temporal_consistency_keeps_only_boxes_the_earlier_checkpoint_predicted(
     assert none_before["boxes_added"] == 0
 
 
+def test_temporal_consistency_reads_the_earlier_checkpoint_at_its_own_threshold(tmp_path, monkeypatch):
+    """The earlier checkpoint 'predicted' a box when its score clears that checkpoint's own 'auto' threshold. At the
+    ignore floor (0.8.1) a mid-round checkpoint kept nearly every box: the rule rejected 0 of 205 on the grid."""
+    vimg, timg = str(tmp_path / "v.nii.gz"), str(tmp_path / "t.nii.gz")
+    truth = [[0, 0, 5, 10, 10, 6], [20, 20, 5, 30, 30, 6]]
+    dl = {
+        "training": [{"image": timg, "box": [], "label": [], "spacing": [1.5, 1.5, 4.0]}],
+        "validation": [{"image": vimg, "box": truth, "label": [0, 0]}],
+    }
+    (tmp_path / "dl.json").write_text(json.dumps(dl))
+    r0 = tmp_path / "w" / "round0"
+    val = [[0, 0, 5, 10, 10, 6], [50, 50, 5, 60, 60, 6], [20, 20, 5, 30, 30, 6], [70, 70, 5, 80, 80, 6]]  # TP FP TP FP
+    a, b = [10, 10, 3, 30, 30, 4], [60, 60, 3, 80, 80, 4]
+    # validation logits of the final teacher and of its mid-round checkpoint (a lower scale), then their training logits
+    scales = {"teacher": ([5.0, 4.0, 3.0, -1.0], [6.0, 5.0]), "teacher_mid": ([1.0, 0.5, 0.0, -2.0], [2.0, -0.5])}
+    for name, (v, _) in scales.items():
+        (r0 / name).mkdir(parents=True)
+        doc = {"predictions": [{"image": vimg, "box": val, "score": v}]}
+        (r0 / name / "predictions_validation.json").write_text(json.dumps(doc))
+
+    def predict(model_dir, datalist_path, section, out):
+        assert section == "training"
+        Path(out).write_text(json.dumps({"predictions": [{"image": timg, "box": [a, b], "score": scales[Path(model_dir).name][1]}]}))
+        return str(out)
+
+    schedule = Schedule(series=True, mean_teacher=True, temporal_consistency=True, target_precision=0.6)
+    st = SelfTraining(str(tmp_path / "w"), str(tmp_path / "dl.json"), PseudoRules(score_threshold="auto"), schedule)
+    monkeypatch.setattr(st, "_predict", predict)
+    state = {"rounds": [{"round": 0, "dir": str(r0), "datalist": str(tmp_path / "dl.json")}]}
+    (tmp_path / "w" / "round1").mkdir()
+    new, stats = st._pseudo_round(state, 1, tmp_path / "w" / "round1", dl)
+    info = stats["threshold"]
+    assert info["score_threshold"] == 3.0 and info["temporal_consistency"]["earlier_score_floor"] == 0.0
+    # both clear the final teacher's 3.0; the mid checkpoint gave b -0.5: over the ignore floor (-0.85), under its own 0.0
+    assert new["training"][0]["box"] == [[float(v) for v in a]] and new["training"][0]["ignore_box"] == [[float(v) for v in b]]
+    assert stats["rejected"]["not predicted by the earlier checkpoint"] == 1
+
+
 def test_dynamic_threshold_holds_the_pseudo_box_count(tmp_path):
     from bundle.selftrain.pseudo import threshold_for_count
 

@@ -28,6 +28,7 @@ from bundle.metrics.volume import COLUMNS, score_volumes, volume_counts
 from bundle.paths import ROOT
 from bundle.selftrain.loop import Schedule, run_self_training
 from bundle.selftrain.pseudo import PseudoRules
+from bundle.steps import provenance
 
 MODELS = ("teacher", "self_trained")
 ARMS = ("self_trained", "score_weighted", "dynamic_count", "temporal_consistency")
@@ -256,7 +257,9 @@ def pool(plan: VolumeReplicatePlan, reps: list[dict]) -> dict:
 
 
 def run(plan: VolumeReplicatePlan, work_dir: str, results: str | None = None) -> dict:
-    """Every replicate (resumable: a finished replicate's replicate_volume.json is reused), pooled, and the page."""
+    """Every replicate, pooled, and the page. Resumable: a finished replicate's replicate_volume.json is reused when
+    written by the same code and plan; otherwise it runs again, its self-training resuming from its state.json (rounds
+    are not retrained) and its evaluations reused only where stamped with the same code (bundle/steps/provenance.py)."""
     work = Path(work_dir) if Path(work_dir).is_absolute() else ROOT / work_dir
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -266,19 +269,15 @@ def run(plan: VolumeReplicatePlan, work_dir: str, results: str | None = None) ->
         for ts in plan.train_seeds:
             rdir = work / f"data{ds}" / f"train{ts}"
             done = rdir / "replicate_volume.json"
-            if done.is_file():
-                rep = json.loads(done.read_text())
-                if "last_round" not in rep["volume"] and (rdir / "selftrain" / "state.json").is_file():
-                    exp = exp or prepare(plan, work, ds)  # type: ignore[arg-type]  # uses .size only
-                    if add_last_round(plan, exp, rdir, rep):
-                        done.write_text(json.dumps(rep, indent=1))
-                reps.append(rep)
+            code = {"git": provenance.git_state(), "plan": asdict(plan)}  # other code or another plan (an arm added): rerun
+            if done.is_file() and json.loads(done.read_text()).get("code") == code:
+                reps.append(json.loads(done.read_text()))
                 continue
             exp = exp or prepare(plan, work, ds)  # type: ignore[arg-type]  # uses .size only
             rdir.mkdir(parents=True, exist_ok=True)
             t = time.time()
             rep = run_replicate(plan, exp, rdir, ds, ts)
-            rep["seconds"] = round(time.time() - t, 1)
+            rep["seconds"], rep["code"] = round(time.time() - t, 1), code
             done.write_text(json.dumps(rep, indent=1))
             reps.append(rep)
             print(row_line(rep), flush=True)

@@ -246,3 +246,36 @@ def test_last_round_is_scored_on_test_even_when_validation_kept_round_0(tmp_path
     assert p["last_round"]["fp_per_volume"]["mean"] == pytest.approx(1.5)
     text = page({"plan": asdict(plan), "pooled": p, "replicates": [rejected, kept]}, "x.json")
     assert "## The last round trained, kept or not" in text and "| 2027 | 0 | round 1 (teacher) | no | 0.750 → 1.000 |" in text
+
+
+def test_a_finished_replicate_is_reused_only_when_written_by_the_same_code_and_plan(tmp_path, monkeypatch):
+    """An arm added to the plan (or new code) runs the replicate again instead of reusing its old JSON: reusing it
+    printed the old arms' page as if the new arm had run (the temporal-consistency grid said "wall time 12 s")."""
+    import bundle.demo.replicate_volume as rv
+
+    ran = []
+
+    def fake_run(plan, exp, rdir, ds, ts):
+        ran.append((ds, ts, tuple(plan.arms)))
+        return _vrep(ds, ts, 0, [[1, 0, 1], [2, 1, 0]], None)
+
+    monkeypatch.setattr(rv, "run_replicate", fake_run)
+    monkeypatch.setattr(rv, "prepare", lambda plan, work, ds: {})
+    monkeypatch.setattr(rv.provenance, "git_state", lambda: {"commit": "a" * 40, "dirty": False})
+    plan = rv.VolumeReplicatePlan(data_seeds=[2027], train_seeds=[0], arms=["self_trained"], n_bootstrap=50)
+    rv.run(plan, str(tmp_path))
+    rv.run(plan, str(tmp_path))  # same code, same plan: reused
+    assert ran == [(2027, 0, ("self_trained",))]
+    rv.run(
+        rv.VolumeReplicatePlan(data_seeds=[2027], train_seeds=[0], arms=["self_trained", "score_weighted"], n_bootstrap=50), str(tmp_path)
+    )
+    assert ran[-1] == (2027, 0, ("self_trained", "score_weighted"))
+    monkeypatch.setattr(rv.provenance, "git_state", lambda: {"commit": "b" * 40, "dirty": False})
+    rv.run(plan, str(tmp_path))  # new code
+    assert len(ran) == 3
+    old = tmp_path / "data2027" / "train0" / "replicate_volume.json"
+    rep = json.loads(old.read_text())
+    del rep["code"]
+    old.write_text(json.dumps(rep))  # written before replicates were stamped: runs again
+    rv.run(plan, str(tmp_path))
+    assert len(ran) == 4

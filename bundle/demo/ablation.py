@@ -11,9 +11,9 @@ point chosen on validation volumes):
 - ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
 - ``mined_only_36ep``, ``ignore_36ep``, ``context_36ep``: those arms with 36 epochs, the training budget rather
   than a part (shown, never chosen as a combination);
-- ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as teacher over every slice of the training series (confident -> pseudo-box,
-  uncertain band -> ignore region), student rounds; the round the loop keeps (best on validation), never the
-  last one by default.
+- ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as round 0 of the demo's mean-teacher self-training over
+  every slice of the training series (confident -> pseudo-box, uncertain band and rejected -> ignore region); the round
+  and candidate the loop keeps by validation sensitivity >= 10 mm on whole volumes, never the last one by default.
 With ``review_k`` > 0, the simulated review (issue 28, bundle/activelearning/simulated_review.py): from the model of
 ``review_from``, K training studies reviewed by the demo truth, the most uncertain against K random ones against none.
 Why in bundle/demo/: it needs the simulator's truth (fully labelled validation and test volumes).
@@ -152,20 +152,29 @@ def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
 def self_train_arm(plan: AblationPlan, exp: dict, rdir: Path, over: dict, teacher: str) -> dict:
     """Round 0 is the teacher arm (same settings, same seed); the round the loop keeps is the self-trained model.
 
-    Why the kept round and not the last: the loop chooses it on validation; the last round is what a rule
-    that never looks at a student's validation figures would ship."""
+    The demo's recipe (bundle/demo/volume_steps.py self_train_series): mean teacher, rounds and candidates kept by
+    validation sensitivity >= 10 mm on whole volumes. Until 0.8.2 this arm replaced the teacher by its student and kept
+    rounds by key-slice F1, a recipe the demo no longer ships. Why the kept round and not the last: the loop chooses it
+    on validation; the last round is what a rule that never looks at a student's validation figures would ship."""
     st = run_self_training(
         str(rdir / ("selftrain" if teacher == "context" else f"selftrain_{teacher}")),
         exp["series_mined"],
         PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series),
-        Schedule(rounds=plan.rounds, target_precision=plan.target_precision, series=True),
+        Schedule(
+            rounds=plan.rounds,
+            target_precision=plan.target_precision,
+            series=True,
+            mean_teacher=True,
+            select="volume",
+            volume_datalist=exp["volume_datalist"],
+        ),
         truth=exp.get("series_truth_map"),
         train_overrides=over | ARMS[teacher][2],
     )
-    rounds = st["rounds"]
+    first = st["rounds"][0]  # round 0's kept candidate (its student or its EMA teacher), as the demo's (b) round 0
     return {
-        "teacher": Path(rounds[0]["dir"]) / "models",
-        "kept": Path(rounds[st["best_round"]]["dir"]) / "models",
+        "teacher": Path(first.get("model") or Path(first["dir"]) / "models" / "model.pt").parent,
+        "kept": Path(st["best_model"]).parent,
         "kept_round": st["best_round"],
     }
 

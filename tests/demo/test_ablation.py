@@ -155,3 +155,25 @@ def test_page_command_names_its_work_folder_and_page_when_not_the_configs():
     assert command(plan, default, {"work_dir": "runs/review", "results": "docs/results_review.md"}) == (
         "python scripts/ablation.py --plan#review_k '3' --work_dir runs/review --results docs/results_review.md"
     )
+
+
+def test_the_self_trained_arm_is_the_demos_recipe(tmp_path: Path, monkeypatch):
+    """Mean teacher, kept by validation sensitivity on whole volumes (as bundle/demo/volume_steps.py ships (b)); the arm's
+    models are the candidates the loop kept: round 0's for the teacher arm, the best round's for the self-trained one."""
+    from bundle.demo import ablation
+
+    seen = {}
+
+    def fake(work, datalist, rules, schedule, truth=None, train_overrides=None):
+        seen["schedule"] = schedule
+        r0 = {"round": 0, "dir": f"{work}/round0", "model": f"{work}/round0/teacher/models/model.pt"}
+        r1 = {"round": 1, "dir": f"{work}/round1", "model": f"{work}/round1/models/model.pt"}
+        return {"rounds": [r0, r1], "best_round": 1, "best_model": r1["model"]}
+
+    monkeypatch.setattr(ablation, "run_self_training", fake)
+    exp = {"series_mined": "s.json", "volume_datalist": "v.json"}
+    out = ablation.self_train_arm(ablation.AblationPlan(), exp, tmp_path, {}, "context")
+    s = seen["schedule"]
+    assert s.mean_teacher and s.select == "volume" and s.volume_datalist == "v.json" and s.series
+    assert out["teacher"] == tmp_path / "selftrain" / "round0" / "teacher" / "models"
+    assert out["kept"] == tmp_path / "selftrain" / "round1" / "models" and out["kept_round"] == 1

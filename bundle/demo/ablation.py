@@ -31,9 +31,10 @@ from bundle.activelearning.simulated_review import ReviewPlan, run_review
 from bundle.demo.ablation_page import pool, write_page
 from bundle.demo.experiment import build_series
 from bundle.demo.run import DemoOptions, Paths, deidentify, make_data, mine
+from bundle.demo.volume_steps import series_schedule
 from bundle.demo.volumes import write_volume_datalist
 from bundle.paths import ROOT
-from bundle.selftrain.loop import Schedule, run_self_training
+from bundle.selftrain.loop import run_self_training
 from bundle.selftrain.pseudo import PseudoRules
 from bundle.steps import provenance
 from bundle.steps.runner import bundle_run
@@ -152,7 +153,7 @@ def train_arm(arm: str, exp: dict, rdir: Path, over: dict) -> Path:
 def self_train_arm(plan: AblationPlan, exp: dict, rdir: Path, over: dict, teacher: str) -> dict:
     """Round 0 is the teacher arm (same settings, same seed); the round the loop keeps is the self-trained model.
 
-    The demo's recipe (bundle/demo/volume_steps.py self_train_series): mean teacher, rounds and candidates kept by
+    The demo's recipe (bundle/demo/volume_steps.py series_schedule): mean teacher, rounds and candidates kept by
     validation sensitivity >= 10 mm on whole volumes. Until 0.8.2 this arm replaced the teacher by its student and kept
     rounds by key-slice F1, a recipe the demo no longer ships. Why the kept round and not the last: the loop chooses it
     on validation; the last round is what a rule that never looks at a student's validation figures would ship."""
@@ -160,14 +161,7 @@ def self_train_arm(plan: AblationPlan, exp: dict, rdir: Path, over: dict, teache
         str(rdir / ("selftrain" if teacher == "context" else f"selftrain_{teacher}")),
         exp["series_mined"],
         PseudoRules(score_threshold="auto", ignore_floor=plan.ignore_floor, max_per_image=plan.max_pseudo_per_series),
-        Schedule(
-            rounds=plan.rounds,
-            target_precision=plan.target_precision,
-            series=True,
-            mean_teacher=True,
-            select="volume",
-            volume_datalist=exp["volume_datalist"],
-        ),
+        series_schedule(plan.rounds, plan.target_precision, exp["volume_datalist"]),
         truth=exp.get("series_truth_map"),
         train_overrides=over | ARMS[teacher][2],
     )

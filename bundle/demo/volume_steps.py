@@ -59,6 +59,21 @@ def train_overrides(o: DemoOptions) -> dict:
     return {"epochs": o.epochs, "seed": o.seed, "ignore_reach": True, "context_slices": o.context_slices}
 
 
+def series_schedule(rounds: int, target_precision: float, volume_datalist: str, unlabelled: str | None = None) -> Schedule:
+    """The demo's self-training recipe on whole series (the ablation's self-trained arm uses it too): mean teacher (EMA
+    teacher, strong augmentation for the student); rounds and checkpoints kept by validation sensitivity >= 10 mm at the
+    shipped false-box limits on the fully labelled validation volumes."""
+    return Schedule(
+        rounds=rounds,
+        target_precision=target_precision,
+        series=True,
+        mean_teacher=True,
+        select="volume",
+        volume_datalist=volume_datalist,
+        unlabelled_datalist=unlabelled,
+    )
+
+
 def self_train_series(o: DemoOptions, p: Paths, series: dict) -> dict:
     """(b): round 0 on the mined series (ignore regions at each lesion's reach), then ``series_rounds`` mean-teacher rounds
     over every slice; what validation keeps is (b), the round-0 teacher when no round wins."""
@@ -66,17 +81,7 @@ def self_train_series(o: DemoOptions, p: Paths, series: dict) -> dict:
         str(p.work / "selftrain_series"),
         series["series_mined"],
         PseudoRules(score_threshold=o.score_threshold, ignore_floor=o.ignore_floor, max_per_image=o.max_pseudo_per_series),
-        # mean teacher (EMA teacher, strong augmentation for the student); rounds and checkpoints kept by validation
-        # sensitivity >= 10 mm at the shipped false-box limits on the fully labelled validation volumes
-        Schedule(
-            rounds=o.series_rounds,
-            target_precision=o.series_target_precision,
-            series=True,
-            mean_teacher=True,
-            select="volume",
-            volume_datalist=series["volume_datalist"],
-            unlabelled_datalist=series.get("unlabelled"),
-        ),
+        series_schedule(o.series_rounds, o.series_target_precision, series["volume_datalist"], series.get("unlabelled")),
         truth=series["series_truth_map"],
         train_overrides=train_overrides(o),
     )

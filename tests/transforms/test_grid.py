@@ -173,3 +173,30 @@ def test_evaluate_volume_scores_every_protocol_variant(repo_root, served_bundle,
             for b in p["box"]:
                 assert all(-1e-3 <= b[d] <= b[d + 3] <= shape[d] + 1e-3 for d in range(3)), (name, b)
     assert "| stored_SPL |" in (tmp_path / "eval" / "summary_protocols.md").read_text()
+
+
+def test_key_slices_train_on_the_canonical_grid(tmp_path):
+    """Key-slice training plans the grid from its slices (a NIfTI slice has two zooms) and resamples each slice with its boxes."""
+    mask = np.zeros((40, 30), np.float32)
+    mask[12:24, 6:15] = 1.0  # an 18 x 13.5 mm lesion at 1.5 mm
+    affine = np.diag([1.5, 1.5, 4.0, 1.0])
+    affine[:3, 3] = [-20.0, 10.0, 7.0]
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "s.nii.gz")
+    np.testing.assert_allclose(grid.ras_spacing(tmp_path / "s.nii.gz"), [1.5, 1.5, 4.0])
+    dl = tmp_path / "dl.json"
+    dl.write_text(json.dumps({"training": [{"image": "s.nii.gz", "box": [[12, 6, 24, 15]], "label": [0]}]}))
+    pix = grid.plan(tmp_path / "models", dl)
+    assert pix == [1.25, 1.25, 4.0]  # as for the series: a 10 mm lesion spans 8 pixels
+
+    t = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image", channel_dim="no_channel")])
+    item = t({"image": str(tmp_path / "s.nii.gz"), "box": [[12.0, 6.0, 24.0, 15.0]], "label": [0]})
+    out = grid.SliceToGridd("image", pix, box_keys=["box"])(item)
+    np.testing.assert_allclose(grid.spacing_of_affine(out["image"].affine)[:2], [1.25, 1.25])
+    lesion = out["image"][0].numpy() > 0.5
+    idx = np.nonzero(lesion)
+    resampled = [idx[0].min(), idx[1].min(), idx[0].max() + 1, idx[1].max() + 1]
+    np.testing.assert_allclose(out["box"][0], resampled, atol=1.0)
+    assert out["box"][0][2] - out["box"][0][0] == pytest.approx(12 * 1.2)  # the same 18 mm in 1.25 mm pixels
+    # evaluation gives no box keys: the truth stays on the slice's own pixels
+    same = grid.SliceToGridd("image", pix)(t({"image": str(tmp_path / "s.nii.gz"), "box": [[12.0, 6.0, 24.0, 15.0]]}))
+    assert same["box"] == [[12.0, 6.0, 24.0, 15.0]] and same["image"].shape[1:] == out["image"].shape[1:]

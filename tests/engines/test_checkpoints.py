@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from ignite.engine import Engine, Events
@@ -121,6 +123,8 @@ def test_training_resumes_where_it_stopped(repo_root, tiny_demo, tmp_path):
     states = tmp_path / "models" / "train_state"
     saved = torch.load(states / "train_state_checkpoint_epoch=2.pt", weights_only=True)
     assert saved["lr_scheduler"]["T_max"] == 4 and saved["lr_scheduler"]["last_epoch"] == 2
+    # key slices train on the canonical grid planned from their own headers: the tiny demo's 3 mm pixels at most 1.5x finer
+    assert json.loads((tmp_path / "models" / "grid.json").read_text())["spacing"][:2] == [2.0, 2.0]
 
     wf = _train(repo_root, tmp_path, tiny_demo, epochs=4)
     trainer = wf.parser.get_parsed_content("train#trainer")

@@ -118,31 +118,29 @@ def plan(
     max_slice_mm: float = 6.0,
     context_slices: int = 1,
     keep: bool = False,
+    write_file: bool = True,
 ) -> list[float]:
     """Training's grid: an existing ``grid.json`` is kept with ``keep`` (resumed or fine-tuned models keep their grid), else
     ``spacing_mm`` if given, else chosen from the training series (:func:`choose_spacing`); written to
     ``<ckpt_dir>/grid.json`` with ``context_mm``, the 2.5D stack's farthest neighbour in mm (``context_slices``//2
-    canonical slices). Returns Spacingd's ``pixdim``. ``enabled=False`` writes the native grid."""
+    canonical slices). Returns Spacingd's ``pixdim``. ``enabled=False`` writes the native grid. ``write_file=False``
+    plans without writing (multi-process training: every rank plans the same grid, rank 0 alone writes it)."""
     if keep and load(ckpt_dir) is not None:
         return spacing(ckpt_dir)
-    if not enabled:
-        write(ckpt_dir, None)
-    elif spacing_mm is not None:
-        write(ckpt_dir, {"spacing": [float(v) for v in spacing_mm], "rule": "given"})
-    else:
+    g: dict[str, Any] | None = None
+    if enabled and spacing_mm is not None:
+        g = {"spacing": [float(v) for v in spacing_mm], "rule": "given"}
+    elif enabled:
         images = datalist_images(datalist_file) if datalist_file else []
         if not images:
             raise ValueError(f"{datalist_file}: no training series to choose the canonical grid from; give grid_spacing_mm")
-        grid = choose_spacing(
-            np.stack([ras_spacing(p) for p in images]) if images else np.zeros((0, 3)), small_lesion_mm, min_pixels, max_slice_mm
-        )
-        grid["datalist"] = str(datalist_file)
-        write(ckpt_dir, grid)
-    g = load(ckpt_dir) or {}
-    if g.get("spacing"):
+        g = choose_spacing(np.stack([ras_spacing(p) for p in images]), small_lesion_mm, min_pixels, max_slice_mm)
+        g["datalist"] = str(datalist_file)
+    if g is not None:
         g["context_mm"] = round((context_slices // 2) * float(g["spacing"][2]), 4)
+    if write_file:
         write(ckpt_dir, g)
-    return spacing(ckpt_dir)
+    return list(g["spacing"]) if g else list(NATIVE)
 
 
 def context_mm(ckpt_dir: str | Path) -> float | None:

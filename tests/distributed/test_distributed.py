@@ -63,6 +63,7 @@ def test_torchrun_two_processes_train_and_the_checkpoint_validates(repo_root, ti
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     events = [f for f in files if "tfevents" in f]
     assert [f for f in files if f not in events] == [
+        "models/grid.json",  # planned by every rank, written by rank 0
         "models/model.pt",
         "models/model_key_metric.json",
         "models/train_state/train_state_checkpoint_epoch=1.pt",

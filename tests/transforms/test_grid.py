@@ -42,6 +42,8 @@ def test_plan_writes_one_file_that_inference_reads(tmp_path):
     assert grid.plan(ckpt, None, spacing_mm=[2, 2, 2]) == [2.0, 2.0, 2.0]
     assert grid.plan(ckpt, None, enabled=False) == grid.NATIVE and grid.context_mm(ckpt) is None
     assert grid.spacing(tmp_path / "none") == grid.NATIVE
+    # multi-process training: the other ranks plan the same grid and write nothing
+    assert grid.plan(tmp_path / "rank1", dl, write_file=False) == pix and not (tmp_path / "rank1").exists()
 
 
 def _box_of(mask: np.ndarray) -> np.ndarray:

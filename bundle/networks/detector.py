@@ -64,15 +64,6 @@ class RetinaNetDetectorWithIgnore(RetinaNetDetector):
                 m[(m == BELOW_LOW_THRESHOLD) & anchors_in_boxes(a, ignore.reshape(-1, a.shape[1]))] = BETWEEN_THRESHOLDS
         return matched
 
-    def compute_box_loss(self, box_regression: Tensor, targets, anchors, matched_idxs) -> Tensor:
-        """MONAI's box loss; with no positive anchor in the batch (a background crop) a zero that stays on the graph.
-
-        Why: MONAI returns a detached ``tensor(0.0)`` there, so the regression head gets no gradient, and under
-        DistributedDataParallel a rank whose crops hold no box stops the run ("parameters that were not used").
-        """
-        loss = super().compute_box_loss(box_regression, targets, anchors, matched_idxs)
-        return loss if loss.requires_grad or not box_regression.requires_grad else box_regression.sum() * 0.0
-
 
 class LopsidedBootstrapLoss(nn.Module):
     """BCE-with-logits (RetinaNetDetector's default) with negative targets bootstrapped: t = (1 - beta) * p.

@@ -81,6 +81,17 @@ def choose_spacing(
     }
 
 
+def _header_spacing(path: Path) -> np.ndarray:
+    """:func:`ras_spacing`, or one line naming the file when its header cannot be read (a PNG, a DICOM file)."""
+    try:
+        return ras_spacing(path)
+    except Exception as e:  # nibabel's errors differ by format; each means the same here
+        raise ValueError(
+            f"{path}: no voxel spacing to plan the canonical grid from ({type(e).__name__}: {e}); "
+            "convert it to NIfTI, give grid_spacing_mm, or set grid_enabled false"
+        ) from None
+
+
 def datalist_images(datalist_file: str | Path, sections: Iterable[str] = ("training",)) -> list[Path]:
     """The volumes of a datalist's sections (paths relative to the datalist)."""
     p = Path(datalist_file)
@@ -134,7 +145,7 @@ def plan(
         images = datalist_images(datalist_file) if datalist_file else []
         if not images:
             raise ValueError(f"{datalist_file}: no training series to choose the canonical grid from; give grid_spacing_mm")
-        g = choose_spacing(np.stack([ras_spacing(p) for p in images]), small_lesion_mm, min_pixels, max_slice_mm)
+        g = choose_spacing(np.stack([_header_spacing(p) for p in images]), small_lesion_mm, min_pixels, max_slice_mm)
         g["datalist"] = str(datalist_file)
     if g is not None:
         g["context_mm"] = round((context_slices // 2) * float(g["spacing"][2]), 4)
@@ -306,7 +317,7 @@ class ToGridd(MapTransform):
         return d
 
 
-class SliceToGridd(MapTransform):
+class SliceToGridd(ToGridd):
     """A key slice (or a 2.5D stack) resampled in-plane to the canonical grid with MONAI's ``Spacing``; ``box_keys``
     (array ``xyxy``) move with it, half-voxel exact (:func:`move_boxes`).
 
@@ -316,11 +327,8 @@ class SliceToGridd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, pixdim: Sequence[float], box_keys: Sequence[str] = (), mode: str = "bilinear") -> None:
-        from monai.transforms import Spacing
-
-        super().__init__(keys)
+        super().__init__(keys, list(pixdim)[:2], mode)
         self.box_keys = list(box_keys)
-        self.spacing_transform = Spacing(pixdim=list(pixdim)[:2], mode=mode)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
         d = dict(data)

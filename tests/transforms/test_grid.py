@@ -202,3 +202,11 @@ def test_key_slices_train_on_the_canonical_grid(tmp_path):
     # evaluation gives no box keys: the truth stays on the slice's own pixels
     same = grid.SliceToGridd("image", pix)(t({"image": str(tmp_path / "s.nii.gz"), "box": [[12.0, 6.0, 24.0, 15.0]]}))
     assert same["box"] == [[12.0, 6.0, 24.0, 15.0]] and same["image"].shape[1:] == out["image"].shape[1:]
+
+
+def test_a_slice_without_a_readable_header_is_named_in_one_line(tmp_path):
+    (tmp_path / "s.png").write_bytes(b"\x89PNG not really")
+    dl = tmp_path / "dl.json"
+    dl.write_text(json.dumps({"training": [{"image": "s.png", "box": [], "label": []}]}))
+    with pytest.raises(ValueError, match=r"s\.png: no voxel spacing .* grid_spacing_mm"):
+        grid.plan(tmp_path / "models", dl)

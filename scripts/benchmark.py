@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bundle.benchmarks.run import PATIENTS, SECTIONS, run  # noqa: E402  (ROOT on sys.path first)
+from bundle.benchmarks.page import SECTIONS  # noqa: E402  (ROOT on sys.path first)
+from bundle.benchmarks.run import PATIENTS, run  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,17 +5,40 @@ from __future__ import annotations
 from bundle.benchmarks.time_to_f1 import render_row
 from bundle.benchmarks.training import render_rows
 
+SECTIONS = ("volume", "training", "time_to_f1", "mining", "deid")
 
-def render(results: dict, machine_line: str, args, command: str) -> str:
-    """The markdown page from every section's results (a section that failed or did not run: its row says so)."""
-    gpu = args.device == "cuda"
-    v, tr, m, d = (results.get(k, {"error": "not run"}) for k in ("volume", "training", "mining", "deid"))
+
+def render(records: dict) -> str:
+    """The markdown page from each section's record (bundle/benchmarks/run.py: results, options, command, machine).
+
+    A section that failed or never ran: its row says so. Sections may come from different runs (a GPU session that
+    measured only the volume section keeps the CPU run's other rows), so every row names the run it came from."""
+    runs: list[tuple[str, str]] = []
+    for s in SECTIONS:
+        r = records.get(s)
+        if r and (r["command"], r["machine"]) not in runs:
+            runs.append((r["command"], r["machine"]))
+
+    def part(section: str) -> tuple[dict, dict, str]:
+        r = records.get(section) or {"results": {"error": "not run"}, "options": {}}
+        tag = f" [run {runs.index((r['command'], r['machine'])) + 1}]" if "command" in r else ""
+        return r["results"], r["options"], tag
+
+    (v, vo, vt), (tr, to, tt), (tf, fo, ft), (m, mo, mt), (d, do, dt) = (part(s) for s in SECTIONS)
     rows = ["| what | new vs previous (ratio, > 1 = faster) | detail | peak RSS (MiB) |", "|---|---|---|---|"]
-    rows += _volume_rows(v, gpu) if "ratio" in v else [f"| volume inference | not measured | {v.get('error', '')} | - |"]
-    rows += render_rows(tr, gpu) + [render_row(results.get("time_to_f1", {"error": "not run"}), gpu)]
-    rows.append(_mining_row(m, args.mining_source))
-    rows.append(_deid_row(d, gpu))
-    return "\n".join(_head(results, machine_line, args, command) + rows) + "\n\n" + NOTES
+    vrows = _volume_rows(v, _gpu(vo)) if "ratio" in v else [f"| volume inference | not measured | {v.get('error', '')} | - |"]
+    rows += _tagged(vrows, vt) + _tagged(render_rows(tr, _gpu(to)), tt) + _tagged([render_row(tf, _gpu(fo))], ft)
+    rows += _tagged([_mining_row(m, mo.get("mining_source", ""))], mt) + _tagged([_deid_row(d, _gpu(do))], dt)
+    return "\n".join(_head(runs, records) + rows) + "\n\n" + NOTES
+
+
+def _gpu(options: dict) -> bool:
+    return options.get("device") == "cuda"
+
+
+def _tagged(rows: list[str], tag: str) -> list[str]:
+    """Each row's first cell ends with the run it came from."""
+    return [r.replace(" | ", f"{tag} | ", 1) if tag else r for r in rows]
 
 
 def _volume_rows(v: dict, gpu: bool) -> list[str]:
@@ -82,19 +105,33 @@ def _deid_row(d: dict, gpu: bool) -> str:
     return f"| de-identification, files/s (vs a plain pydicom read + write of the same files) | {d['ratio']:.2f}x | {detail} | {d['peak_rss_mib']:.0f} |"
 
 
-def _head(results: dict, machine_line: str, args, command: str) -> list[str]:
-    return [
+def _head(runs: list[tuple[str, str]], records: dict) -> list[str]:
+    lines = [
         "# Benchmarks",
         "",
-        f"Written by `{command}`; do not edit by hand. Every ratio was measured side by side in this one run",
-        "(the two paths interleaved, same data, same process; medians of the timed rounds). Absolute times are",
-        "given only on a GPU: on the shared 2-core CPU they follow the neighbours' load, ratios much less so.",
-        "",
-        f"Machine: {machine_line}. Data: `--size {args.size}` demo generated into a temp dir. Volume inference uses",
-        f"{'the weights in ' + args.model if args.model else 'a seeded untrained network (speed depends on the weights only through the slices with a candidate box)'}"
-        f"{_volume_setting(results.get('volume', {}))}.",
+        "Written by `scripts/benchmark.py` from the section records beside it (`benchmarks.json`); do not edit by hand.",
+        "Every ratio was measured side by side in one run (the two paths interleaved, same data, same process; medians",
+        "of the timed rounds). Absolute times are given only on a GPU: on the shared 2-core CPU they follow the",
+        "neighbours' load, ratios much less so. A run that measured some sections replaces only those rows.",
         "",
     ]
+    for i, (command, machine) in enumerate(runs, 1):
+        sections = [s for s in SECTIONS if records.get(s) and (records[s]["command"], records[s]["machine"]) == (command, machine)]
+        o = records[sections[0]]["options"]
+        lines.append(f"- Run {i} ({', '.join(sections)}; {records[sections[0]].get('when', '')}): `{command}`.")
+        lines.append(f"  Machine: {machine}. Data: `--size {o.get('size', '?')}` demo generated into a temp dir.")
+        if "volume" in sections:
+            model = o.get("model") or ""
+            lines.append(
+                "  Volume inference uses "
+                + (
+                    f"the weights in {model}"
+                    if model
+                    else "a seeded untrained network (speed depends on the weights only through the slices with a candidate box)"
+                )
+                + f"{_volume_setting(records['volume']['results'])}."
+            )
+    return lines + [""]
 
 
 def _volume_setting(v: dict) -> str:
@@ -111,7 +148,7 @@ NOTES = """Notes
   with cores to spare the workers take nothing from the network and the waiting share is the whole gap.
 - Peak RSS is each section's own subprocess (`resource.getrusage` max RSS), start-up included.
 - GPU figures (ms per 512x512 slice with fp32, AMP and TorchScript) appear only with `--device cuda`.
-  Run on a GPU machine: `python scripts/benchmark.py --size default --device cuda` (none was lent to this run
-  unless the machine line above names one); `scripts/gpu_figures.sh` runs it there with a default-size
+  Run on a GPU machine: `python scripts/benchmark.py --size default --device cuda` (none was lent to a run
+  unless its machine line above names one); `scripts/gpu_figures.sh` runs it there with a default-size
   self-training demo. GPU runs so far (an H200, two sessions): docs/benchmarks_gpu.md (the second) and docs/training.md, "On a GPU".
 """

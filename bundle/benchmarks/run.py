@@ -21,7 +21,6 @@ from bundle.benchmarks.section import PREFIX
 from bundle.paths import ROOT
 
 PATIENTS = {"tiny": 4, "small": 3, "default": 6}  # demo patients per --size
-SECTIONS = ("volume", "training", "time_to_f1", "mining", "deid")
 
 
 def machine(device: str) -> str:
@@ -63,10 +62,30 @@ def child(options: dict, section: str, data: Path, work: Path) -> dict:
 
 
 def run(args, command: str) -> dict:
-    """Every section of ``args.sections`` on one generated demo; the page written to ``args.out``; the results."""
+    """Every section of ``args.sections`` on one generated demo; the page written to ``args.out``; the results.
+
+    Each section's figures are stored with the run that measured them in ``<out>.json``; the sections this run did
+    not measure keep their stored records (a GPU session measuring the volume section alone keeps the CPU rows)."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         data = prepare(args.size, work)
         results = {s: child(vars(args), s, data, work) for s in args.sections.split(",")}
-    Path(args.out).write_text(render(results, machine(args.device), args, command))
+    records = merge_records(Path(args.out).with_suffix(".json"), results, vars(args), command, machine(args.device))
+    Path(args.out).write_text(render(records))
     return results
+
+
+def merge_records(path: Path, results: dict, options: dict, command: str, machine_line: str) -> dict:
+    """The stored section records with this run's sections replaced; written back to ``path``.
+
+    A stored record that no longer parses is not used (the page then says "not run" for it), never half-read."""
+    try:
+        records = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        records = {}
+    when = time.strftime("%Y-%m-%d", time.gmtime())
+    keep = {k: options[k] for k in ("size", "device", "repeats", "iters", "model", "mining_source", "ttf_epochs") if k in options}
+    for section, res in results.items():
+        records[section] = {"results": res, "options": keep, "command": command, "machine": machine_line, "when": when}
+    path.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n")
+    return records

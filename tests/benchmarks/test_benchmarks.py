@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from argparse import Namespace
+import json
 from datetime import datetime
 from pathlib import Path
 
 from bundle.benchmarks.page import render
-from bundle.benchmarks.run import child
+from bundle.benchmarks.run import child, merge_records
 from bundle.benchmarks.time_to_f1 import _median_hit, f1_curve, reached
 from bundle.benchmarks.volume import box_gap
 
@@ -46,8 +46,27 @@ def test_a_section_runs_in_its_own_process_and_a_failure_is_its_row(tmp_path: Pa
     still has a row for every section, saying what was not measured."""
     res = child({"device": "cpu"}, "no_such_section", tmp_path, tmp_path)
     assert "no benchmark section 'no_such_section'" in res["error"]
-    args = Namespace(device="cpu", size="tiny", model="", mining_source="")
-    page = render({"volume": res}, "a machine", args, "python scripts/benchmark.py")
-    assert "| volume inference | not measured | ValueError: no benchmark section" in page
+    records = merge_records(
+        tmp_path / "b.json", {"volume": res}, {"device": "cpu", "size": "tiny"}, "python scripts/benchmark.py", "a machine"
+    )
+    page = render(records)
+    assert "| volume inference [run 1] | not measured | ValueError: no benchmark section" in page
     for row in ("| training | not measured", "| training, time to a validation F1", "| mining |", "| de-identification |"):
         assert row in page, row
+
+
+def test_a_run_of_some_sections_keeps_the_other_sections_rows(tmp_path: Path):
+    """A GPU session that measures the volume section alone replaces that section's record and leaves the CPU run's
+    de-identification row as it was, and the page names both runs; an unreadable records file is not half-used."""
+    path = tmp_path / "benchmarks.json"
+    cpu = {"device": "cpu", "size": "small"}
+    merge_records(path, {"deid": {"files": 10, "ratio": 0.5, "deid_files_per_s": 5.0, "peak_rss_mib": 100}}, cpu, "cmd-cpu", "2 cores")
+    merge_records(path, {"volume": {"error": "boom"}}, cpu, "cmd-cpu", "2 cores")
+    records = merge_records(path, {"volume": {"error": "on the GPU"}}, {"device": "cuda", "size": "default"}, "cmd-gpu", "an H100")
+    assert set(json.loads(path.read_text())) == {"deid", "volume"}
+    page = render(records)
+    assert "| de-identification, files/s (vs a plain pydicom read + write of the same files) [run 2] | 0.50x | 10 files |" in page
+    assert "| volume inference [run 1] | not measured | on the GPU |" in page and "boom" not in page
+    assert "- Run 1 (volume; " in page and "Machine: an H100" in page and "- Run 2 (deid; " in page and "`cmd-cpu`" in page
+    path.write_text("{not json")
+    assert "| de-identification | not measured | not run |" in render(merge_records(path, {}, cpu, "c", "m"))

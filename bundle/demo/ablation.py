@@ -49,6 +49,12 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
     "hard_pool": (SERIES, "series_mined", {"ignore_reach": True, "hard_negative_pool_size": 100}),
     "context": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3}),
     "focal": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "cls_loss": "focal", "hard_negative_pool_size": 0}),
+    # thick-slice partial volume drawn more often and up to thicker slices (the 6 mm variant's drop; docs/training.md)
+    "thick_slices": (
+        SERIES,
+        "series_mined",
+        {"ignore_reach": True, "context_slices": 3, "partial_volume#prob": 0.5, "partial_volume#sigma_z": [0.3, 1.2]},
+    ),
     # the training budget, not a part: how far the chosen combination gets with 3x the epochs (never chosen by the page)
     "ignore_36ep": (SERIES, "series_mined", {"ignore_reach": True, "epochs": 36}),
     "mined_only_36ep": (["configs/train.yaml"], "mined", {"epochs": 36}),

@@ -19,6 +19,7 @@ LABELS = {
     "hard_pool": "+ ignore + hard-negative pool x5",
     "context": "+ ignore + 2.5D (3 slices)",
     "focal": "+ ignore + 2.5D + focal loss over every anchor",
+    "thick_slices": "+ ignore + 2.5D + thick-slice partial volume (p 0.5, sigma_z 0.3-1.2)",
     "mined_only_36ep": "mined key slices only, 36 epochs (budget)",
     "ignore_36ep": "+ ignore regions, 36 epochs (budget)",
     "context_36ep": "+ ignore + 2.5D, 36 epochs (budget)",
@@ -37,6 +38,7 @@ PARTS = {
     "context": 3,
     "self_trained_2d": 3,
     "focal": 4,
+    "thick_slices": 4,
     "self_trained": 4,
 }
 

@@ -81,7 +81,8 @@ def merge_records(path: Path, results: dict, options: dict, command: str, machin
     A stored record that no longer parses is not used (the page then says "not run" for it), never half-read."""
     try:
         records = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as e:
+        print(f"{path}: stored benchmark records unreadable ({e}); only this run's sections are kept", file=sys.stderr)
         records = {}
     when = time.strftime("%Y-%m-%d", time.gmtime())
     keep = {k: options[k] for k in ("size", "device", "repeats", "iters", "model", "mining_source", "ttf_epochs") if k in options}

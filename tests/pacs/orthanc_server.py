@@ -17,6 +17,8 @@ from pathlib import Path
 
 import requests
 
+from tests.ports import free_port
+
 ARCHIVE_NEVER_SEES = ("corrupt", "not_dicom")  # push_folder skips the truncated file and the text file
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 HAVE_ORTHANC = shutil.which("Orthanc") is not None and PLUGIN.exists()
@@ -38,12 +40,6 @@ def mine_folder(pacs_export: Path, tiny_demo: Path, out: Path) -> dict:
     from bundle.pacs.folder import FolderSource
 
     return Miner(str(out), source=FolderSource(pacs_export / "dicom"), split_file=str(tiny_demo / "truth.json"), progress=False).run()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,11 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +35,7 @@ def monailabel_server(monailabel_python):
 
     @contextlib.contextmanager
     def serve(app: Path, store: Path, base: Path, *conf: str) -> Iterator[str]:
-        port = _free_port()
+        port = free_port()
         log = open(base / "server.log", "w")
         cmd = [str(monailabel_python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(store)]
         for key, value in zip(conf[::2], conf[1::2], strict=True):

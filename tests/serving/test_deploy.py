@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from bundle.demo.dicom_series import ras_array_box_to_dicom, write_mr_series
 from bundle.serving.dicom_sr import build_gsps, build_sr, long_axis_mm, read_sr_boxes
 from bundle.transforms.world import voxel_to_world
+from tests.ports import free_port
 
 needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed (.ci/run installs it)")
 
@@ -66,7 +67,6 @@ def test_sr_and_gsps_of_truth_boxes_validate_and_read_back(tiny_demo, tmp_path):
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
     """A real Orthanc with the DICOMweb plugin on a loopback port (the STOW-RS target); None if not installed."""
-    import socket
     import time
 
     import requests
@@ -76,9 +76,7 @@ def orthanc(tmp_path_factory):
         yield None
         return
     base = tmp_path_factory.mktemp("orthanc")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = {
         "Name": "test", "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "StorageDirectory": str(base / "db"), "IndexDirectory": str(base / "db"),

@@ -9,8 +9,9 @@ point chosen on validation volumes):
 - ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
 - ``context``: ``ignore`` + 2.5D (3 slices as channels);
 - ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
-- ``mined_only_36ep``, ``ignore_36ep``, ``context_36ep``: those arms with 36 epochs, the training budget rather
-  than a part (shown, never chosen as a combination);
+- ``thick_slices`` / ``context5``: ``context`` with stronger thick-slice partial volume / a 5-slice stack;
+- ``mined_only_36ep``, ``ignore_36ep``, ``context_36ep``, ``context_60ep``: those arms with 36 (60) epochs, the
+  training budget rather than a part (shown, never chosen as a combination);
 - ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as round 0 of the demo's mean-teacher self-training over
   every slice of the training series (confident -> pseudo-box, uncertain band and rejected -> ignore region); the round
   and candidate the loop keeps by validation sensitivity >= 10 mm on whole volumes, never the last one by default.
@@ -55,10 +56,13 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
         "series_mined",
         {"ignore_reach": True, "context_slices": 3, "partial_volume#prob": 0.5, "partial_volume#sigma_z": [0.3, 1.2]},
     ),
+    # a wider 2.5D stack: 2 neighbours each side (8 mm on the demo's 4 mm grid), for lesions spanning 3-5 slices
+    "context5": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 5}),
     # the training budget, not a part: how far the chosen combination gets with 3x the epochs (never chosen by the page)
     "ignore_36ep": (SERIES, "series_mined", {"ignore_reach": True, "epochs": 36}),
     "mined_only_36ep": (["configs/train.yaml"], "mined", {"epochs": 36}),
     "context_36ep": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "epochs": 36}),
+    "context_60ep": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "epochs": 60}),
 }
 # self-trained arm -> its teacher arm (round 0 of its self-training)
 TEACHERS = {"self_trained": "context", "self_trained_2d": "ignore", "self_trained_36ep": "context_36ep"}

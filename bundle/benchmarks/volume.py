@@ -5,7 +5,9 @@ Run through scripts/benchmark.py (`--sections volume`), which writes docs/benchm
 
 from __future__ import annotations
 
+import atexit
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,13 +31,20 @@ def _volume_parser(device: str, model: str):
     parser = read_config(ConfigParser(), config("inference_volume.yaml"))
     # the model's own input slices and the operating point shipped beside it, as inference_volume.yaml reads them;
     # without a model an empty folder: 2D and the config's default threshold, whatever the checkout's models/ holds
-    parser["ckpt_dir"] = str(Path(model).resolve().parent) if model else tempfile.mkdtemp(prefix="bench_no_model_")
+    parser["ckpt_dir"] = str(Path(model).resolve().parent) if model else _empty_dir()
     if model:
         parser["context_slices"] = input_channels(Path(model).resolve())  # the file itself: it need not be <ckpt_dir>/model.pt
     parser["slice_sliding_window"] = False
     parser["device"] = torch.device(device)
     parser["amp"] = device == "cuda"
     return parser
+
+
+def _empty_dir() -> str:
+    """An empty model folder, removed when the process exits (each benchmark child made one and left it in /tmp)."""
+    path = tempfile.mkdtemp(prefix="bench_no_model_")
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _detector(parser, model: str):
@@ -146,8 +155,9 @@ def bench_grid(det, pre, images: list[str], device: str, repeats: int, ckpt_dir:
     if min(spacing) <= 0:
         spacing = grid.choose_spacing(np.stack([grid.ras_spacing(p) for p in images]))["spacing"]
     resampler = next(t for t in pre.transforms if hasattr(t, "spacing_transform")).spacing_transform  # the config's Spacing
-    paths = {"demo_native": (images, [-1.0, -1.0, -1.0]), "iso1mm_canonical": (_iso1mm_copies(images), spacing)}
-    times, slices = _time_grids(paths, resampler, det, pre, device, repeats)
+    with tempfile.TemporaryDirectory(prefix="bench_grid_") as tmp:
+        paths = {"demo_native": (images, [-1.0, -1.0, -1.0]), "iso1mm_canonical": (_iso1mm_copies(images, Path(tmp)), spacing)}
+        times, slices = _time_grids(paths, resampler, det, pre, device, repeats)
     resampler.pixdim = np.asarray(grid.spacing(ckpt_dir), dtype=np.float64)
     per = {k: statistics.median(v) / len(images) for k, v in times.items()}
     return {
@@ -158,15 +168,14 @@ def bench_grid(det, pre, images: list[str], device: str, repeats: int, ckpt_dir:
     }
 
 
-def _iso1mm_copies(images: list[str]) -> list[str]:
-    """The same brains as 1 mm volumes, written as files in a temp folder (reading them is part of the cost)."""
+def _iso1mm_copies(images: list[str], tmp: Path) -> list[str]:
+    """The same brains as 1 mm volumes, written as files in ``tmp`` (reading them is part of the cost)."""
     import nibabel as nib
     import numpy as np
     from monai.transforms import LoadImage
 
     from bundle.inference.protocols import resample
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_grid_"))
     iso = []
     for i, img in enumerate(images):
         v = resample(LoadImage(image_only=True, ensure_channel_first=True)(img), [1.0, 1.0, 1.0])

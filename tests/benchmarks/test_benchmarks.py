@@ -70,3 +70,16 @@ def test_a_run_of_some_sections_keeps_the_other_sections_rows(tmp_path: Path):
     assert "- Run 1 (volume; " in page and "Machine: an H100" in page and "- Run 2 (deid; " in page and "`cmd-cpu`" in page
     path.write_text("{not json")
     assert "| de-identification | not measured | not run |" in render(merge_records(path, {}, cpu, "c", "m"))
+
+
+def test_the_no_model_folder_a_benchmark_child_makes_is_gone_when_it_exits():
+    """Each benchmark child built the detector without a model in a fresh /tmp folder and left it there."""
+    import subprocess
+    import sys
+
+    from bundle.paths import ROOT
+
+    code = "from bundle.benchmarks.volume import _empty_dir; import os; d = _empty_dir(); print(d, os.path.isdir(d))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    assert out[1] == "True"
+    assert not Path(out[0]).exists()

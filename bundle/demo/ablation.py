@@ -9,7 +9,8 @@ point chosen on validation volumes):
 - ``lopsided`` / ``hard_pool``: ``ignore`` + the lopsided bootstrap loss / a 5x larger hard-negative pool;
 - ``context``: ``ignore`` + 2.5D (3 slices as channels);
 - ``focal``: ``context`` with the focal loss over every anchor instead of BCE on hard-negative samples;
-- ``thick_slices`` / ``context5``: ``context`` with stronger thick-slice partial volume / a 5-slice stack;
+- ``thick_slices`` / ``thick_resample`` / ``context5``: ``context`` with stronger thick-slice partial volume / slabs
+  averaged to 4-6.4 mm and read back instead of the z blur / a 5-slice stack;
 - ``mined_only_36ep``, ``ignore_36ep``, ``context_36ep``, ``context_60ep``: those arms with 36 (60) epochs, the
   training budget rather than a part (shown, never chosen as a combination);
 - ``self_trained`` / ``self_trained_2d``: ``context`` / ``ignore`` as round 0 of the demo's mean-teacher self-training over
@@ -41,6 +42,12 @@ from bundle.steps import provenance
 from bundle.steps.runner import bundle_run
 
 SERIES = ["configs/train.yaml", "configs/train_series.yaml"]
+THICKNESS = {
+    "_target_": "bundle.transforms.thickness.RandSliceThicknessd",
+    "keys": "image",
+    "prob": "@protocol_aug_prob",
+    "factor": [1.0, 1.6],
+}
 # arm -> (training configs, experiment datalist, train.yaml overrides)
 ARMS: dict[str, tuple[list[str], str, dict]] = {
     "mined_only": (["configs/train.yaml"], "mined", {}),
@@ -56,6 +63,8 @@ ARMS: dict[str, tuple[list[str], str, dict]] = {
         "series_mined",
         {"ignore_reach": True, "context_slices": 3, "partial_volume#prob": 0.5, "partial_volume#sigma_z": [0.3, 1.2]},
     ),
+    # thicker slices simulated as stored and read back (slab averages, bundle/transforms/thickness.py) instead of the z blur
+    "thick_resample": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 3, "partial_volume": THICKNESS}),
     # a wider 2.5D stack: 2 neighbours each side (8 mm on the demo's 4 mm grid), for lesions spanning 3-5 slices
     "context5": (SERIES, "series_mined", {"ignore_reach": True, "context_slices": 5}),
     # the training budget, not a part: how far the chosen combination gets with 3x the epochs (never chosen by the page)

@@ -61,7 +61,7 @@ def run_section(o: dict) -> dict:
         datalist = Path(o["ttf_datalist"]) if o["ttf_datalist"] else data / "datalist.json"
         res = bench_time_to_f1(datalist.resolve(), work / "time_to_f1", o["ttf_epochs"], o["ttf_f1"], o["device"])
         if not o["ttf_datalist"]:  # the run's own temp folder, gone once it ends: name what it held, not where
-            res["datalist"] = f"the run's generated {o.get('size', '')} demo's key-slice datalist".replace("  ", " ")
+            res["datalist"] = f"the run's generated {o['size']} demo's key-slice datalist"
     elif section == "deid":
         res = bench_deid(work / "pacs" / "dicom", workers=min(2, os.cpu_count() or 1))
     elif section == "mining":

@@ -23,7 +23,7 @@ class RandSliceThicknessd(RandomizableTransform, MapTransform):
     """With probability ``prob``, the image as if stored with slices ``f`` times thicker, ``f`` uniform in ``factor``.
 
     ``factor`` is relative to the grid's slice spacing (on the demo's 4 mm grid, (1.0, 1.6) is 4-6.4 mm). The last
-    spatial axis is the slice axis (the grid is RAS, so z). Images of one slice or fewer than two thick slices pass.
+    spatial axis is the slice axis (the grid is RAS, so z). An image too thin to lose a slice passes unchanged.
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 0.2, factor: Sequence[float] = (1.0, 1.6), allow_missing_keys: bool = False):
@@ -43,7 +43,7 @@ class RandSliceThicknessd(RandomizableTransform, MapTransform):
         """One image (C, H, W, D) through ``D / f`` slab averages and back; its metadata kept."""
         *plane, depth = img.shape[1:]
         thick = max(2, int(round(depth / f)))
-        if depth < 2 or thick >= depth:
+        if thick >= depth:  # one slice, or too few to thicken
             return img
         x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
         down = Resize((*plane, thick), mode="area")(x.float())

@@ -22,6 +22,7 @@ from monai.transforms import ScaleIntensityRangePercentiles
 from bundle.inference.box_selection import batched_postprocess
 from bundle.inference.box_selection import non_max_suppression as fast_non_max_suppression
 from bundle.inference.slice_forward import detect, in_workers, supported, threads_per_worker
+from bundle.inference.tta import check_flips, predict_views
 from bundle.transforms.grid import context_step, spacing_of_affine
 from bundle.transforms.slices import check_context_slices
 
@@ -152,6 +153,7 @@ class SliceToVolumeDetector:
         context_mm: float | None = None,
         max_gap_mm: float | None = None,
         min_extent_mm: float | None = None,
+        tta_flips: Sequence[Sequence[int]] | None = None,
     ) -> None:
         """``context_slices`` k (odd): each slice goes in with its k//2 neighbours each side as k channels
         (z-k//2 ... z+k//2, edges repeated), as the 2.5D model was trained. ``amp`` / ``channels_last``:
@@ -165,7 +167,8 @@ class SliceToVolumeDetector:
         2 or more intra-op threads), :func:`bundle.inference.slice_forward.in_workers`. Millimetres, from the
         volume's own slice spacing (its affine), so one setting serves every protocol: ``context_mm`` the 2.5D
         stack's farthest neighbour (as trained, ``grid.json``), ``max_gap_mm`` / ``min_extent_mm`` replace
-        ``max_gap`` / ``min_slices`` where given."""
+        ``max_gap`` / ``min_slices`` where given. ``tta_flips``: extra views, each the slice axes it flips, fused per
+        slice before linking (:mod:`bundle.inference.tta`)."""
         context_slices = check_context_slices(context_slices)
         self.detector = detector
         # None: do what the caller asks; False: whole slices (faster when a slice fits the network)
@@ -180,6 +183,7 @@ class SliceToVolumeDetector:
         self.lazy_regression = lazy_regression
         self.cpu_workers = cpu_workers
         self.context_mm, self.max_gap_mm, self.min_extent_mm = context_mm, max_gap_mm, min_extent_mm
+        self.tta_flips = check_flips(tta_flips)
         self.link_kwargs = dict(
             link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
         )
@@ -289,12 +293,18 @@ class SliceToVolumeDetector:
             kw["min_slices"] = max(1, int(np.ceil(self.min_extent_mm / mm - 1e-6)))
         return kw
 
+    def _floor(self) -> tuple[float, bool]:
+        """The box selector's lowest score and whether scores are logits: a TTA view without a box counts at it."""
+        sel = self.detector.box_selector if self.tta_flips else None
+        return (float(sel.score_thresh), not sel.apply_sigmoid) if sel is not None else (0.0, True)
+
     def _one(self, vol: torch.Tensor, use_inferer: bool) -> dict:
         if vol.ndim != 4:
             raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
         workers = self._workers(vol.device, use_inferer)
         with threads_per_worker(workers):  # the linking step's small ops too
-            per_slice = self._as_numpy(self._run_slices(self.slice_stack(vol), use_inferer, workers))
+            run = lambda s: self._as_numpy(self._run_slices(s, use_inferer, workers))  # noqa: E731
+            per_slice = predict_views(run, self.slice_stack(vol), self.tta_flips, *self._floor())
             boxes, labels, scores, counts = link_slices(per_slice, **self._link_kwargs(vol), fast_nms=self.batched_select)
         if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs
             boxes = _reinsert_axis(boxes, self.slice_axis)

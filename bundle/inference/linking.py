@@ -303,7 +303,10 @@ class SliceToVolumeDetector:
             raise ValueError(f"SliceToVolumeDetector expects (C, X, Y, Z) volumes, got shape {tuple(vol.shape)}")
         workers = self._workers(vol.device, use_inferer)
         with threads_per_worker(workers):  # the linking step's small ops too
-            run = lambda s: self._as_numpy(self._run_slices(s, use_inferer, workers))  # noqa: E731
+
+            def run(stack: torch.Tensor) -> list:
+                return self._as_numpy(self._run_slices(stack, use_inferer, workers))
+
             per_slice = predict_views(run, self.slice_stack(vol), self.tta_flips, *self._floor())
             boxes, labels, scores, counts = link_slices(per_slice, **self._link_kwargs(vol), fast_nms=self.batched_select)
         if self.slice_axis != 2:  # 2D boxes are in the two remaining axes; put z where it belongs

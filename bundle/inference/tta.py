@@ -1,9 +1,10 @@
 """Flip test-time augmentation for the slice detector: every slice also seen flipped, the views' boxes fused.
 
-Why: at the volume path's operating point false boxes score as high as some lesions (issue 24), and one network
-pass ranks them with its own noise. Training flips and rotates every patch (configs/train.yaml ``RandFlipBoxd``,
-``RandRotateBox90d``), so a flipped slice is an input the model knows; a lesion is found in every view, a spurious
-peak mostly in one. The views are fused per slice as weighted box fusion does: boxes of one label that overlap by
+Why: at the volume path's operating point false boxes score as high as some lesions (issue 24); the hope was that
+a lesion is found in every view and a spurious peak mostly in one. Training flips and rotates every patch
+(configs/train.yaml ``RandFlipBoxd``, ``RandRotateBox90d``), so a flipped slice is an input the model knows. Measured
+on the ablation's models it lost on validation (docs/training.md "Flips at test time"), so it is off by default, and
+an operating point chosen with flips holds only for inference with the same flips. The views are fused per slice as weighted box fusion does: boxes of one label that overlap by
 ``iou`` (at most one per view) become one box, their coordinates weighted by probability, and their score the mean
 score over all views, a view without a box counted at the box selector's floor (``floor``, the lowest score it can
 return). Logits stay logits (float64 mean, stored float32), so ranking and the operating point work as before.
@@ -25,7 +26,10 @@ def check_flips(flips: Sequence[Sequence[int]] | None) -> list[tuple[int, ...]]:
     """Each extra view as the slice axes (0, 1) it flips; one clear message for anything else."""
     out = []
     for f in flips or []:
-        axes = tuple(int(a) for a in f)
+        try:
+            axes = tuple(int(a) for a in f)
+        except (TypeError, ValueError):
+            raise ValueError(f"tta_flips: each view is a list of slice axes (0 and/or 1), got {f!r}") from None
         if not axes or any(a not in (0, 1) for a in axes) or len(set(axes)) != len(axes):
             raise ValueError(f"tta_flips: each view flips slice axes 0 and/or 1, got {list(f)}")
         out.append(axes)

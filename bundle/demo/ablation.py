@@ -100,7 +100,7 @@ class AblationPlan:
             "ignore_36ep",
             "context_36ep",
             "self_trained_36ep",
-            "self_trained",  # last: linking's min_slices option is evaluated on it
+            "self_trained",  # last: linking's variants (min_slices, extent) are evaluated on it
         ]
     )
     rounds: int = 1
@@ -108,6 +108,8 @@ class AblationPlan:
     ignore_floor: float = 0.3  # teacher scores in [ignore_floor, pseudo threshold) become ignore regions
     max_pseudo_per_series: int = 50
     link_min_slices: list[int] = field(default_factory=lambda: [1, 2])  # linking option evaluated on the last arm
+    # a track's in-plane extent (bundle/inference/tracks.py) scored on the last arm besides the configs' own
+    link_extents: list[str] = field(default_factory=lambda: ["union"])
     n_bootstrap: int = 1000
     train_overrides: dict = field(default_factory=dict)
     # the simulated review (issue 28): K studies reviewed (0: off), fine-tuning epochs of every arm, the random arm's seed;
@@ -235,8 +237,15 @@ def prepare(plan: AblationPlan, work: Path, seed: int) -> dict:
     return exp
 
 
+def link_variants(plan: AblationPlan) -> list[tuple[str, dict]]:
+    """Linking settings scored on the last arm besides the configs' own: inference only, nothing retrained."""
+    return [(f"min_slices{k}", {"link_min_slices": k}) for k in plan.link_min_slices if k != 1] + [
+        (f"extent_{e}", {"link_extent": e}) for e in plan.link_extents
+    ]
+
+
 def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, train_seed: int) -> dict:
-    """Every arm of one (data seed, training seed): trained, evaluated per volume; linking's min_slices on the last arm."""
+    """Every arm of one (data seed, training seed): trained, evaluated per volume; linking's variants on the last arm."""
     log = rdir / "ablation.log"
     over = plan.train_overrides | {"epochs": plan.epochs, "seed": train_seed}
     models, kept = train_all(plan, exp, rdir, over)
@@ -249,18 +258,11 @@ def run_replicate(plan: AblationPlan, exp: dict, rdir: Path, data_seed: int, tra
     if plan.review_k:
         out["review"] = simulated_review(plan, exp, rdir, models, over, data_seed, train_seed)
     last = plan.arms[-1] if plan.arms else None
-    for k in plan.link_min_slices if last else []:
-        if k != 1:
-            o = over | arm_overrides(last) | {"link_min_slices": k}
-            out["arms"][f"{last}_min_slices{k}"] = evaluate_volumes(
-                models[last],
-                vdl,
-                rdir / "eval" / f"{last}_min_slices{k}",
-                log,
-                train_seed,
-                o | {"write_operating_point": False},
-                plan.n_bootstrap,
-            )
+    for name, extra in link_variants(plan) if last else []:
+        o = over | arm_overrides(last) | extra
+        out["arms"][f"{last}_{name}"] = evaluate_volumes(
+            models[last], vdl, rdir / "eval" / f"{last}_{name}", log, train_seed, o, plan.n_bootstrap
+        )
     return out
 
 

@@ -347,7 +347,7 @@ def page(summary: dict, source: str) -> str:
     )
     for arm, a in pooled.items():
         p, r = a["pooled"], a["replicates"]
-        label = LABELS.get(arm, arm.replace("_min_slices", ", linking min_slices "))
+        label = LABELS.get(arm, arm.replace("_min_slices", ", linking min_slices ").replace("_extent_", ", track extent "))
         lines.append(
             f"| {label} | {_f(p['sensitivity_ge10'])} ({a['counts']['found_ge10']}/{a['counts']['lesions_ge10']}) | "
             f"{_f(p.get('sensitivity_10_20'))} ({a['counts'].get('found_10_20', 0)}/{a['counts'].get('lesions_10_20', 0)}) | "

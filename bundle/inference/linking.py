@@ -12,45 +12,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from monai.data.box_utils import box_iou, non_max_suppression
+from monai.data.box_utils import non_max_suppression
 from monai.transforms import ScaleIntensityRangePercentiles
 
 from bundle.inference.box_selection import batched_postprocess
 from bundle.inference.box_selection import non_max_suppression as fast_non_max_suppression
 from bundle.inference.slice_forward import detect, in_workers, supported, threads_per_worker
+from bundle.inference.tracks import Track, check_extent, overlap, track_box
 from bundle.inference.tta import check_flips, predict_views
 from bundle.transforms.grid import context_step, spacing_of_affine
 from bundle.transforms.slices import check_context_slices
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Track:
-    label: int
-    slices: list[int] = field(default_factory=list)
-    boxes: list[np.ndarray] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-
-
-def _overlap(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """Pairwise overlap of xyxy boxes: IoU, or intersection over the smaller box ("iomin").
-
-    Why iomin: a lesion's cross-section shrinks towards its poles, so the last slice's small box
-    has a low IoU with the big box next to it although it is the same lesion.
-    """
-    if metric == "iou":
-        return np.asarray(box_iou(a, b))
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    return inter / np.maximum(np.minimum(area_a[:, None], area_b[None, :]), 1e-6)
 
 
 def link_slices(
@@ -62,19 +38,21 @@ def link_slices(
     nms_thresh: float = 0.2,
     max_boxes: int = 50,
     fast_nms: bool = True,
+    extent: str = "union",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Link per-slice 2D boxes into 3D boxes.
 
     ``per_slice[z]`` = (boxes (n, 4) xyxy, labels (n,), scores (n,)) for slice ``z``. A box joins the
     track (same label) whose last box lies at most ``max_gap`` slices back and overlaps it by
     ``link_metric`` (``iomin`` or ``iou``) >= ``link_iou`` (greedy by IoU, one box per track and slice); otherwise it starts a track.
-    A track becomes the box enclosing its 2D boxes from its first slice to its last (+1, max
-    exclusive) with the best 2D score (one confident slice is enough to flag a lesion). Tracks
+    A track becomes a box from its first slice to its last (+1, max exclusive), in-plane as
+    ``extent`` says (:func:`bundle.inference.tracks.track_box`), with the best 2D score (one confident slice is enough to flag a lesion). Tracks
     shorter than ``min_slices`` are dropped and counted; overlapping 3D boxes go through MONAI's NMS
     (``fast_nms``: the same picks from one IoU table, :func:`bundle.inference.box_selection.non_max_suppression`).
     Returns boxes (m, 6) xyzxyz, labels, scores and counts.
     """
-    tracks: list[_Track] = []
+    check_extent(extent)
+    tracks: list[Track] = []
     for z, (boxes, labels, scores) in enumerate(per_slice):
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         labels = np.asarray(labels).reshape(-1).astype(int)
@@ -82,7 +60,7 @@ def link_slices(
         taken_box: set[int] = set()
         active = [t for t in tracks if z - t.slices[-1] <= max_gap + 1]
         if active and len(boxes):
-            iou = _overlap(boxes, np.stack([t.boxes[-1] for t in active]), link_metric)
+            iou = overlap(boxes, np.stack([t.boxes[-1] for t in active]), link_metric)
             for t_idx, t in enumerate(active):
                 iou[labels != t.label, t_idx] = 0.0
             taken_track: set[int] = set()
@@ -100,17 +78,13 @@ def link_slices(
                 taken_track.add(int(t_idx))
         for b in range(len(boxes)):
             if b not in taken_box:
-                tracks.append(_Track(int(labels[b]), [z], [boxes[b]], [float(scores[b])]))
+                tracks.append(Track(int(labels[b]), [z], [boxes[b]], [float(scores[b])]))
     kept = [t for t in tracks if len(t.slices) >= min_slices]
     counts = {"slice_boxes": int(sum(len(t.slices) for t in tracks)), "tracks": len(tracks), "dropped_short": len(tracks) - len(kept)}
     if not kept:
         counts["after_nms"] = 0
         return np.zeros((0, 6), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.float32), counts
-    out_boxes = []
-    for t in kept:
-        b = np.stack(t.boxes)
-        out_boxes.append([b[:, 0].min(), b[:, 1].min(), t.slices[0], b[:, 2].max(), b[:, 3].max(), t.slices[-1] + 1])
-    out = np.asarray(out_boxes, dtype=np.float32)
+    out = np.asarray([track_box(t, extent) for t in kept], dtype=np.float32)
     lab = np.asarray([t.label for t in kept], dtype=np.int64)
     sc = np.asarray([max(t.scores) for t in kept], dtype=np.float32)
     keep_all: list[int] = []
@@ -154,6 +128,7 @@ class SliceToVolumeDetector:
         max_gap_mm: float | None = None,
         min_extent_mm: float | None = None,
         tta_flips: Sequence[Sequence[int]] | None = None,
+        extent: str = "union",
     ) -> None:
         """``context_slices`` k (odd): each slice goes in with its k//2 neighbours each side as k channels
         (z-k//2 ... z+k//2, edges repeated), as the 2.5D model was trained. ``amp`` / ``channels_last``:
@@ -168,7 +143,8 @@ class SliceToVolumeDetector:
         volume's own slice spacing (its affine), so one setting serves every protocol: ``context_mm`` the 2.5D
         stack's farthest neighbour (as trained, ``grid.json``), ``max_gap_mm`` / ``min_extent_mm`` replace
         ``max_gap`` / ``min_slices`` where given. ``tta_flips``: extra views, each the slice axes it flips, fused per
-        slice before linking (:mod:`bundle.inference.tta`)."""
+        slice before linking (:mod:`bundle.inference.tta`). ``extent``: a track's in-plane size
+        (:func:`bundle.inference.tracks.track_box`)."""
         context_slices = check_context_slices(context_slices)
         self.detector = detector
         # None: do what the caller asks; False: whole slices (faster when a slice fits the network)
@@ -185,7 +161,13 @@ class SliceToVolumeDetector:
         self.context_mm, self.max_gap_mm, self.min_extent_mm = context_mm, max_gap_mm, min_extent_mm
         self.tta_flips = check_flips(tta_flips)
         self.link_kwargs = dict(
-            link_iou=link_iou, link_metric=link_metric, max_gap=max_gap, min_slices=min_slices, nms_thresh=nms_thresh, max_boxes=max_boxes
+            link_iou=link_iou,
+            link_metric=link_metric,
+            max_gap=max_gap,
+            min_slices=min_slices,
+            nms_thresh=nms_thresh,
+            max_boxes=max_boxes,
+            extent=check_extent(extent),
         )
         self.last_counts: list[dict] = []
 

@@ -177,3 +177,27 @@ def test_the_self_trained_arm_is_the_demos_recipe(tmp_path: Path, monkeypatch):
     assert s.mean_teacher and s.select == "volume" and s.volume_datalist == "v.json" and s.series
     assert out["teacher"] == tmp_path / "selftrain" / "round0" / "teacher" / "models"
     assert out["kept"] == tmp_path / "selftrain" / "round1" / "models" and out["kept_round"] == 1
+
+
+def test_linking_variants_are_scored_on_the_last_arm_only_with_their_setting(monkeypatch, tmp_path):
+    """min_slices 1 is the configs' own and is not scored twice; each extent listed is, as an inference override."""
+    from bundle.demo import ablation
+
+    calls: list[tuple[str, dict]] = []
+
+    def fake_evaluate(ckpt, vdl, out, log, seed, over, n_bootstrap):
+        calls.append((out.name, {k: v for k, v in over.items() if k.startswith("link_")}))
+        return {"name": out.name}
+
+    monkeypatch.setattr(ablation, "train_all", lambda plan, exp, rdir, over: ({a: tmp_path / a for a in plan.arms}, {}))
+    monkeypatch.setattr(ablation, "evaluate_volumes", fake_evaluate)
+    plan = ablation.AblationPlan(arms=["ignore", "context"], link_min_slices=[1, 2], link_extents=["union", "median"])
+    assert ablation.link_variants(plan) == [
+        ("min_slices2", {"link_min_slices": 2}),
+        ("extent_union", {"link_extent": "union"}),
+        ("extent_median", {"link_extent": "median"}),
+    ]
+    out = ablation.run_replicate(plan, {"volume_datalist": str(tmp_path / "v.json")}, tmp_path, 2027, 0)
+    assert list(out["arms"]) == ["ignore", "context", "context_min_slices2", "context_extent_union", "context_extent_median"]
+    assert calls[3] == ("context_extent_union", {"link_extent": "union"}) and calls[0] == ("ignore", {})
+    assert ablation.link_variants(ablation.AblationPlan(link_min_slices=[1], link_extents=[])) == []

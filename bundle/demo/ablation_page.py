@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bundle.activelearning.simulated_review import ci_text
+from bundle.demo.review_page import review_section
 from bundle.demo.targets import check, section
 
 LABELS = {
@@ -183,104 +183,29 @@ METHOD = (
     "Each model runs over every slice of each held-out, fully labelled test volume through `configs/inference_volume.yaml` "
     "(the path MONAI Label and the Deploy app use); strict rule: a lesion is found when a 3D box has IoU >= 0.1 with it or the "
     "box's own centre lies inside it (lesions >= 10 mm matched first, a second box on a found lesion ignored). The operating "
-    "point is each model's own, chosen on validation volumes (lowest logit with <= 1 false box per volume and <= 0.5 per "
-    "normal volume); only the demo's (b) is shipped as `operating_point.json`. CPM: LUNA16, 1/8 ... 8 false boxes per volume. "
+    "point is each model's own, chosen on validation volumes (lowest logit with <= {fp:g} false boxes per volume and <= {fpn:g} "
+    "per normal volume); only the demo's (b) is shipped as `operating_point.json`. CPM: LUNA16, 1/8 ... 8 false boxes per volume. "
     "Pooled = counts summed over replicates. Choices (the demo's default combination) are read from the last column, "
     "validation volumes only; test patients choose nothing."
 )
 
 
 def _intro(summary: dict, source: str) -> list[str]:
-    """The page's title, the command that wrote it, and how every figure is made."""
-    plan, reps = summary["plan"], summary["replicates"]
-    return [
-        "# Results",
-        "",
-        "## Whole volumes (primary): what a radiologist sees on a series",
-        "",
-        f"Written by `{command(plan, summary.get('defaults', plan), summary.get('where'))}` from `{source}`. Data seeds {plan['data_seeds']} x training "
-        f"seeds {plan['train_seeds']}, demo size `{plan['size']}`, {plan['epochs']} epochs per training. "
-        f"This invocation took {sum(r['seconds'] for r in reps) / 60:.0f} min; arms already trained and evaluated under "
-        "`work_dir` are reused only when stamped with the same code (git commit and uncommitted changes), configs, settings and "
-        "model (bundle/steps/provenance.py); anything else runs again.",
-        "",
-        METHOD,
-        "",
-    ]
-
-
-REVIEW = (
-    "Simulated review (`bundle/activelearning/simulated_review.py`): every arm starts from the same model trained on mined "
-    "labels and is fine-tuned the same epochs with the same seed on the whole training series. `none`: mined labels only. "
-    "`uncertain`: the K training studies the MONAI Label strategy ranks first (`bundle/activelearning/uncertainty.py` `rank`, "
-    "at the start model's operating point chosen on validation volumes) reviewed by the demo truth as reader: every lesion "
-    "boxed as Slicer markups, read by `reviewed.py` as complete labels (boxes positive, the rest of the series background). "
-    "`random`: K training studies drawn with a fixed seed, reviewed the same way. Test figures at each model's own validation "
-    "operating point, strict rule as above, 95% CIs by patient bootstrap; differences are paired over the same test patients."
-)
-
-
-def review_verdict(p: dict) -> str:
-    """What the paired difference uncertain - random in sensitivity >= 10 mm says."""
-    lo, hi = p.get("ci_low"), p.get("ci_high")
-    if lo is None:
-        return "undefined (no resample had lesions >= 10 mm)"
-    if lo > 0:
-        return "uncertainty sampling beats random review (the 95% CI excludes 0)"
-    if hi < 0:
-        return "random review beats uncertainty sampling (the 95% CI excludes 0)"
-    return "no difference shown: the 95% CI includes 0"
-
-
-def review_section(reps: list[dict]) -> list[str]:
-    """The simulated review's rows (issue 28): per replicate, the start model and each arm with CIs, then the differences."""
-    reps = [r for r in reps if r.get("review")]
-    if not reps:
-        return []
-    k = sorted({r["review"]["k"] for r in reps})
-    lines = ["", f"### Simulated review: the {'/'.join(map(str, k))} most uncertain training studies against as many random ones", ""]
-    lines += [
-        REVIEW,
-        "",
-        "| data seed | training seed | arm | reviewed studies (truth boxes) | sensitivity >= 10 mm [95% CI] (found) | "
-        "FP / volume [95% CI] | CPM [95% CI] | validation sensitivity >= 10 mm |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in reps:
-        v = r["review"]
-        for arm, f in {"start": v["start"], **v["arms"]}.items():
-            what = (
-                "model before fine-tuning" if arm == "start" else (f"{arm}-{v['k']}" if arm != "none" else f"none (+{v['epochs']} epochs)")
-            )
-            n = "-" if arm == "start" else f"{len(v['reviewed'][arm])} of {v['training_studies']} ({v['truth_boxes'][arm]})"
-            lines.append(
-                f"| {r['data_seed']} | {r['train_seed']} | {what} | {n} | "
-                f"{ci_text(f['sensitivity_ge10'])} ({f['found_ge10']}/{f['lesions_ge10']}) | {ci_text(f['fp_per_volume'], 2)} | "
-                f"{ci_text(f['cpm'])} | {_f(f['validation_sensitivity_ge10'])} |"
-            )
-    lines += [
-        "",
-        "| data seed | training seed | paired difference | sensitivity >= 10 mm [95% CI], P | FP / volume [95% CI] | CPM [95% CI] |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in reps:
-        for name, p in r["review"]["paired"].items():
-            s = p["sensitivity_ge10"]
-            lines.append(
-                f"| {r['data_seed']} | {r['train_seed']} | {name} | {ci_text(s)}, P {s['p_value']:.3f} | {ci_text(p['fp_per_volume'], 2)} | "
-                f"{ci_text(p['cpm'])} |"
-            )
-    for r in reps:
-        v = r["review"]
-        p = v["paired"].get("uncertain - random")
-        if p:
-            lines += [
-                "",
-                f"**Data seed {r['data_seed']}, training seed {r['train_seed']}, K {v['k']}: "
-                f"{review_verdict(p['sensitivity_ge10'])}** (sensitivity >= 10 mm, uncertain - random; "
-                f"{v['overlap']} studies in both arms; ranking threshold {v['threshold']:.3f}, logit).",
-            ]
-    return lines
+    """The page's title, the command that wrote it, and how every figure is made (a rescored page: the rule it chose by)."""
+    plan, reps, again = summary["plan"], summary["replicates"], summary.get("rescored")
+    ran = f"`{command(plan, summary.get('defaults', plan), summary.get('where'))}`"
+    seeds = f"Data seeds {plan['data_seeds']} x training seeds {plan['train_seeds']}, demo size `{plan['size']}`, {plan['epochs']} epochs per training."
+    how = (
+        f"Rescored by `{again['command']}` from `{source}`: the models and saved predictions of {ran}, each arm's operating point "
+        "chosen again on validation volumes by the rule below (`bundle/demo/rescore.py`); nothing was retrained or run again. " + seeds
+        if again
+        else f"Written by {ran} from `{source}`. {seeds} This invocation took {sum(r['seconds'] for r in reps) / 60:.0f} min; arms "
+        "already trained and evaluated under `work_dir` are reused only when stamped with the same code (git commit and uncommitted "
+        "changes), configs, settings and model (bundle/steps/provenance.py); anything else runs again."
+    )
+    limits = (again or {}).get("limits", {"max_fp_per_volume": 1.0, "max_fp_per_normal_volume": 0.5})
+    method = METHOD.format(fp=limits["max_fp_per_volume"], fpn=limits["max_fp_per_normal_volume"])
+    return ["# Results", "", "## Whole volumes (primary): what a radiologist sees on a series", "", how, "", method, ""]
 
 
 def protocol_section(pooled: dict) -> list[str]:

@@ -57,19 +57,46 @@ def evaluate(
         loader = DataLoader(Dataset(data, transform=preprocessing), batch_size=1, shuffle=False, num_workers=0, collate_fn=no_collation)
         saver = VolumeDetectionSaver(str(preds), score_threshold=save_score_threshold)
         DetectionEvaluator(device, loader, detector, val_handlers=[saver], amp=amp, use_inferer=True).run()
-        vols = score_volumes(str(dl), str(preds), section, rule)
-        rows[name] = {
-            "variant": dict(spec),
-            "at_operating_point": at_threshold(vols, threshold),
-            "cpm": froc_figures(vols)["cpm"],
-            f"cpm {GE_LABEL}": froc_figures(vols, 10.0)["cpm"],
-        }
+        rows[name] = score_variant(dl, preds, section, rule, threshold, spec)
         logger.info("protocol %s: %s", name, rows[name]["at_operating_point"])
+    return write_report(out, threshold, rule, reference, rows)
+
+
+def score_variant(datalist: Path, predictions: Path, section: str, rule: MatchRule, threshold: float, spec: Mapping) -> dict:
+    """One variant's saved predictions scored at ``threshold`` (its truth already in the variant's grid)."""
+    vols = score_volumes(str(datalist), str(predictions), section, rule)
+    return {
+        "variant": dict(spec),
+        "at_operating_point": at_threshold(vols, threshold),
+        "cpm": froc_figures(vols)["cpm"],
+        f"cpm {GE_LABEL}": froc_figures(vols, 10.0)["cpm"],
+    }
+
+
+def write_report(out: Path, threshold: float, rule: MatchRule, reference: dict | None, rows: dict) -> dict:
+    """``metrics_protocols.json`` and ``summary_protocols.md`` under ``out``; the result."""
     result = {"score_threshold": threshold, "match": rule.label(), "reference": reference, "variants": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics_protocols.json").write_text(json.dumps(result, indent=2))
     (out / "summary_protocols.md").write_text(summary_markdown(result))
     return result
+
+
+def rescore(
+    eval_dir: str | Path, output_dir: str | Path, threshold: float, rule: MatchRule, reference: dict | None = None, section: str = "test"
+) -> dict:
+    """An evaluation's saved protocol predictions at another threshold: no volume runs again.
+
+    Why: an operating-point rule is an evaluation choice; comparing two rules must not retrain or re-infer anything."""
+    src_dir = Path(eval_dir)
+    src = json.loads((src_dir / "metrics_protocols.json").read_text())
+    rows = {}
+    for name, row in src["variants"].items():
+        vdir = src_dir / "protocols" / name
+        rows[name] = score_variant(
+            vdir / "datalist_volume.json", vdir / "predictions_volume_test.json", section, rule, threshold, row["variant"]
+        )
+    return write_report(Path(output_dir), threshold, rule, reference, rows)
 
 
 def _f(v: Any, digits: int = 3) -> str:

@@ -12,7 +12,7 @@ from bundle.activelearning import simulated_review as sr
 from bundle.activelearning.uncertainty import UncertaintyRule, rank
 from bundle.datalist.schema import read_datalist
 from bundle.demo.ablation import AblationPlan
-from bundle.demo.ablation_page import review_section, review_verdict
+from bundle.demo.review_page import review_section, review_verdict
 
 
 @pytest.fixture

@@ -95,3 +95,23 @@ def test_an_ablation_rescored_and_its_page(tmp_path):
     text = write_page(s, tmp_path / "page.md", work / "ablation.json").read_text()
     assert "Rescored by `python scripts/rescore_ablation.py --work_dir w`" in text and "nothing was retrained" in text
     assert "<= 0.5 false boxes per volume and <= 0 per normal volume" in text
+
+
+def test_the_script_rescores_and_writes_the_page(tmp_path, repo_root, capsys):
+    import importlib.util
+
+    rdir = tmp_path / "work" / "data1" / "train0" / "eval"
+    _evaluation(tmp_path, rdir / "context")
+    plan = {"data_seeds": [1], "train_seeds": [0], "size": "tiny", "epochs": 3, "arms": ["context"]}
+    rep = {"data_seed": 1, "train_seed": 0, "arms": {"context": {}}, "seconds": 5}
+    (tmp_path / "work" / "ablation.json").write_text(json.dumps({"plan": plan, "defaults": plan, "replicates": [rep]}))
+    spec = importlib.util.spec_from_file_location("rescore_script", repo_root / "scripts" / "rescore_ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    page = tmp_path / "page.md"
+    mod.main(
+        ["--work_dir", str(tmp_path / "work"), "--max_fp_per_volume", "0.5", "--max_fp_per_normal_volume", "0", "--results", str(page)]
+    )
+    out = capsys.readouterr().out
+    assert "context" in out and "sensitivity >= 10 mm 1.000" in out and f"page: {page}" in out
+    assert f"--max_fp_per_volume 0.5 --max_fp_per_normal_volume 0 --results {page}" in page.read_text()

@@ -10,6 +10,7 @@ import numpy as np
 
 from bundle.demo.review_page import review_section
 from bundle.demo.targets import check, section
+from bundle.selftrain.scoring import shipped_limits
 
 LABELS = {
     "mined_only": "mined key slices only (seed study)",
@@ -190,6 +191,21 @@ METHOD = (
 )
 
 
+def _limits(summary: dict) -> dict:
+    """The rule the page's operating points were chosen by: the rescoring's, else the one each evaluation recorded."""
+    if summary.get("rescored"):
+        return summary["rescored"]["limits"]
+    found = [
+        m["operating_point"]["targets"]
+        for r in summary["replicates"]
+        for m in r["arms"].values()
+        if "targets" in m.get("operating_point", {})
+    ]
+    if found and any(t != found[0] for t in found):
+        raise ValueError(f"ablation.json: arms chose their operating points by different rules ({found[0]} and others)")
+    return found[0] if found else shipped_limits()
+
+
 def _intro(summary: dict, source: str) -> list[str]:
     """The page's title, the command that wrote it, and how every figure is made (a rescored page: the rule it chose by)."""
     plan, reps, again = summary["plan"], summary["replicates"], summary.get("rescored")
@@ -203,7 +219,7 @@ def _intro(summary: dict, source: str) -> list[str]:
         "already trained and evaluated under `work_dir` are reused only when stamped with the same code (git commit and uncommitted "
         "changes), configs, settings and model (bundle/steps/provenance.py); anything else runs again."
     )
-    limits = (again or {}).get("limits", {"max_fp_per_volume": 1.0, "max_fp_per_normal_volume": 0.5})
+    limits = _limits(summary)
     method = METHOD.format(fp=limits["max_fp_per_volume"], fpn=limits["max_fp_per_normal_volume"])
     return ["# Results", "", "## Whole volumes (primary): what a radiologist sees on a series", "", how, "", method, ""]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bundle.demo.options import DemoOptions
 from bundle.demo.targets import figures_of, section
+from bundle.selftrain.scoring import shipped_limits
 
 LABELS = {
     "mined_only": "(a) mined boxes only",
@@ -109,19 +110,21 @@ def _volume_lines(r: dict) -> list[str]:
     v = r.get("volume")
     if not v:
         return []
+    models = [n for n in ("mined_only", "self_trained", "oracle_volume") if n in v]
+    lim = next((v[n]["limits"] for n in models if v[n].get("limits")), None) or shipped_limits()
     lines = [
         "## Whole volumes (primary)",
         "",
         "Every slice of each test volume through configs/inference_volume.yaml; strict rule: a lesion is found when a 3D box has "
         "IoU >= 0.1 with it or the box's own centre lies inside it (lesions >= 10 mm matched first; a second box on a found lesion "
-        "ignored); operating point: lowest logit with <= 1 false box per validation volume and <= 0.5 per normal validation volume. "
+        f"ignored); operating point: lowest logit with <= {lim['max_fp_per_volume']:g} false boxes per validation volume and "
+        f"<= {lim['max_fp_per_normal_volume']:g} per normal validation volume. "
         "Old rule (IoU >= 0.1 or the box contains the lesion's centre; earlier pages), same boxes: last column. "
         "CPM: LUNA16, mean sensitivity at 1/8 ... 8 false boxes per volume.",
         "",
         "| model | sensitivity, lesions >= 10 mm | FP / volume | FP / normal volume | operating logit | CPM | old rule: sens >= 10 mm |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    models = [n for n in ("mined_only", "self_trained", "oracle_volume") if n in v]
     for n in models:
         x = v[n]
         lines.append(

@@ -319,6 +319,7 @@ def volume_figures(o: DemoOptions, p: Paths, models: dict[str, Path], volume_dat
             k: a.get(k) for k in ("sensitivity >=10 mm", "fp_per_volume", "fp_per_normal_volume", "found_ge10", "lesions_ge10", "volumes")
         }
         out[name] |= {"threshold": m["operating_point"]["score_threshold"], "cpm": m["test"]["froc"]["cpm"], "by_size": a.get("by_size")}
+        out[name]["limits"] = m["operating_point"].get("targets")  # the rule the point was chosen by
         if "shipped" in m:
             out["shipped"] = m["shipped"]
         if "old_rule" in m:

@@ -246,7 +246,7 @@ def at_threshold(volumes: list[Volume], t: float) -> dict:
     }
 
 
-def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 1.0, max_fp_per_normal_volume: float = 0.5) -> dict:
+def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 0.5, max_fp_per_normal_volume: float = 0.25) -> dict:
     """The lowest score threshold whose FPs per volume and per normal volume stay within the targets (validation).
 
     Candidates are the distinct scores (a threshold keeps every tie of its score, as in matching.py) and one

@@ -57,13 +57,16 @@ def test_pooled_figures_sum_counts_over_replicates_and_check_the_goal(tmp_path: 
     assert "| a | 0.970 (97/100) | 0.950 (19/20) | 0.25 | 0.23 | yes |" in text
     assert "| b | 0.650 (65/100) | 0.900 (18/20) | 4.38 | 4.50 | no |" in text
     assert p["a"]["pooled"]["validation_sensitivity_ge10"] == pytest.approx(87 / 100)
-    # the rule the points were chosen by comes from the evaluations themselves, not from the page's code
-    assert "<= 0.5 false boxes per volume and <= 0.25 per normal volume" not in text
+    # the rule the points were chosen by comes from the evaluations themselves; the shipped one only when none recorded it
+    from bundle.selftrain.scoring import shipped_limits
+
+    lim = shipped_limits()
+    assert f"<= {lim['max_fp_per_volume']:g} false boxes per volume and <= {lim['max_fp_per_normal_volume']:g} per normal volume" in text
     for r in reps:
         for m in r["arms"].values():
-            m["operating_point"]["targets"] = {"max_fp_per_volume": 0.5, "max_fp_per_normal_volume": 0.25}
+            m["operating_point"]["targets"] = {"max_fp_per_volume": 0.7, "max_fp_per_normal_volume": 0.35}
     text = write_page(summary, tmp_path / "results.md", tmp_path / "ablation.json").read_text()
-    assert "<= 0.5 false boxes per volume and <= 0.25 per normal volume" in text
+    assert "<= 0.7 false boxes per volume and <= 0.35 per normal volume" in text
     reps[1]["arms"]["b"]["operating_point"]["targets"] = {"max_fp_per_volume": 1.0, "max_fp_per_normal_volume": 0.5}
     with pytest.raises(ValueError, match="different rules"):
         write_page(summary, tmp_path / "results.md", tmp_path / "ablation.json")

@@ -224,6 +224,11 @@ def _intro(summary: dict, source: str) -> list[str]:
     return ["# Results", "", "## Whole volumes (primary): what a radiologist sees on a series", "", how, "", method, ""]
 
 
+def _label(arm: str) -> str:
+    """An arm's row label; a linking variant of an arm says which setting it ran with."""
+    return LABELS.get(arm, arm.replace("_min_slices", ", linking min_slices ").replace("_extent_", ", track extent "))
+
+
 def protocol_section(pooled: dict) -> list[str]:
     """The protocol-variant table: one row per arm, so a grid the model was not trained on shows in one place."""
     lines: list[str] = []
@@ -250,7 +255,7 @@ def protocol_section(pooled: dict) -> list[str]:
                     else f"{_f(_ratio(c['found_ge10'], c['lesions_ge10']))} / {_f(_ratio(c['fp'], c['volumes']), 2)} / "
                     f"{_f(_ratio(c['fp_normal'], c['normal']), 2)}"
                 )
-            lines.append(f"| {LABELS.get(arm, arm)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(arm)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -288,7 +293,7 @@ def page(summary: dict, source: str) -> str:
     )
     for arm, a in pooled.items():
         p, r = a["pooled"], a["replicates"]
-        label = LABELS.get(arm, arm.replace("_min_slices", ", linking min_slices ").replace("_extent_", ", track extent "))
+        label = _label(arm)
         lines.append(
             f"| {label} | {_f(p['sensitivity_ge10'])} ({a['counts']['found_ge10']}/{a['counts']['lesions_ge10']}) | "
             f"{_f(p.get('sensitivity_10_20'))} ({a['counts'].get('found_10_20', 0)}/{a['counts'].get('lesions_10_20', 0)}) | "

@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     work = Path(a.work_dir) if Path(a.work_dir).is_absolute() else ROOT / a.work_dir
     limits = {"max_fp_per_volume": a.max_fp_per_volume, "max_fp_per_normal_volume": a.max_fp_per_normal_volume}
-    summary = rescore_ablation(work, limits, " ".join(["python scripts/rescore_ablation.py", *map(shlex.quote, argv)]))
+    try:
+        summary = rescore_ablation(work, limits, " ".join(["python scripts/rescore_ablation.py", *map(shlex.quote, argv)]))
+    except FileNotFoundError as e:
+        raise SystemExit(f"rescore_ablation: {e}") from None
     for arm, v in summary["pooled"].items():
         p = v["pooled"]
         print(

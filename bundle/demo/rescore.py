@@ -53,10 +53,17 @@ def rescore_ablation(work_dir: Path, limits: dict, command: str) -> dict:
     """Every arm of every replicate in ``work_dir/ablation.json`` rescored into ``eval/<arm>_<tag>``; the summary the page reads.
 
     The simulated review (its own rule inside) is left out: its arms are fine-tuned models this does not rescore."""
+    if not (work_dir / "ablation.json").is_file():
+        raise FileNotFoundError(
+            f"{work_dir / 'ablation.json'}: no ablation summary here (run scripts/ablation.py with this work_dir first)"
+        )
     summary = json.loads((work_dir / "ablation.json").read_text())
     reps = []
     for rep in summary["replicates"]:
         rdir = work_dir / f"data{rep['data_seed']}" / f"train{rep['train_seed']}" / "eval"
+        missing = [a for a in rep["arms"] if not (rdir / a / "metrics_volume.json").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{rdir / missing[0] / 'metrics_volume.json'}: arm {missing[0]!r} has no saved evaluation to rescore")
         arms = {arm: rescore_arm(rdir / arm, rdir / f"{arm}_{tag(limits)}", limits) for arm in rep["arms"]}
         reps.append({k: v for k, v in rep.items() if k != "review"} | {"arms": arms})
     return summary | {"replicates": reps, "pooled": pool(reps), "rescored": {"command": command, "limits": limits}}

@@ -57,12 +57,11 @@ def track_box(t: Track, extent: str = "union") -> list[float]:
     first); ``median`` takes each coordinate's median over the slices, so no single box decides it.
     """
     b = np.stack(t.boxes)
+    check_extent(extent)
     if extent == "union":
         plane = [b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()]
     elif extent == "peak":
         plane = b[int(np.argmax(t.scores))].tolist()
-    elif extent == "median":
+    else:  # median
         plane = np.median(b, axis=0).tolist()
-    else:
-        raise ValueError(f"link_extent: {extent!r} is not one of {', '.join(EXTENTS)}")
     return [plane[0], plane[1], t.slices[0], plane[2], plane[3], t.slices[-1] + 1]

@@ -115,3 +115,10 @@ def test_the_script_rescores_and_writes_the_page(tmp_path, repo_root, capsys):
     out = capsys.readouterr().out
     assert "context" in out and "sensitivity >= 10 mm 1.000" in out and f"page: {page}" in out
     assert f"--max_fp_per_volume 0.5 --max_fp_per_normal_volume 0 --results {page}" in page.read_text()
+    import pytest
+
+    with pytest.raises(SystemExit, match=r"rescore_ablation: .*ablation.json: no ablation summary here"):
+        mod.main(["--work_dir", str(tmp_path / "nowhere"), "--max_fp_per_volume", "0.5", "--max_fp_per_normal_volume", "0"])
+    (rdir / "context" / "metrics_volume.json").unlink()
+    with pytest.raises(SystemExit, match="arm 'context' has no saved evaluation to rescore"):
+        mod.main(["--work_dir", str(tmp_path / "work"), "--max_fp_per_volume", "0.5", "--max_fp_per_normal_volume", "0"])

@@ -10,6 +10,11 @@ The file records the md5 of the model it was chosen for. When the model beside i
 threshold (`on_stale="use"`): a threshold chosen for the model's ancestor is a better guess than an
 unvalidated default; `on_stale="default"` falls back to the default instead. Re-run the volume
 evaluation to refresh it.
+
+It also records the inference settings its scores came from (``settings``: the grid, the 2.5D stack, the
+box selector, linking; configs/inference_volume.yaml ``serving_settings``). A threshold chosen on tracks
+boxed one way keeps other boxes on tracks boxed another way, so `load` names each setting that differs
+in one warning line (and still uses the threshold, as for another model).
 """
 
 from __future__ import annotations
@@ -129,12 +134,13 @@ def is_current(ckpt_dir: str | Path, doc: dict) -> bool | None:
     return None
 
 
-def load(ckpt_dir: str | Path, default: float = 0.3, on_stale: str = "use") -> dict[str, Any]:
+def load(ckpt_dir: str | Path, default: float = 0.3, on_stale: str = "use", settings: dict | None = None) -> dict[str, Any]:
     """The operating point for the model in ckpt_dir: {"score_threshold", "source", ...}.
 
     No file (or an unreadable one): the default, source "default" (an unreadable file warns). A file
     whose md5 does not match the model: one warning line, then its threshold (on_stale "use") or the
-    default (on_stale "default").
+    default (on_stale "default"). settings: the inference settings about to run; each that differs from
+    the file's is named in one warning and listed in "changed_settings".
     """
     if on_stale not in ("use", "default"):
         raise ValueError(f"operating_point.load: on_stale must be 'use' or 'default', got {on_stale!r}")
@@ -165,4 +171,33 @@ def load(ckpt_dir: str | Path, default: float = 0.3, on_stale: str = "use") -> d
         )
         if not use:
             return fallback | {"stale_file": str(path)}
-    return doc | {"score_threshold": thr, "source": str(path), "current": current}
+    changed = changed_settings(doc.get("settings"), settings)
+    if changed:
+        logger.warning(
+            "%s: chosen with other inference settings (%s); its threshold may keep other boxes than validation allowed. "
+            "Re-run configs/evaluate_volume.yaml with these settings.",
+            path,
+            "; ".join(changed),
+        )
+    return doc | {"score_threshold": thr, "source": str(path), "current": current, "changed_settings": changed}
+
+
+def _plain(x: Any) -> Any:
+    """JSON's view of a setting (tuples as lists, numbers as read back), so a file and a config compare alike."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def changed_settings(recorded: dict | None, served: dict | None) -> list[str]:
+    """'group.key: recorded -> served' for each setting both sides name and that differs; [] when either is absent."""
+    if not recorded or not served:
+        return []
+    rec, now = _plain(recorded), _plain(served)
+    out = []
+    for group in sorted(set(rec) & set(now)):
+        a, b = rec[group], now[group]
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            if a != b:
+                out.append(f"{group}: {a!r} -> {b!r}")
+            continue
+        out += [f"{group}.{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    return out

@@ -77,6 +77,8 @@ def evaluate(
     rule = MatchRule(criterion, iou_threshold)
     targets = {"max_fp_per_volume": max_fp_per_volume, "max_fp_per_normal_volume": max_fp_per_normal_volume}
     val, op, test = _scored(datalist, val_predictions, test_predictions, rule, targets, (val_key, test_key))
+    # the settings the scores came from travel with the point (operating_point.json), so serving can name a mismatch
+    op["settings"] = {k: config[k] for k in ("detector", "linking") if k in (config or {})} or None
     thr = op["score_threshold"]
     result = {
         "name": name,

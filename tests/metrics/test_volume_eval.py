@@ -315,6 +315,10 @@ def test_shipped_operating_point_reaches_monailabel_and_deploy(repo_root, served
     assert thr == metrics["operating_point"]["score_threshold"] and op["model_md5"]
     assert op["validation"]["fp_per_normal_volume"] <= 1.0 and op["validation"]["fp_per_volume"] <= 1.0
     assert not op["keeps_nothing_on_validation"]  # one box allowed on the normal volume: the top box is always a feasible point
+    # the point records the settings its scores came from, and inference_volume.yaml's own serving settings match them
+    assert op["settings"]["linking"]["extent"] == "peak" and op["settings"]["detector"]["slice_sliding_window"] is False
+    served = ConfigWorkflow(config_file=cfg[0], workflow_type="infer", bundle_root=str(tmp_path / "bundle"), slice_sliding_window=False)
+    assert operating_point.load(models, settings=served.parser.get_parsed_content("serving_settings"))["changed_settings"] == []
     assert (tmp_path / "eval" / "summary_volume.md").is_file() and (tmp_path / "eval" / "froc_volume.png").is_file()
     raw = {
         p["image"]: np.asarray(p["score"])

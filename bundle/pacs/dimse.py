@@ -131,6 +131,8 @@ class DIMSESource:
     @contextmanager
     def _association(self, ae: AE, **kwargs: Any) -> Iterator[Any]:
         assoc = ae.associate(self.host, self.port, ae_title=self.called_aet, **kwargs)
+        if assoc.is_aborted:  # an archive that rejects and closes at once can reach pynetdicom as an abort: ask once more
+            assoc = ae.associate(self.host, self.port, ae_title=self.called_aet, **kwargs)
         if not assoc.is_established:
             if assoc.is_rejected:
                 raise ArchiveError(

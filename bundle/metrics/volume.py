@@ -95,13 +95,7 @@ def match_volume(
     none = np.zeros(len(p), dtype=bool)
     if not (len(p) and len(g)):
         return ImageMatch(scores=s, tp=none, n_truth=len(g), matched_truth=np.full(len(p), -1)), none
-    iou = np.asarray(box_iou(p, g), dtype=np.float64)
-    centre = (g[:, :3] + g[:, 3:]) / 2
-    contains = np.all((p[:, None, :3] <= centre[None]) & (centre[None] <= p[:, None, 3:]), axis=2)
-    own = (p[:, :3] + p[:, 3:]) / 2
-    inside = np.all((g[None, :, :3] <= own[:, None]) & (own[:, None] <= g[None, :, 3:]), axis=2)
-    hit = iou >= rule.iou_threshold
-    ok = {"iou": hit, "box_center": inside, "strict": hit | inside, "center": contains, "iou_or_center": hit | contains}[rule.criterion]
+    ok, iou, contains = hit_matrix(p, g, rule)
     quality = iou + 1e-9 * contains  # among allowed lesions: highest IoU; a contained centre breaks ties
     if rule.large_first:
         large = np.ones(len(g), dtype=bool) if long_mm is None else np.asarray(long_mm, dtype=np.float64).reshape(-1) >= LARGE_MM
@@ -109,6 +103,19 @@ def match_volume(
     tp, matched = greedy(ok, quality, s)
     ignored = ~tp & ok.any(axis=1) if rule.duplicates == "ignore" else none
     return ImageMatch(scores=s, tp=tp, n_truth=len(g), matched_truth=matched), ignored
+
+
+def hit_matrix(p: np.ndarray, g: np.ndarray, rule: MatchRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predictions, lesions) matrices: which box may find which lesion under ``rule``, their 3D IoU, and whether
+    the box contains the lesion's centre (p, g: xyzxyz, both non-empty)."""
+    iou = np.asarray(box_iou(p, g), dtype=np.float64)
+    centre = (g[:, :3] + g[:, 3:]) / 2
+    contains = np.all((p[:, None, :3] <= centre[None]) & (centre[None] <= p[:, None, 3:]), axis=2)
+    own = (p[:, :3] + p[:, 3:]) / 2
+    inside = np.all((g[None, :, :3] <= own[:, None]) & (own[:, None] <= g[None, :, 3:]), axis=2)
+    hit = iou >= rule.iou_threshold
+    ok = {"iou": hit, "box_center": inside, "strict": hit | inside, "center": contains, "iou_or_center": hit | contains}[rule.criterion]
+    return ok, iou, contains
 
 
 def without(m: ImageMatch, drop: np.ndarray) -> ImageMatch:
@@ -161,16 +168,23 @@ def _truth_boxes(item: dict, pred: dict) -> np.ndarray:
     return boxes
 
 
-def score_volumes(datalist: str, predictions: str, key: str, rule: MatchRule | None = None) -> list[Volume]:
-    """Every volume of a datalist section matched to its saved predictions (VolumeDetectionSaver JSON)."""
-    out = []
+def volume_truth(datalist: str, predictions: str, key: str):
+    """Each volume of a datalist section with its saved predictions: (item, prediction record, lesion boxes in the
+    prediction's grid, each lesion's long axis in mm)."""
     for item, pred in pair(load_predictions(predictions), load_truth(datalist, key), str(predictions)):
-        where = item["image"]
         boxes = _truth_boxes(item, pred)
         if "long_mm" in item:
             long_mm = np.asarray(item["long_mm"], dtype=np.float64)
         else:
             long_mm = long_axis_mm(np.asarray(item["box"], dtype=float).reshape(-1, 6), spacing_of(item, 3)) if len(boxes) else np.zeros(0)
+        yield item, pred, boxes, long_mm
+
+
+def score_volumes(datalist: str, predictions: str, key: str, rule: MatchRule | None = None) -> list[Volume]:
+    """Every volume of a datalist section matched to its saved predictions (VolumeDetectionSaver JSON)."""
+    out = []
+    for item, pred, boxes, long_mm in volume_truth(datalist, predictions, key):
+        where = item["image"]
         m, ignored = match_volume(pred["box"], pred["score"], boxes, rule, where, long_mm)
         out.append(Volume(where, str(item.get("patient", where)), without(m, ignored), long_mm, m.scores))
     return out

@@ -53,12 +53,14 @@ def volume_misses(
     m, ignored = match_volume(p, s, gt, rule, long_mm=long_mm)
     kept = s >= threshold
     found = set(m.matched_truth[kept & m.tp].tolist())
-    out: dict = {"lesions": [], "false_boxes": [], "overlaps": [], "false_box_mm": []}
+    out: dict = {"lesions": [], "false_boxes": [], "overlaps": [], "false_box_mm": [], "gaps": []}
     none = np.zeros((len(p), len(gt)), dtype=bool)
     ok, iou = hit_matrix(p, gt, rule)[:2] if len(p) and len(gt) else (none, none)
     for j in np.flatnonzero(long_mm >= LARGE_MM):
         kind = "found" if j in found else _miss_kind(j, ok, iou, kept)
         out["lesions"].append((float(long_mm[j]), kind))
+        if kind == "below_threshold":
+            out["gaps"].append(threshold - float(s[ok[:, j]].max()))
         if kind == "misplaced":
             best = int(np.argmax(iou[:, j]))
             out["overlaps"].append((_overlap(p[best], gt[j], [0, 1]), _overlap(p[best], gt[j], [2])))
@@ -74,7 +76,7 @@ def analyse(datalist: str, predictions: str, threshold: float, section: str = "t
     """Every volume of ``section``: misses of lesions >= 10 mm by kind and size, kept false boxes by kind and size."""
     rule = rule or MatchRule()
     lesions: dict[str, dict[str, int]] = {b[2]: dict.fromkeys(("found", *MISS_KINDS), 0) for b in BINS}
-    fps, overlaps, fp_mm, volumes = dict.fromkeys(FP_KINDS, 0), [], [], 0
+    fps, overlaps, fp_mm, gaps, volumes = dict.fromkeys(FP_KINDS, 0), [], [], [], 0
     for _, pred, gt, long_mm in volume_truth(datalist, predictions, section):
         spacing = spacing_of_affine(np.asarray(pred["affine"], dtype=np.float64)) if "affine" in pred else (1.0, 1.0, 1.0)
         v = volume_misses(pred["box"], pred["score"], gt, long_mm, threshold, rule, spacing)
@@ -85,6 +87,7 @@ def analyse(datalist: str, predictions: str, threshold: float, section: str = "t
             fps[kind] += 1
         overlaps += v["overlaps"]
         fp_mm += v["false_box_mm"]
+        gaps += v["gaps"]
     return {
         "threshold": threshold,
         "match": rule.label(),
@@ -93,6 +96,7 @@ def analyse(datalist: str, predictions: str, threshold: float, section: str = "t
         "false_boxes": fps,
         "misplaced_overlap": overlaps,  # (IoU in-plane, IoU along z) of each misplaced lesion's best box
         "false_box_mm": fp_mm,  # (longest in-plane side, z extent) of each kept false box
+        "below_gap": gaps,  # threshold minus the best accepted box's score, per lesion below the threshold
     }
 
 
@@ -105,6 +109,7 @@ def pool(results: list[dict]) -> dict:
     out["false_boxes"] = {k: sum(r["false_boxes"][k] for r in results) for k in FP_KINDS}
     out["misplaced_overlap"] = [o for r in results for o in r["misplaced_overlap"]]
     out["false_box_mm"] = [o for r in results for o in r["false_box_mm"]]
+    out["below_gap"] = [o for r in results for o in r["below_gap"]]
     return out
 
 
@@ -142,12 +147,26 @@ def summary_markdown(results: dict[str, dict]) -> str:
         "",
         "| set | volumes | "
         + " | ".join(k.replace("_", " ") for k in FP_KINDS)
-        + " | misplaced: median IoU in-plane / along z | false box median size in-plane / z (mm) |",
+        + " | below threshold: score gap to it, median (quartiles) | misplaced: median IoU in-plane / along z"
+        + " | false box median size in-plane / z (mm) |",
+        "|---|---|" + "---|" * len(FP_KINDS) + "---|---|---|",
     ]
-    lines += ["|---|---|" + "---|" * len(FP_KINDS) + "---|---|"]
     for name, r in results.items():
-        o, f = _medians(r["misplaced_overlap"]), _medians(r["false_box_mm"])
-        ov = f"{o['first']:.2f} / {o['second']:.2f} (n={o['n']})" if o["n"] else "-"
-        sz = f"{f['first']:.1f} / {f['second']:.1f}" if f["n"] else "-"
-        lines.append(f"| {name} | {r['volumes']} | " + " | ".join(str(r["false_boxes"][k]) for k in FP_KINDS) + f" | {ov} | {sz} |")
+        lines.append(
+            f"| {name} | {r['volumes']} | "
+            + " | ".join(str(r["false_boxes"][k]) for k in FP_KINDS)
+            + " | "
+            + " | ".join(_details(r))
+            + " |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _details(r: dict) -> list[str]:
+    """How far below the threshold the missed lesions' boxes score; the misplaced boxes' overlaps; the false boxes' sizes."""
+    g = np.asarray(r["below_gap"], dtype=np.float64)
+    gap = f"{np.median(g):.2f} ({np.percentile(g, 25):.2f}-{np.percentile(g, 75):.2f}; n={len(g)})" if len(g) else "-"
+    o, f = _medians(r["misplaced_overlap"]), _medians(r["false_box_mm"])
+    ov = f"{o['first']:.2f} / {o['second']:.2f} (n={o['n']})" if o["n"] else "-"
+    sz = f"{f['first']:.1f} / {f['second']:.1f}" if f["n"] else "-"
+    return [gap, ov, sz]

@@ -24,6 +24,7 @@ SCORES = [5.0, 1.0, 4.0, 3.0]
 def test_each_missed_lesion_gets_its_kind_and_each_false_box_its_place() -> None:
     v = volume_misses(PRED, SCORES, GT, LONG, threshold=2.0, rule=MatchRule(), spacing=(1.0, 1.0, 2.0))
     assert v["lesions"] == [(12.0, "found"), (15.0, "below_threshold"), (12.0, "misplaced"), (25.0, "unseen")]
+    assert v["gaps"] == [1.0]  # the weak box scores 1.0 under the threshold of 2.0
     # the oversized box covers a lesion (3D IoU 0.004, its centre outside it): a false box on a lesion
     assert v["false_boxes"] == ["on_lesion", "elsewhere"]
     assert v["false_box_mm"] == [(60.0, 80.0), (10.0, 12.0)]  # z in mm through the given spacing
@@ -60,5 +61,5 @@ def test_a_datalist_and_its_predictions_are_analysed_pooled_and_tabled(tmp_path)
     assert both["volumes"] == 4 and both["false_boxes"]["normal_volume"] == 2 and len(both["misplaced_overlap"]) == 2
     page = summary_markdown({"as stored": r, "pooled": both})
     assert "| as stored | 10-20 mm | 3 | 1 | 1 | 0 | 1 | 0 |" in page
-    assert "| pooled | 4 | 2 | 2 | 2 | 0.04 / 0.10 (n=2) |" in page
+    assert "| pooled | 4 | 2 | 2 | 2 | 1.00 (1.00-1.00; n=2) | 0.04 / 0.10 (n=2) | 12.0 / 6.0 |" in page  # the weak box: 1.0 under 2.0
     assert "each replicate at its own operating point" not in page.splitlines()[0]  # the first set names its threshold

@@ -23,6 +23,7 @@ LABELS = {
     "thick_slices": "+ ignore + 2.5D + thick-slice partial volume (p 0.5, sigma_z 0.3-1.2)",
     "context5": "+ ignore + 2.5D (5 slices)",
     "thick_resample": "+ ignore + 2.5D + thick slices simulated (slabs of 1-1.6 grid slices averaged, read back)",
+    "oracle": "(c) oracle: + ignore + 2.5D on complete boxes (the labels' ceiling, never chosen)",
     "context_60ep": "+ ignore + 2.5D, 60 epochs (budget)",
     "mined_only_36ep": "mined key slices only, 36 epochs (budget)",
     "ignore_36ep": "+ ignore regions, 36 epochs (budget)",

@@ -120,6 +120,8 @@ def test_the_choice_reads_validation_only_and_prefers_fewer_parts_within_one_sta
     assert choose(pooled)["chosen"] == "context"
     # linking variants and unknown arms are not training combinations
     assert choose({"self_trained_min_slices2": arm(90, 100, 0.9)}) == {}
+    # the oracle trains on the truth: shown as the ceiling, never a combination to ship
+    assert choose(pooled | {"oracle": arm(99, 100, 1.0)})["chosen"] == "context"
     # a budget compares only the arms trained with it, by their parts
     pooled |= {"ignore_36ep": arm(80, 100, 0.5), "context_36ep": arm(95, 100, 0.6)}
     assert choose(pooled)["chosen"] == "context" and choose(pooled, "_36ep")["chosen"] == "context_36ep"

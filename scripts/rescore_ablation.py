@@ -24,10 +24,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work_dir", required=True, help="an ablation's work_dir (its ablation.json and eval folders)")
     ap.add_argument("--max_fp_per_volume", type=float, required=True)
     ap.add_argument("--max_fp_per_normal_volume", type=float, required=True)
+    ap.add_argument(
+        "--normal_fp_from",
+        default="normal_volumes",
+        choices=["normal_volumes", "all_volumes"],
+        help="how FPs per normal volume are estimated on validation",
+    )
     ap.add_argument("--results", help="the page to write (none: print the pooled figures only)")
     a = ap.parse_args(argv)
     work = Path(a.work_dir) if Path(a.work_dir).is_absolute() else ROOT / a.work_dir
     limits = {"max_fp_per_volume": a.max_fp_per_volume, "max_fp_per_normal_volume": a.max_fp_per_normal_volume}
+    limits |= {"normal_fp_from": a.normal_fp_from} if a.normal_fp_from != "normal_volumes" else {}
     try:
         summary = rescore_ablation(work, limits, " ".join(["python scripts/rescore_ablation.py", *map(shlex.quote, argv)]))
     except FileNotFoundError as e:

@@ -186,7 +186,7 @@ METHOD = (
     "(the path MONAI Label and the Deploy app use); strict rule: a lesion is found when a 3D box has IoU >= 0.1 with it or the "
     "box's own centre lies inside it (lesions >= 10 mm matched first, a second box on a found lesion ignored). The operating "
     "point is each model's own, chosen on validation volumes (lowest logit with <= {fp:g} false boxes per volume and <= {fpn:g} "
-    "per normal volume); only the demo's (b) is shipped as `operating_point.json`. CPM: LUNA16, 1/8 ... 8 false boxes per volume. "
+    "per normal volume{how}); only the demo's (b) is shipped as `operating_point.json`. CPM: LUNA16, 1/8 ... 8 false boxes per volume. "
     "Pooled = counts summed over replicates. Choices (the demo's default combination) are read from the last column, "
     "validation volumes only; test patients choose nothing."
 )
@@ -221,7 +221,8 @@ def _intro(summary: dict, source: str) -> list[str]:
         "changes), configs, settings and model (bundle/steps/provenance.py); anything else runs again."
     )
     limits = _limits(summary)
-    method = METHOD.format(fp=limits["max_fp_per_volume"], fpn=limits["max_fp_per_normal_volume"])
+    est = ", estimated from every volume's false boxes away from any lesion" if limits.get("normal_fp_from") == "all_volumes" else ""
+    method = METHOD.format(fp=limits["max_fp_per_volume"], fpn=limits["max_fp_per_normal_volume"], how=est)
     return ["# Results", "", "## Whole volumes (primary): what a radiologist sees on a series", "", how, "", method, ""]
 
 

@@ -19,7 +19,8 @@ from bundle.metrics.volume import MatchRule
 
 def tag(limits: dict) -> str:
     """The folder suffix of one rule, e.g. ``fp0.5_normal0.25``."""
-    return f"fp{limits['max_fp_per_volume']:g}_normal{limits['max_fp_per_normal_volume']:g}"
+    how = "" if limits.get("normal_fp_from", "normal_volumes") == "normal_volumes" else "_from_all"
+    return f"fp{limits['max_fp_per_volume']:g}_normal{limits['max_fp_per_normal_volume']:g}{how}"
 
 
 def rescore_arm(eval_dir: Path, out_dir: Path, limits: dict) -> dict:

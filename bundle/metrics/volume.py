@@ -133,6 +133,7 @@ class Volume:
     match: ImageMatch  # scored boxes only (ignored duplicates left out)
     long_mm: np.ndarray
     shown: np.ndarray | None = None  # every box's score, duplicates included (boxes shown per volume); None: match.scores
+    away: np.ndarray | None = None  # per scored box: it overlaps no lesion at all (a false box in normal tissue)
 
     @property
     def normal(self) -> bool:
@@ -186,8 +187,17 @@ def score_volumes(datalist: str, predictions: str, key: str, rule: MatchRule | N
     for item, pred, boxes, long_mm in volume_truth(datalist, predictions, key):
         where = item["image"]
         m, ignored = match_volume(pred["box"], pred["score"], boxes, rule, where, long_mm)
-        out.append(Volume(where, str(item.get("patient", where)), without(m, ignored), long_mm, m.scores))
+        away = _away(pred["box"], boxes)[~ignored]
+        out.append(Volume(where, str(item.get("patient", where)), without(m, ignored), long_mm, m.scores, away))
     return out
+
+
+def _away(pred_boxes, gt: np.ndarray) -> np.ndarray:
+    """Per predicted box: it overlaps no lesion (3D IoU 0 with every one); on a normal volume every box is away."""
+    p = as_boxes(pred_boxes, "predictions")
+    if not len(p) or not len(gt):
+        return np.ones(len(p), dtype=bool)
+    return ~(np.asarray(box_iou(p, gt), dtype=np.float64) > 0).any(axis=1)
 
 
 def _kept(v: Volume, t: float) -> tuple[np.ndarray, set[int]]:
@@ -260,23 +270,44 @@ def at_threshold(volumes: list[Volume], t: float) -> dict:
     }
 
 
-def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 0.5, max_fp_per_normal_volume: float = 0.25) -> dict:
+NORMAL_FP_FROM = ("normal_volumes", "all_volumes")
+
+
+def _normal_fp_evidence(volumes: list[Volume], normal_fp_from: str) -> tuple[np.ndarray, int]:
+    """Per scored box, whether it counts toward false boxes per normal volume, and over how many volumes.
+
+    "normal_volumes": the false boxes of the volumes without lesions, per such volume (few: 2 of the demo's 16
+    validation volumes). "all_volumes": every false box that overlaps no lesion, per volume of any kind: the same rate
+    of false boxes in normal tissue, estimated on every volume (a mimic does not need the brain to be normal)."""
+    if normal_fp_from not in NORMAL_FP_FROM:
+        raise ValueError(f"normal_fp_from {normal_fp_from!r}: use one of {', '.join(NORMAL_FP_FROM)}")
+    if normal_fp_from == "normal_volumes":
+        flags = [np.full(len(v.match.scores), v.normal) & ~v.match.tp for v in volumes]
+        return np.concatenate(flags + [np.zeros(0, dtype=bool)]), sum(v.normal for v in volumes)
+    flags = [(v.away if v.away is not None else np.full(len(v.match.scores), v.normal)) & ~v.match.tp for v in volumes]
+    return np.concatenate(flags + [np.zeros(0, dtype=bool)]), len(volumes)
+
+
+def choose_operating_point(
+    volumes: list[Volume], max_fp_per_volume: float = 0.5, max_fp_per_normal_volume: float = 0.25, normal_fp_from: str = "normal_volumes"
+) -> dict:
     """The lowest score threshold whose FPs per volume and per normal volume stay within the targets (validation).
 
     Candidates are the distinct scores (a threshold keeps every tie of its score, as in matching.py) and one
     just above the highest score (keeps nothing). FPs only fall as the threshold rises, so the lowest
     feasible candidate keeps the most lesions within the targets. Without normal volumes the per-normal
-    target cannot be checked and is recorded as such.
+    target cannot be checked and is recorded as such. ``normal_fp_from``: how FPs per normal volume are estimated
+    (:func:`_normal_fp_evidence`).
     """
     if not volumes:
         raise ValueError("operating point: no validation volumes")
     scores = np.concatenate([v.match.scores for v in volumes] + [np.zeros(0)])
     fp = np.concatenate([~v.match.tp for v in volumes] + [np.zeros(0, dtype=bool)])
-    normal = np.concatenate([np.full(len(v.match.scores), v.normal) for v in volumes] + [np.zeros(0, dtype=bool)])
-    n_vol, n_norm = len(volumes), sum(v.normal for v in volumes)
+    normal_fp, n_norm = _normal_fp_evidence(volumes, normal_fp_from)
+    n_vol = len(volumes)
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
-    cum_fp, cum_fpn = np.cumsum(fp[order]), np.cumsum((fp & normal)[order])
+    cum_fp, cum_fpn = np.cumsum(fp[order]), np.cumsum(normal_fp[order])
     last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, dtype=bool)
     ok = last & (cum_fp <= max_fp_per_volume * n_vol + 1e-9)
     if n_norm:
@@ -289,14 +320,16 @@ def choose_operating_point(volumes: list[Volume], max_fp_per_volume: float = 0.5
         thr = float(s[feasible[-1]])
     else:  # just above the top score, in float32 too (the serving paths compare float32 scores)
         thr = float(np.nextafter(np.float32(float32_at_least(s[0])), np.float32(np.inf))) if len(s) else 0.0
+    how = "" if normal_fp_from == "normal_volumes" else " (estimated from every volume's false boxes away from any lesion)"
     rule = (
         f"lowest score threshold with validation FP per volume <= {max_fp_per_volume:g} and FP per normal volume <= "
-        f"{max_fp_per_normal_volume:g} (a threshold keeps every box with score >= it; ties together)"
+        f"{max_fp_per_normal_volume:g}{how} (a threshold keeps every box with score >= it; ties together)"
     )
+    targets = {"max_fp_per_volume": max_fp_per_volume, "max_fp_per_normal_volume": max_fp_per_normal_volume}
     return {
         "score_threshold": thr,
         "rule": rule,
-        "targets": {"max_fp_per_volume": max_fp_per_volume, "max_fp_per_normal_volume": max_fp_per_normal_volume},
+        "targets": targets | ({"normal_fp_from": normal_fp_from} if normal_fp_from != "normal_volumes" else {}),
         "normal_target_checked": bool(n_norm),
         "keeps_nothing_on_validation": not len(feasible),
         "validation": at_threshold(volumes, thr),

@@ -66,6 +66,7 @@ def evaluate(
     n_bootstrap: int = 1000,
     seed: int = 0,
     name: str = "model",
+    normal_fp_from: str = "normal_volumes",
     val_key: str = "validation",
     test_key: str = "test",
     config: dict | None = None,
@@ -75,7 +76,11 @@ def evaluate(
     config: the settings the predictions were made and scored with (evaluate_volume.yaml's ``evaluation_stamp``),
     stamped with the git state into ``provenance`` (bundle.steps.provenance)."""
     rule = MatchRule(criterion, iou_threshold)
-    targets = {"max_fp_per_volume": max_fp_per_volume, "max_fp_per_normal_volume": max_fp_per_normal_volume}
+    targets = {
+        "max_fp_per_volume": max_fp_per_volume,
+        "max_fp_per_normal_volume": max_fp_per_normal_volume,
+        "normal_fp_from": normal_fp_from,
+    }
     val, op, test = _scored(datalist, val_predictions, test_predictions, rule, targets, (val_key, test_key))
     # the settings the scores came from travel with the point (operating_point.json), so serving can name a mismatch
     op["settings"] = {k: config[k] for k in ("detector", "linking") if k in (config or {})} or None

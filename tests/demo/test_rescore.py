@@ -122,3 +122,12 @@ def test_the_script_rescores_and_writes_the_page(tmp_path, repo_root, capsys):
     (rdir / "context" / "metrics_volume.json").unlink()
     with pytest.raises(SystemExit, match="arm 'context' has no saved evaluation to rescore"):
         mod.main(["--work_dir", str(tmp_path / "work"), "--max_fp_per_volume", "0.5", "--max_fp_per_normal_volume", "0"])
+
+
+def test_a_rule_estimating_normal_false_boxes_from_every_volume_gets_its_own_folder():
+    from bundle.demo.rescore import tag
+
+    limits = {"max_fp_per_volume": 0.5, "max_fp_per_normal_volume": 0.25}
+    assert tag(limits) == "fp0.5_normal0.25"
+    assert tag(limits | {"normal_fp_from": "all_volumes"}) == "fp0.5_normal0.25_from_all"
+    assert tag(limits | {"normal_fp_from": "normal_volumes"}) == "fp0.5_normal0.25"

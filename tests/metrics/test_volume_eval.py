@@ -678,3 +678,25 @@ def test_demo_ships_a_point_or_says_why_not(tmp_path):
     some = choose_operating_point([_vol([2.5, 1.5], [True, False], 1)], 1.0, 0.5)
     got = ship_operating_point(tmp_path, some)
     assert got["ok"] and json.loads((tmp_path / "operating_point.json").read_text())["score_threshold"] == 1.5
+
+
+def test_normal_volume_false_boxes_can_be_estimated_from_every_volume():
+    """Two normal validation volumes say little; a false box that overlaps no lesion is normal tissue on any volume."""
+    lesion_vols = []
+    for i in range(6):  # each: its lesion at 9, a false box away from it at 8 (i < 3) or one touching it at 7
+        v = _vol([9.0, 8.0 if i < 3 else 7.0], [True, False], 1, patient=f"l{i}")
+        v.away = np.array([False, i < 3])
+        lesion_vols.append(v)
+    normals = [_vol([], [], 0, patient=f"n{i}") for i in range(2)]
+    for n in normals:
+        n.away = np.zeros(0, dtype=bool)
+    vols = lesion_vols + normals
+    # the 2 normal volumes hold no box: only the per-volume limit (0.5 x 8 = 4 false boxes) binds: 3 at 8 kept, 6 at 7 not
+    assert choose_operating_point(vols, 0.5, 0.25)["score_threshold"] == 8.0
+    # every volume: 3 false boxes away from lesions on 8 volumes is 0.375 > 0.25, so the boxes at 8 go, and with them 7
+    op = choose_operating_point(vols, 0.5, 0.25, normal_fp_from="all_volumes")
+    assert op["score_threshold"] == 9.0 and op["targets"]["normal_fp_from"] == "all_volumes" and "away from any lesion" in op["rule"]
+    # 0.5 per normal volume allows 4 away boxes on 8 volumes: the per-volume limit binds again
+    assert choose_operating_point(vols, 0.5, 0.5, normal_fp_from="all_volumes")["score_threshold"] == 8.0
+    with pytest.raises(ValueError, match="normal_fp_from 'some'"):
+        choose_operating_point(vols, normal_fp_from="some")

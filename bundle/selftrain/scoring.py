@@ -101,12 +101,14 @@ def pseudo_quality(
     }
 
 
-def shipped_limits(config: Path = ROOT / "configs" / "evaluate_volume.yaml") -> dict[str, float]:
-    """The false-box limits the bundle ships its operating point at (configs/evaluate_volume.yaml)."""
+def shipped_limits(config: Path = ROOT / "configs" / "evaluate_volume.yaml") -> dict[str, float | str]:
+    """The false-box limits the bundle ships its operating point at, and how FPs per normal volume are estimated
+    (configs/evaluate_volume.yaml)."""
     import yaml
 
     doc = yaml.safe_load(Path(config).read_text())
-    return {k: float(doc[k]) for k in ("max_fp_per_volume", "max_fp_per_normal_volume")}
+    out: dict[str, float | str] = {k: float(doc[k]) for k in ("max_fp_per_volume", "max_fp_per_normal_volume")}
+    return out | {"normal_fp_from": str(doc.get("normal_fp_from", "normal_volumes"))}
 
 
 def volume_selection(volume_datalist: str, predictions: str, section: str = "validation") -> dict:

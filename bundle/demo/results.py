@@ -118,8 +118,9 @@ def _volume_lines(r: dict) -> list[str]:
         "Every slice of each test volume through configs/inference_volume.yaml; strict rule: a lesion is found when a 3D box has "
         "IoU >= 0.1 with it or the box's own centre lies inside it (lesions >= 10 mm matched first; a second box on a found lesion "
         f"ignored); operating point: lowest logit with <= {lim['max_fp_per_volume']:g} false boxes per validation volume and "
-        f"<= {lim['max_fp_per_normal_volume']:g} per normal validation volume. "
-        "Old rule (IoU >= 0.1 or the box contains the lesion's centre; earlier pages), same boxes: last column. "
+        f"<= {lim['max_fp_per_normal_volume']:g} per normal validation volume"
+        + (" (estimated from every volume's false boxes away from any lesion). " if lim.get("normal_fp_from") == "all_volumes" else ". ")
+        + "Old rule (IoU >= 0.1 or the box contains the lesion's centre; earlier pages), same boxes: last column. "
         "CPM: LUNA16, mean sensitivity at 1/8 ... 8 false boxes per volume.",
         "",
         "| model | sensitivity, lesions >= 10 mm | FP / volume | FP / normal volume | operating logit | CPM | old rule: sens >= 10 mm |",

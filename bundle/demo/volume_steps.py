@@ -179,6 +179,7 @@ def train_volume_oracle(o: DemoOptions, p: Paths, series: dict) -> Path:
 def compare_volumes(p: Paths, volume_datalist: str, names: tuple[str, str], n_bootstrap: int, seed: int) -> dict:
     """Paired per-volume test of two models, each at its own validation operating point."""
     from bundle.metrics.volume_report import compare
+    from bundle.selftrain.scoring import shipped_limits
 
     def preds(n: str) -> tuple[str, str]:
         d = p.work / "eval_volume" / n
@@ -192,6 +193,7 @@ def compare_volumes(p: Paths, volume_datalist: str, names: tuple[str, str], n_bo
         names,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        **shipped_limits(),  # each model's point as the shipped rule chooses it
     )
 
 

@@ -281,10 +281,10 @@ def _normal_fp_evidence(volumes: list[Volume], normal_fp_from: str) -> tuple[np.
     of false boxes in normal tissue, estimated on every volume (a mimic does not need the brain to be normal)."""
     if normal_fp_from not in NORMAL_FP_FROM:
         raise ValueError(f"normal_fp_from {normal_fp_from!r}: use one of {', '.join(NORMAL_FP_FROM)}")
-    if normal_fp_from == "normal_volumes":
+    if normal_fp_from == "normal_volumes" or any(v.away is None for v in volumes):  # built without boxes: no overlap to read
         flags = [np.full(len(v.match.scores), v.normal) & ~v.match.tp for v in volumes]
         return np.concatenate(flags + [np.zeros(0, dtype=bool)]), sum(v.normal for v in volumes)
-    flags = [(v.away if v.away is not None else np.full(len(v.match.scores), v.normal)) & ~v.match.tp for v in volumes]
+    flags = [v.away & ~v.match.tp for v in volumes]
     return np.concatenate(flags + [np.zeros(0, dtype=bool)]), len(volumes)
 
 

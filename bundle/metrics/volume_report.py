@@ -131,11 +131,16 @@ def compare(
     max_fp_per_normal_volume: float = 0.25,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    normal_fp_from: str = "normal_volumes",
 ) -> dict:
     """Two models on the same test volumes, each at its own validation operating point: paired bootstrap of
     sensitivity >= 10 mm, FP per volume and CPM (A - B), the same resampled patients for both."""
     rule = MatchRule(criterion, iou_threshold)
-    targets = {"max_fp_per_volume": max_fp_per_volume, "max_fp_per_normal_volume": max_fp_per_normal_volume}
+    targets = {
+        "max_fp_per_volume": max_fp_per_volume,
+        "max_fp_per_normal_volume": max_fp_per_normal_volume,
+        "normal_fp_from": normal_fp_from,
+    }
     (_, op_a, ta), (_, op_b, tb) = (_scored(datalist, *pr, rule, targets, ("validation", "test")) for pr in (a, b))
     if [v.image for v in ta] != [v.image for v in tb]:
         raise ValueError("paired test: the two prediction sets cover different test volumes")

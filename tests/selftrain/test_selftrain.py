@@ -371,9 +371,7 @@ def test_volume_selection_scores_validation_at_the_shipped_false_box_limits(tmp_
     ]
     (tmp_path / "p.json").write_text(json.dumps({"predictions": recs}))
     v = volume_selection(str(tmp_path / "dl.json"), str(tmp_path / "p.json"))
-    assert (
-        v["limits"] == shipped_limits() == {"max_fp_per_volume": 0.5, "max_fp_per_normal_volume": 0.25, "normal_fp_from": "normal_volumes"}
-    )
+    assert v["limits"] == shipped_limits() == {"max_fp_per_volume": 0.5, "max_fp_per_normal_volume": 0.25, "normal_fp_from": "all_volumes"}
     # at most 0.25 false boxes per normal volume (1 normal volume): only 0.9 is kept, the 0.5 FP would break it
     assert v["score_threshold"] == pytest.approx(0.9) and v["sensitivity_ge10"] == 0.5 and v["found_ge10"] == 1
     assert v["key"][0] == 0.5 and 0.0 <= v["key"][1] <= 1.0

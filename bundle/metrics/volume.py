@@ -273,19 +273,20 @@ def at_threshold(volumes: list[Volume], t: float) -> dict:
 NORMAL_FP_FROM = ("normal_volumes", "all_volumes")
 
 
-def _normal_fp_evidence(volumes: list[Volume], normal_fp_from: str) -> tuple[np.ndarray, int]:
+def _normal_fp_evidence(volumes: list[Volume], normal_fp_from: str) -> tuple[np.ndarray, int, str]:
     """Per scored box, whether it counts toward false boxes per normal volume, and over how many volumes.
 
     "normal_volumes": the false boxes of the volumes without lesions, per such volume (few: 2 of the demo's 16
     validation volumes). "all_volumes": every false box that overlaps no lesion, per volume of any kind: the same rate
-    of false boxes in normal tissue, estimated on every volume (a mimic does not need the brain to be normal)."""
+    of false boxes in normal tissue, estimated on every volume (a mimic does not need the brain to be normal). Volumes
+    built without their boxes' overlaps (``away`` None) can only be read the first way; the estimate used is returned."""
     if normal_fp_from not in NORMAL_FP_FROM:
         raise ValueError(f"normal_fp_from {normal_fp_from!r}: use one of {', '.join(NORMAL_FP_FROM)}")
     if normal_fp_from == "normal_volumes" or any(v.away is None for v in volumes):  # built without boxes: no overlap to read
         flags = [np.full(len(v.match.scores), v.normal) & ~v.match.tp for v in volumes]
-        return np.concatenate(flags + [np.zeros(0, dtype=bool)]), sum(v.normal for v in volumes)
+        return np.concatenate(flags + [np.zeros(0, dtype=bool)]), sum(v.normal for v in volumes), "normal_volumes"
     flags = [v.away & ~v.match.tp for v in volumes]
-    return np.concatenate(flags + [np.zeros(0, dtype=bool)]), len(volumes)
+    return np.concatenate(flags + [np.zeros(0, dtype=bool)]), len(volumes), "all_volumes"
 
 
 def choose_operating_point(
@@ -303,7 +304,7 @@ def choose_operating_point(
         raise ValueError("operating point: no validation volumes")
     scores = np.concatenate([v.match.scores for v in volumes] + [np.zeros(0)])
     fp = np.concatenate([~v.match.tp for v in volumes] + [np.zeros(0, dtype=bool)])
-    normal_fp, n_norm = _normal_fp_evidence(volumes, normal_fp_from)
+    normal_fp, n_norm, normal_fp_from = _normal_fp_evidence(volumes, normal_fp_from)
     n_vol = len(volumes)
     order = np.argsort(-scores, kind="stable")
     s = scores[order]
